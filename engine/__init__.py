@@ -1,0 +1,3 @@
+"""Arbiter: a real-time decisioning engine."""
+
+__version__ = "0.1.0"

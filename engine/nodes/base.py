@@ -1,0 +1,131 @@
+"""The contract every node kind implements.
+
+A node definition (a dict from a model file) is compiled once by its kind's ``compile`` function into an
+immutable node object. Per-evaluation state lives in the :class:`TraceEntry` handed to ``evaluate`` and
+in the scope, never on the node: one compiled plan serves every concurrent request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from engine.errors import Problem
+from engine.feel import Expression, compile_expression
+from engine.types import JSONObject, Scope
+
+
+@dataclass(slots=True)
+class TraceEntry:
+    """What one node did in one evaluation. Created per request; rendered when ``explain`` is on."""
+
+    id: str
+    kind: str
+    output: Any = None
+    time_us: int = 0
+    matched: list[str] | None = None
+    error: str | None = None
+    skipped: bool = False
+    fallback: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> JSONObject:
+        out: JSONObject = {"id": self.id, "kind": self.kind, "output": self.output, "time_us": self.time_us}
+        if self.matched is not None:
+            out["matched"] = self.matched
+        if self.error is not None:
+            out["error"] = self.error
+        if self.skipped:
+            out["skipped"] = True
+        if self.fallback is not None:
+            out["fallback"] = self.fallback
+        if self.detail:
+            out.update(self.detail)
+        return out
+
+
+class Node(Protocol):
+    """A compiled node. ``deps`` are the ids of nodes (and declared inputs) it reads."""
+
+    id: str
+    kind: str
+    deps: frozenset[str]
+    gate: Expression | None
+
+    def evaluate(self, scope: Scope, trace: TraceEntry) -> Any:
+        """Compute this node's output from ``scope``. Raise EvaluationError on failure."""
+        ...
+
+
+class AsyncNode(Node, Protocol):
+    """A node that waits on I/O (external calls). The executor runs these concurrently.
+
+    ``fallback`` is what the node yields when it fails, times out or the request deadline passes.
+    """
+
+    fallback: Any
+
+    async def evaluate_async(self, scope: Scope, trace: TraceEntry, deadline_s: float) -> Any:
+        """``deadline_s`` is an absolute ``time.monotonic()`` value this node must finish by."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class CompileContext:
+    """What a node compiler may know about the model it is part of.
+
+    ``names`` are every top-level name in scope (node ids, declared inputs, ``guest``, ``context``):
+    the FEEL parser needs them to read multi-word names such as ``Applicant Age``.
+    """
+
+    names: frozenset[str]
+    model: JSONObject
+    problems: list[Problem]
+    services: Any = None  # engine-level services a kind may bind at compile time (e.g. Lua runtime, HTTP pool)
+
+    def expression(self, text: Any, pointer: str) -> Expression | None:
+        """Compile ``text`` as a FEEL expression, recording a located problem instead of raising."""
+        from engine.errors import FeelError
+
+        if not isinstance(text, str):
+            self.problems.append(Problem(pointer, "must be a FEEL expression string"))
+            return None
+        try:
+            return compile_expression(text, names=self.names)
+        except FeelError as exc:
+            self.problems.append(Problem(pointer, f"{exc.detail} in {text!r}"))
+            return None
+
+
+NodeCompiler = Callable[[JSONObject, str, CompileContext], Node | None]
+"""``compile(definition, pointer, ctx)`` → node, or None after appending problems to ``ctx.problems``."""
+
+
+def references(*exprs: Expression | None) -> frozenset[str]:
+    """Union of the root names the given expressions read."""
+    out: set[str] = set()
+    for e in exprs:
+        if e is not None:
+            out |= e.references
+    return frozenset(out)
+
+
+def require(defn: JSONObject, key: str, pointer: str, ctx: CompileContext, types: type | tuple[type, ...]) -> Any:
+    """Fetch a required field of a node definition, recording a located problem when absent or mistyped."""
+    if key not in defn:
+        ctx.problems.append(Problem(f"{pointer}/{key}", f"'{key}' is required"))
+        return None
+    value = defn[key]
+    if not isinstance(value, types):
+        ctx.problems.append(Problem(f"{pointer}/{key}", f"'{key}' has the wrong type ({type(value).__name__})"))
+        return None
+    return value
+
+
+def known_keys(defn: JSONObject, allowed: Iterable[str], pointer: str, ctx: CompileContext) -> None:
+    """Unknown keys are a typo more often than not: report them."""
+    allowed_set = set(allowed) | {"id", "kind", "when", "description", "label"}
+    for k in defn:
+        if k not in allowed_set:
+            ctx.problems.append(Problem(f"{pointer}/{k}", f"unknown field '{k}'"))
