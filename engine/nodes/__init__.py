@@ -1,0 +1,12 @@
+"""Node kinds: one module each, registered here by their ``KIND``."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from engine.nodes import offers, output, rule
+from engine.nodes.base import NodeCompiler
+
+_MODULES: tuple[ModuleType, ...] = (rule, offers, output)
+
+COMPILERS: dict[str, NodeCompiler] = {m.KIND: m.compile for m in _MODULES}

@@ -1,0 +1,39 @@
+# The README's two commands: `make run` and `make test`. CI runs .ci/run, which calls `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TCK ?= ../shared/dmn-tck/TestCases
+
+.PHONY: run test check bench redis-server node-deps tck clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/arbiter serve --models models
+
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null; \
+	  else echo "redis-server is missing: install it (e.g. 'sudo apt-get install redis-server') and re-run"; exit 1; fi; }
+
+test: $(STAMP) redis-server
+	$(BIN)/python -m pytest -q
+
+tck: $(STAMP)
+	$(BIN)/arbiter tck $(TCK)
+
+check: $(STAMP)
+	$(BIN)/ruff check engine tests benchmarks
+	$(BIN)/mypy
+
+bench: $(STAMP) redis-server
+	$(BIN)/python -m pytest benchmarks -q --benchmark-only --benchmark-columns=median,iqr,ops,rounds
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

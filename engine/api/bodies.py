@@ -1,0 +1,73 @@
+"""Reading request bodies safely: a size limit, JSON parsing, and typed field access with pointers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from engine.errors import BadRequest, PayloadTooLarge
+from engine.types import JSONObject
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {max_bytes}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"body exceeds the limit of {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, max_bytes: int, *, allow_empty: bool = False) -> Any:
+    body = await read_body(request, max_bytes)
+    if not body.strip():
+        if allow_empty:
+            return {}
+        raise BadRequest("request body is empty; expected JSON", pointer="")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}", pointer="") from exc
+
+
+def as_object(value: Any, pointer: str) -> JSONObject:
+    if not isinstance(value, dict):
+        raise BadRequest(f"must be a JSON object, not {_json_type(value)}", pointer=pointer)
+    return value
+
+
+def optional(obj: JSONObject, key: str, types: type | tuple[type, ...], pointer: str, default: Any = None) -> Any:
+    value = obj.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in _tuple(types)):
+        names = " or ".join(_json_name(t) for t in _tuple(types))
+        raise BadRequest(f"'{key}' must be {names}, not {_json_type(value)}", pointer=f"{pointer}/{key}")
+    return value
+
+
+def _tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def _json_name(t: type) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "an integer"}.get(
+        t, "a number"
+    )
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return {dict: "an object", list: "an array", str: "a string"}.get(type(value), type(value).__name__)

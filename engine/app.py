@@ -1,0 +1,82 @@
+"""The Starlette application: routes, error handlers, and the lifespan that owns every resource."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from engine.api import decide, models, ops
+from engine.api.problems import HANDLERS
+from engine.config import Settings
+from engine.metrics import Metrics, MetricsMiddleware
+from engine.recorder import Recorder
+from engine.registry import Registry
+from engine.runtime import Runtime
+from engine.store import Store, open_store
+
+log = logging.getLogger("arbiter")
+MODEL_SUFFIXES = (".json", ".yaml", ".yml", ".dmn")
+
+
+async def load_models_dir(registry: Registry, directory: Path) -> list[str]:
+    """Upload and publish every model file in ``directory`` whose content differs from production.
+
+    Idempotent, so a restart against a persistent Redis does not pile up identical versions.
+    """
+    from engine.model import parse_document
+
+    loaded = []
+    for path in sorted(directory.iterdir()):
+        if path.suffix not in MODEL_SUFFIXES or not path.is_file():
+            continue
+        key = path.stem
+        body = path.read_bytes()
+        pointers = await registry.pointers(key)
+        if pointers is not None and pointers.production is not None:
+            current = await registry.store.model_get_version(key, pointers.production)
+            if current is not None and current["definition"] == parse_document(body, None):
+                continue
+        created = await registry.upload(key, body, None)
+        await registry.set_state(key, created["version"], "production")
+        loaded.append(key)
+    return loaded
+
+
+def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        st = store or open_store(settings)
+        registry = Registry(st, pointer_ttl_s=settings.model_cache_ttl_s, max_result_bytes=settings.max_result_bytes)
+        recorder = Recorder(st, metrics)
+        rt = Runtime(settings, st, registry, metrics, recorder, np.random.default_rng())
+        app.state.rt = rt
+        if settings.models_dir is not None:
+            loaded = await load_models_dir(registry, settings.models_dir)
+            log.info("models loaded from %s: %s", settings.models_dir, ", ".join(loaded) or "(all current)")
+        recorder.start()
+        try:
+            yield
+        finally:
+            await recorder.stop()
+            if store is None:
+                await st.close()
+
+    return Starlette(
+        routes=[*ops.routes, *decide.routes, *models.routes],
+        middleware=[Middleware(MetricsMiddleware, metrics=metrics)],
+        exception_handlers=HANDLERS,  # type: ignore[arg-type]
+        lifespan=lifespan,
+    )
+
+
+def app_from_env() -> Starlette:
+    """Factory for ``uvicorn --factory`` (each worker process builds its app from the environment)."""
+    return create_app(Settings.from_env())

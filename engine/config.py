@@ -1,0 +1,78 @@
+"""Settings: one frozen dataclass, read from the environment and overridden by CLI flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+DEMO_ADMIN_KEY = "demo-admin"
+DEMO_PUBLIC_KEY = "demo-public"
+DEFAULT_POS = "default"
+
+
+def _parse_public_keys(raw: str) -> dict[str, str]:
+    """``key`` or ``pos1=key1,pos2=key2`` → {key: point_of_sale}."""
+    out: dict[str, str] = {}
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        pos, sep, key = part.partition("=")
+        out[key if sep else pos] = pos if sep else DEFAULT_POS
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    redis_url: str | None = None
+    """None → the embedded in-process store."""
+    admin_key: str = DEMO_ADMIN_KEY
+    public_keys: dict[str, str] = field(default_factory=lambda: {DEMO_PUBLIC_KEY: DEFAULT_POS})
+    """public key → point of sale it speaks for."""
+    models_dir: Path | None = None
+    """Every model file here is uploaded and published at start-up (demo / GitOps style)."""
+    deadline_ms: int = 50
+    max_body_bytes: int = 1_048_576
+    max_result_bytes: int = 65_536
+    model_cache_ttl_s: float = 1.0
+    """How stale another process's view of 'which version is in production' may be."""
+    decision_log_maxlen: int = 100_000
+    workers: int = 1
+
+    @property
+    def uses_demo_keys(self) -> bool:
+        return self.admin_key == DEMO_ADMIN_KEY or DEMO_PUBLIC_KEY in self.public_keys
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        env = dict(os.environ if env is None else env)
+        s = cls()
+        if v := env.get("ARBITER_HOST"):
+            s = replace(s, host=v)
+        if v := env.get("ARBITER_PORT"):
+            s = replace(s, port=int(v))
+        if v := env.get("ARBITER_REDIS_URL"):
+            s = replace(s, redis_url=v)
+        if v := env.get("ARBITER_ADMIN_KEY"):
+            s = replace(s, admin_key=v)
+        if v := env.get("ARBITER_PUBLIC_KEY"):
+            s = replace(s, public_keys=_parse_public_keys(v))
+        if v := env.get("ARBITER_MODELS_DIR"):
+            s = replace(s, models_dir=Path(v))
+        if v := env.get("ARBITER_DEADLINE_MS"):
+            s = replace(s, deadline_ms=int(v))
+        if v := env.get("ARBITER_MAX_BODY_BYTES"):
+            s = replace(s, max_body_bytes=int(v))
+        if v := env.get("ARBITER_WORKERS"):
+            s = replace(s, workers=int(v))
+        return replace(s, **{k: v for k, v in overrides.items() if v is not None})
+
+    def check_bind(self) -> None:
+        """Demo keys are published in the README: never accept them off loopback."""
+        if self.uses_demo_keys and self.host not in ("127.0.0.1", "localhost", "::1"):
+            raise SystemExit(
+                f"refusing to bind {self.host} with the demo keys; set ARBITER_ADMIN_KEY and ARBITER_PUBLIC_KEY"
+            )

@@ -1,0 +1,118 @@
+"""Making a decision: fetch the guest (one round trip) → evaluate the compiled plan → record.
+
+Shared by every front door that asks for a decision (the native decide API, Sitecore-compatible
+personalize calls, OFREP flags), so they all behave alike.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from engine.errors import BadRequest, Unavailable
+from engine.plan import Plan, Result, ResultTooLarge
+from engine.runtime import Runtime
+from engine.store import DecisionRecord, GuestLookup, Store, empty_guest
+from engine.types import JSONObject
+
+
+@dataclass(slots=True)
+class Decision:
+    decision_id: str
+    plan: Plan
+    result: Result
+    guest_ref: str | None
+    degraded: bool
+    guest: JSONObject
+    """The guest as read for this decision; a shadow evaluation reuses it instead of reading again."""
+
+    def as_json(self, *, explain: bool) -> JSONObject:
+        out: JSONObject = {
+            "decision_id": self.decision_id,
+            "model": {"key": self.plan.key, "version": self.plan.version},
+            "outputs": self.result.outputs,
+        }
+        if self.result.errors:
+            out["errors"] = self.result.errors
+        if self.degraded:
+            out["degraded"] = True
+        if explain:
+            out["trace"] = self.result.trace_json()
+        return out
+
+
+def parse_lookup(raw: Any, pointer: str = "/guest") -> GuestLookup:
+    """The request's guest: ``{browser_id}``, ``{guest_ref}`` or ``{identifiers: {provider, id}}``."""
+    if raw is None:
+        return GuestLookup()
+    if not isinstance(raw, dict):
+        raise BadRequest("must be an object naming the guest", pointer=pointer)
+    for field in ("browser_id", "guest_ref"):
+        value = raw.get(field)
+        if value is not None:
+            if not isinstance(value, str) or not value or len(value) > 128:
+                raise BadRequest(f"'{field}' must be a non-empty string of at most 128 characters", pointer=f"{pointer}/{field}")
+            return GuestLookup(**{field: value})
+    ident = raw.get("identifiers")
+    if ident is not None:
+        if isinstance(ident, list) and ident:
+            ident = ident[0]
+        if not isinstance(ident, dict) or not isinstance(ident.get("provider"), str) or not isinstance(ident.get("id"), str):
+            raise BadRequest("'identifiers' must be {provider, id} strings", pointer=f"{pointer}/identifiers")
+        return GuestLookup(provider=ident["provider"], identifier=ident["id"])
+    raise BadRequest("name the guest by 'browser_id', 'guest_ref' or 'identifiers'", pointer=pointer)
+
+
+async def fetch_guest(store: Store, lookup: GuestLookup) -> tuple[JSONObject, bool]:
+    """The guest document and whether we are degraded (store down: answer from defaults, say so)."""
+    try:
+        guest = await store.guest_load(lookup)
+    except Unavailable:
+        return empty_guest(lookup.direct_ref), True
+    return (guest if guest is not None else empty_guest(lookup.direct_ref)), False
+
+
+async def evaluate(rt: Runtime, plan: Plan, guest: JSONObject, context: JSONObject) -> Result:
+    if plan.is_async:
+        return await plan.evaluate_async(guest, context, rt.settings.deadline_ms)
+    return plan.evaluate(guest, context)
+
+
+async def decide(rt: Runtime, model_key: str, lookup: GuestLookup, context: JSONObject) -> tuple[Decision, Plan | None]:
+    """Serve ``model_key`` for this guest. Returns the decision and the shadow plan to run after responding."""
+    t0 = time.perf_counter()
+    plan, shadow = await rt.registry.production(model_key)
+    guest, degraded = await fetch_guest(rt.store, lookup)
+    result = await evaluate(rt, plan, guest, context)
+    check_size(plan, result)
+    decision = Decision(uuid.uuid4().hex, plan, result, guest.get("ref") or lookup.direct_ref, degraded, guest)
+    rt.recorder.record(record(decision, shadow=False))
+    rt.metrics.observe_decision(plan.key, time.perf_counter() - t0, result.trace)
+    if degraded:
+        rt.metrics.degraded.labels(plan.key).inc()
+    return decision, shadow
+
+
+async def run_shadow(rt: Runtime, shadow: Plan, decision: Decision, context: JSONObject) -> None:
+    """Evaluate the model version in test on the same request; record its answer, serve nothing."""
+    result = await evaluate(rt, shadow, decision.guest, context)
+    shadow_decision = Decision(decision.decision_id, shadow, result, decision.guest_ref, decision.degraded, decision.guest)
+    rt.recorder.record(record(shadow_decision, shadow=True))
+
+
+def record(decision: Decision, *, shadow: bool) -> DecisionRecord:
+    extra = {"errors": decision.result.errors} if decision.result.errors else None
+    return DecisionRecord(
+        decision.decision_id, decision.plan.key, decision.plan.version, decision.guest_ref,
+        decision.result.outputs, shadow, int(time.time() * 1000), extra,
+    )
+
+
+def check_size(plan: Plan, result: Result) -> None:
+    size = len(orjson.dumps(result.outputs))
+    if size > plan.max_result_bytes:
+        raise ResultTooLarge(f"the model's result is {size} bytes; the cap is {plan.max_result_bytes}", pointer="/outputs")

@@ -1,0 +1,54 @@
+"""Every Redis key Arbiter uses is built here, and only here.
+
+Cluster rule: all keys of one guest share the hash tag ``{g:<ref>}`` so a guest is read and written in
+one slot and one round trip; all keys of one model share ``{m:<key>}``. Global indexes live in their
+own slots and are never touched in the same script as a guest.
+"""
+
+from __future__ import annotations
+
+PREFIX = "arb"
+
+
+# --- models -------------------------------------------------------------------------------------
+def model_versions(key: str) -> str:
+    """Hash: version number → stored version document (JSON)."""
+    return f"{PREFIX}:{{m:{key}}}:versions"
+
+
+def model_meta(key: str) -> str:
+    """Hash: ``latest`` (version counter), ``rev`` (change counter), ``pointers`` (JSON: production, test, history)."""
+    return f"{PREFIX}:{{m:{key}}}:meta"
+
+
+def model_states(key: str) -> str:
+    """Hash: version number → lifecycle state."""
+    return f"{PREFIX}:{{m:{key}}}:states"
+
+
+MODEL_INDEX = f"{PREFIX}:models"
+"""Set of model keys."""
+
+MODEL_CHANNEL = f"{PREFIX}:models:changed"
+"""Pub/sub channel: a model key whose lifecycle changed, so peers drop their cached pointer."""
+
+
+# --- guests -------------------------------------------------------------------------------------
+def guest(ref: str) -> str:
+    """Hash of one guest: ``profile``, ``sessions``, ``orders`` … each a JSON document."""
+    return f"{PREFIX}:{{g:{ref}}}"
+
+
+def guest_part(ref: str, part: str) -> str:
+    """Further keys of one guest (streams, sets), same slot as :func:`guest`."""
+    return f"{PREFIX}:{{g:{ref}}}:{part}"
+
+
+def identifier(provider: str, value: str) -> str:
+    """String: identifier (e.g. email) → guest ref."""
+    return f"{PREFIX}:id:{provider}:{value}"
+
+
+# --- decisions ----------------------------------------------------------------------------------
+DECISION_LOG = f"{PREFIX}:decisions"
+"""Stream of served (and shadow) decisions, capped; the input for replay and off-line evaluation."""

@@ -1,0 +1,98 @@
+"""Prometheus metrics: request latency per route, decision latency per model, time per node.
+
+One registry per app (not the library's global one), so tests can build many apps in one process.
+Labelled children are cached per (model, node): ``labels()`` costs a lock and a dict walk, and the
+decide path would pay it once per node per request.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from engine.nodes.base import TraceEntry
+
+LATENCY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+NODE_BUCKETS_S = (0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.001, 0.005, 0.025, 0.1)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "arbiter_http_requests", "HTTP requests", ("route", "method", "status"), registry=self.registry
+        )
+        self.request_s = Histogram(
+            "arbiter_http_request_seconds", "HTTP request latency", ("route",), buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.decision_s = Histogram(
+            "arbiter_decision_seconds", "Decision evaluation latency (fetch+evaluate)", ("model",),
+            buckets=LATENCY_BUCKETS_S, registry=self.registry,
+        )
+        self.node_s = Histogram(
+            "arbiter_node_seconds", "Per-node evaluation time", ("model", "node", "kind"), buckets=NODE_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.node_errors = Counter(
+            "arbiter_node_errors", "Nodes that failed or took their fallback", ("model", "node", "reason"),
+            registry=self.registry,
+        )
+        self.degraded = Counter(
+            "arbiter_degraded_decisions", "Decisions answered without the store", ("model",), registry=self.registry
+        )
+        self.dropped_records = Counter(
+            "arbiter_decision_records_dropped", "Decision log records dropped after the store refused them",
+            registry=self.registry,
+        )
+        self.models_loaded = Gauge("arbiter_models_loaded", "Models in production", registry=self.registry)
+        self._node_children: dict[tuple[str, str], Any] = {}
+        self._decision_children: dict[str, Any] = {}
+
+    def observe_decision(self, model: str, elapsed_s: float, trace: list[TraceEntry]) -> None:
+        child = self._decision_children.get(model)
+        if child is None:
+            child = self._decision_children[model] = self.decision_s.labels(model)
+        child.observe(elapsed_s)
+        for entry in trace:
+            node_child = self._node_children.get((model, entry.id))
+            if node_child is None:
+                node_child = self._node_children[(model, entry.id)] = self.node_s.labels(model, entry.id, entry.kind)
+            node_child.observe(entry.time_us / 1_000_000)
+            if entry.error is not None or entry.fallback is not None:
+                self.node_errors.labels(model, entry.id, entry.fallback or "error").inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Counts and times every request by route name (the endpoint), so label cardinality stays bounded."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        t0 = time.perf_counter()
+
+        async def send_wrapper(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            endpoint = scope.get("endpoint")
+            route = getattr(endpoint, "__name__", "unmatched")
+            self.metrics.request_s.labels(route).observe(time.perf_counter() - t0)
+            self.metrics.requests.labels(route, scope["method"], str(status)).inc()

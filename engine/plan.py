@@ -1,0 +1,135 @@
+"""A compiled decision model and its evaluation.
+
+``Plan.evaluate`` only walks the compiled nodes: nothing is parsed or compiled here. A plan with no I/O
+nodes evaluates synchronously; one with external calls evaluates on the event loop, starting each call as
+soon as its inputs are ready and giving every unfinished node its fallback when the deadline passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import ArbiterError, EvaluationError
+from engine.feel import coerce, to_json
+from engine.nodes.base import TraceEntry
+from engine.types import JSONObject
+
+_perf_ns = time.perf_counter_ns
+
+
+@dataclass(slots=True)
+class Result:
+    outputs: Any
+    trace: list[TraceEntry]
+    errors: list[JSONObject] = field(default_factory=list)
+
+    def trace_json(self) -> list[JSONObject]:
+        return [to_json(e.as_dict()) for e in self.trace]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    key: str
+    version: int
+    nodes: tuple[Any, ...]
+    """Topologically ordered compiled nodes."""
+    output_id: str | None
+    inputs: tuple[tuple[str, str], ...]
+    deadline_ms: int | None
+    max_result_bytes: int
+    is_async: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_async", any(hasattr(n, "evaluate_async") for n in self.nodes))
+
+    def scope(self, guest: JSONObject, context: JSONObject) -> dict[str, Any]:
+        scope: dict[str, Any] = {"guest": guest, "context": context}
+        for name, type_name in self.inputs:
+            scope[name] = coerce(context.get(name), type_name)
+        return scope
+
+    def evaluate(self, guest: JSONObject, context: JSONObject) -> Result:
+        """Evaluate a plan without I/O nodes. Never raises for a node's failure: the trace records it."""
+        scope = self.scope(guest, context)
+        trace = [self._run(node, scope) for node in self.nodes]
+        return self._result(scope, trace)
+
+    async def evaluate_async(self, guest: JSONObject, context: JSONObject, deadline_ms: int) -> Result:
+        """Evaluate a plan with I/O nodes within ``deadline_ms`` (the model's own deadline wins if set)."""
+        budget_s = (self.deadline_ms or deadline_ms) / 1000
+        deadline_s = time.monotonic() + budget_s
+        scope = self.scope(guest, context)
+        pending: dict[str, asyncio.Task[TraceEntry]] = {}
+        trace: list[TraceEntry] = []
+        for node in self.nodes:
+            for dep in node.deps:
+                task = pending.pop(dep, None)
+                if task is not None:
+                    trace.append(await task)
+            if hasattr(node, "evaluate_async"):
+                pending[node.id] = asyncio.ensure_future(self._run_async(node, scope, deadline_s))
+            else:
+                trace.append(self._run(node, scope))
+        for task in pending.values():
+            trace.append(await task)
+        return self._result(scope, trace)
+
+    def _run(self, node: Any, scope: dict[str, Any]) -> TraceEntry:
+        entry = TraceEntry(node.id, node.kind)
+        t0 = _perf_ns()
+        value = None
+        try:
+            if node.gate is not None and node.gate(scope) is not True:
+                entry.skipped = True
+            else:
+                value = node.evaluate(scope, entry)
+        except ArbiterError as exc:
+            entry.error = exc.detail
+            value = getattr(node, "fallback", None)
+        except Exception as exc:  # noqa: BLE001 — a bug in one node must not turn a decision into a 500
+            entry.error = f"internal error in {node.kind} node: {type(exc).__name__}: {exc}"
+            value = getattr(node, "fallback", None)
+        scope[node.id] = value
+        entry.output = value
+        entry.time_us = (_perf_ns() - t0) // 1000
+        return entry
+
+    async def _run_async(self, node: Any, scope: dict[str, Any], deadline_s: float) -> TraceEntry:
+        entry = TraceEntry(node.id, node.kind)
+        t0 = _perf_ns()
+        value = node.fallback
+        try:
+            if node.gate is not None and node.gate(scope) is not True:
+                entry.skipped, value = True, None
+            else:
+                remaining_s = deadline_s - time.monotonic()
+                if remaining_s <= 0:
+                    raise TimeoutError
+                value = await asyncio.wait_for(node.evaluate_async(scope, entry, deadline_s), remaining_s)
+        except TimeoutError:
+            entry.fallback = entry.fallback or "deadline"
+        except ArbiterError as exc:
+            entry.error = exc.detail
+            entry.fallback = entry.fallback or "error"
+        except Exception as exc:  # noqa: BLE001 — see _run
+            entry.error = f"internal error in {node.kind} node: {type(exc).__name__}: {exc}"
+            entry.fallback = entry.fallback or "error"
+        scope[node.id] = value
+        entry.output = value
+        entry.time_us = (_perf_ns() - t0) // 1000
+        return entry
+
+    def _result(self, scope: dict[str, Any], trace: list[TraceEntry]) -> Result:
+        if self.output_id is not None:
+            outputs = scope.get(self.output_id)
+        else:
+            outputs = {n.id: scope.get(n.id) for n in self.nodes}
+        errors = [{"node": e.id, "error": e.error} for e in trace if e.error is not None]
+        return Result(to_json(outputs), trace, errors)
+
+
+class ResultTooLarge(EvaluationError):
+    status, slug, title = 422, "result-too-large", "Decision result exceeds the size cap"

@@ -1,0 +1,69 @@
+"""The decision log writer: records leave the response path and reach the store in batches.
+
+A decide call appends to an in-memory buffer and returns; a background task flushes the buffer in one
+pipeline every ``flush_interval_ms`` (or sooner when it fills). Decision records are an audit and replay
+log, not guest data: if the store refuses them for longer than the buffer can hold, the oldest are
+dropped and counted, rather than making decisions wait on a sick Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+
+from engine.errors import Unavailable
+from engine.metrics import Metrics
+from engine.store import DecisionRecord, Store
+
+log = logging.getLogger("arbiter.recorder")
+
+
+class Recorder:
+    def __init__(
+        self, store: Store, metrics: Metrics, *, flush_interval_ms: int = 5, batch_size: int = 512, capacity: int = 100_000
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.flush_interval_s = flush_interval_ms / 1000
+        self.batch_size = batch_size
+        self._buffer: deque[DecisionRecord] = deque()
+        self._capacity = capacity
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def record(self, rec: DecisionRecord) -> None:
+        if len(self._buffer) >= self._capacity:
+            self._buffer.popleft()
+            self.metrics.dropped_records.inc()
+        self._buffer.append(rec)
+        if len(self._buffer) >= self.batch_size:
+            self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+    async def flush(self) -> None:
+        while self._buffer:
+            batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
+            try:
+                await self.store.decisions_record(batch)
+            except Unavailable as exc:
+                self._buffer.extendleft(reversed(batch))
+                log.warning("decision log write failed, will retry: %s", exc.detail)
+                return
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
+            self._wake.clear()
+            await self.flush()

@@ -1,0 +1,133 @@
+"""The model registry: lifecycle operations over the store, and the local caches the decide path reads.
+
+Two caches keep models off the request path's Redis round trip:
+- compiled plans by (key, version), an LRU: versions are immutable, so an entry is never stale;
+- which version serves production/test per key, a short TTL cache, dropped on local changes and on
+  peers' change notices, so a publish or rollback reaches every process within ``model_cache_ttl_s``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cachetools import LRUCache, TTLCache
+
+from engine.errors import BadRequest, NotFound
+from engine.lifecycle import rollback_target
+from engine.model import check_key, compile_model, parse_document
+from engine.plan import Plan
+from engine.store import ModelPointers, Store
+from engine.types import JSONObject
+
+PLAN_CACHE_SIZE = 1024
+
+
+class Registry:
+    def __init__(self, store: Store, *, pointer_ttl_s: float = 1.0, services: Any = None, max_result_bytes: int = 65_536):
+        self.store = store
+        self.services = services
+        self.max_result_bytes = max_result_bytes
+        self._plans: LRUCache[tuple[str, int], Plan] = LRUCache(PLAN_CACHE_SIZE)
+        self._pointers: TTLCache[str, ModelPointers | None] = TTLCache(maxsize=4096, ttl=pointer_ttl_s)
+
+    def compile(self, definition: JSONObject, key: str, version: int = 0) -> Plan:
+        return compile_model(
+            definition, key=key, version=version, services=self.services, max_result_bytes=self.max_result_bytes
+        )
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    async def upload(self, key: str, body: bytes, content_type: str | None) -> JSONObject:
+        """Validate, compile and store a new draft version. Invalid models are never stored."""
+        check_key(key)
+        definition = parse_document(body, content_type)
+        self.compile(definition, key)
+        source = "dmn" if definition.get("format") == "dmn" else "native"
+        version = await self.store.model_add_version(key, {"definition": definition, "source": source})
+        self.forget(key)
+        return {"key": key, "version": version, "state": "draft"}
+
+    async def validate(self, key: str, body: bytes, content_type: str | None) -> JSONObject:
+        definition = parse_document(body, content_type)
+        plan = self.compile(definition, key)
+        return {"valid": True, "nodes": [{"id": n.id, "kind": n.kind, "deps": sorted(n.deps)} for n in plan.nodes]}
+
+    async def set_state(self, key: str, version: int, state: str) -> JSONObject:
+        await self._require_version(key, version)
+        pointers = await self.store.model_set_state(key, version, state)
+        self.forget(key)
+        return _pointers_json(key, pointers)
+
+    async def rollback(self, key: str, version: int | None) -> JSONObject:
+        pointers = await self.pointers(key)
+        if pointers is None:
+            raise NotFound(f"no model '{key}'")
+        target = version if version is not None else rollback_target(pointers)
+        return await self.set_state(key, target, "production")
+
+    async def describe(self, key: str) -> JSONObject:
+        pointers = await self.store.model_pointers(key)
+        if pointers is None:
+            raise NotFound(f"no model '{key}'")
+        out = _pointers_json(key, pointers)
+        out["versions"] = await self.store.model_list_versions(key)
+        return out
+
+    async def list(self) -> list[JSONObject]:
+        out = []
+        for key in await self.store.model_keys():
+            pointers = await self.store.model_pointers(key)
+            if pointers is not None:
+                out.append(_pointers_json(key, pointers))
+        return out
+
+    async def version_document(self, key: str, version: int) -> JSONObject:
+        return await self._require_version(key, version)
+
+    # --- the decide path ------------------------------------------------------------------------
+    async def pointers(self, key: str) -> ModelPointers | None:
+        try:
+            return self._pointers[key]
+        except KeyError:
+            pointers = await self.store.model_pointers(key)
+            self._pointers[key] = pointers
+            return pointers
+
+    async def plan(self, key: str, version: int) -> Plan:
+        plan = self._plans.get((key, version))
+        if plan is None:
+            doc = await self._require_version(key, version)
+            plan = self.compile(doc["definition"], key, version)
+            self._plans[(key, version)] = plan
+        return plan
+
+    async def production(self, key: str) -> tuple[Plan, Plan | None]:
+        """The plan serving ``key`` and, if one is in test, the shadow plan to evaluate beside it."""
+        pointers = await self.pointers(key)
+        if pointers is None or pointers.production is None:
+            raise NotFound(f"no model '{key}' in production", pointer="/model")
+        shadow = await self.plan(key, pointers.test) if pointers.test is not None else None
+        return await self.plan(key, pointers.production), shadow
+
+    async def resolve(self, key: str, version: int | None) -> Plan:
+        """A given version, or production, or else the latest version (for testing drafts)."""
+        if version is None:
+            pointers = await self.pointers(key)
+            if pointers is None:
+                raise NotFound(f"no model '{key}'")
+            version = pointers.production or pointers.latest
+        return await self.plan(key, version)
+
+    def forget(self, key: str) -> None:
+        self._pointers.pop(key, None)
+
+    async def _require_version(self, key: str, version: int) -> JSONObject:
+        if version < 1:
+            raise BadRequest("versions start at 1", pointer="/version")
+        doc = await self.store.model_get_version(key, version)
+        if doc is None:
+            raise NotFound(f"model '{key}' has no version {version}")
+        return doc
+
+
+def _pointers_json(key: str, p: ModelPointers) -> JSONObject:
+    return {"key": key, "production": p.production, "test": p.test, "latest": p.latest, "history": list(p.history)}

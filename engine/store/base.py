@@ -1,0 +1,127 @@
+"""The store interface: what the engine needs from persistence, in domain terms.
+
+Two real backends implement it: :mod:`engine.store.memory` (embedded, one process, the default for
+``make run``) and :mod:`engine.store.redis` (production, Redis or Redis Cluster). The same behaviour
+suite runs against both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from engine.types import JSONObject
+
+MODEL_STATES = ("draft", "test", "production", "archived")
+
+
+@dataclass(frozen=True, slots=True)
+class GuestLookup:
+    """How a request names its guest: exactly one of the three."""
+
+    browser_id: str | None = None
+    guest_ref: str | None = None
+    provider: str | None = None
+    identifier: str | None = None
+
+    @property
+    def direct_ref(self) -> str | None:
+        """The guest ref to read without an index lookup.
+
+        An anonymous guest's ref is its first browser id, so a storefront's cookie names the guest's
+        keys directly and a decide call costs one round trip.
+        """
+        return self.guest_ref or self.browser_id
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPointers:
+    """Which version of a model serves traffic (production) and which is shadowed (test)."""
+
+    production: int | None
+    test: int | None
+    history: tuple[int, ...]
+    """Versions published to production, oldest first: rollback walks back along it."""
+    latest: int
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    decision_id: str
+    model_key: str
+    model_version: int
+    guest_ref: str | None
+    outputs: Any
+    shadow: bool
+    at_ms: int
+    extra: JSONObject | None = None
+
+    def as_dict(self) -> JSONObject:
+        out: JSONObject = {
+            "decision_id": self.decision_id,
+            "model": self.model_key,
+            "version": self.model_version,
+            "guest_ref": self.guest_ref,
+            "outputs": self.outputs,
+            "shadow": self.shadow,
+            "at_ms": self.at_ms,
+        }
+        if self.extra:
+            out.update(self.extra)
+        return out
+
+
+def empty_guest(ref: str | None) -> JSONObject:
+    """What an unknown guest looks like to a model: a fresh anonymous visitor, not an error."""
+    return {
+        "ref": ref,
+        "type": "visitor",
+        "known": False,
+        "attributes": {},
+        "ext": {},
+        "identifiers": [],
+        "segments": [],
+        "facts": {},
+        "cart": {"items": [], "value": 0},
+        "sessions": [],
+        "orders": [],
+        "assignments": {},
+    }
+
+
+class Store(Protocol):
+    name: str
+
+    async def ping(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+    # --- models ---------------------------------------------------------------------------------
+    async def model_add_version(self, key: str, document: JSONObject) -> int:
+        """Store a new draft version atomically; returns its number (1, 2, …)."""
+        ...
+
+    async def model_get_version(self, key: str, version: int) -> JSONObject | None: ...
+
+    async def model_list_versions(self, key: str) -> list[JSONObject]: ...
+
+    async def model_keys(self) -> list[str]: ...
+
+    async def model_pointers(self, key: str) -> ModelPointers | None: ...
+
+    async def model_set_state(self, key: str, version: int, state: str) -> ModelPointers:
+        """Move ``version`` to ``state``, keeping the invariants (one production, one test) atomically."""
+        ...
+
+    # --- guests and decisions -------------------------------------------------------------------
+    async def guest_load(self, lookup: GuestLookup) -> JSONObject | None:
+        """The guest's whole decision-time document, in one round trip where the lookup allows."""
+        ...
+
+    async def guest_save(self, ref: str, guest: JSONObject) -> None:
+        """Replace a guest document (admin and tests; events update guests through their own scripts)."""
+        ...
+
+    async def decisions_record(self, records: list[DecisionRecord]) -> None: ...
+
+    async def decisions_recent(self, count: int) -> list[JSONObject]: ...

@@ -1,0 +1,203 @@
+"""The Redis store: production persistence, on one Redis or a Redis Cluster.
+
+Every multi-key write is one Lua script over keys of one hash tag (see :mod:`engine.keys`), so it is
+atomic and cluster-safe. Scripts live in ``lua/`` and are registered once at start-up.
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError
+
+from engine import keys
+from engine.errors import Unavailable
+from engine.lifecycle import transition
+from engine.store.base import DecisionRecord, GuestLookup, ModelPointers
+from engine.types import JSONObject
+
+GUEST_PARTS = ("sessions", "orders", "cart", "assignments")
+"""Guest fields kept as their own hash fields so events can rewrite one without the others."""
+CAS_RETRIES = 8
+
+
+def load_script(name: str) -> str:
+    return resources.files("engine.store").joinpath("lua", name).read_text()
+
+
+def connect(url: str) -> Any:
+    """``redis://…`` for one server, ``redis+cluster://…`` for a Redis Cluster."""
+    if url.startswith("redis+cluster://"):
+        return RedisCluster.from_url("redis://" + url.removeprefix("redis+cluster://"))
+    return aioredis.from_url(url)
+
+
+class RedisStore:
+    name = "redis"
+
+    def __init__(self, url: str, *, decision_log_maxlen: int = 100_000) -> None:
+        self.url = url
+        self.client = connect(url)
+        self._decision_log_maxlen = decision_log_maxlen
+        self._add_version = self.client.register_script(load_script("model_add_version.lua"))
+        self._cas_state = self.client.register_script(load_script("model_cas_state.lua"))
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except RedisError:
+            return False
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    # --- models ---------------------------------------------------------------------------------
+    async def model_add_version(self, key: str, document: JSONObject) -> int:
+        doc = {**document, "created_ms": int(time.time() * 1000)}
+        try:
+            version = await self._add_version(
+                keys=[keys.model_meta(key), keys.model_versions(key), keys.model_states(key)],
+                args=[orjson.dumps(doc)],
+            )
+            await self.client.sadd(keys.MODEL_INDEX, key)
+        except RedisError as exc:
+            raise Unavailable(f"model store unavailable: {exc}") from exc
+        return int(version)
+
+    async def model_get_version(self, key: str, version: int) -> JSONObject | None:
+        try:
+            raw, state = await self._pipeline(
+                ("hget", keys.model_versions(key), version), ("hget", keys.model_states(key), version)
+            )
+        except RedisError as exc:
+            raise Unavailable(f"model store unavailable: {exc}") from exc
+        if raw is None:
+            return None
+        doc: JSONObject = orjson.loads(raw)
+        doc["version"], doc["state"] = version, state.decode()
+        return doc
+
+    async def model_list_versions(self, key: str) -> list[JSONObject]:
+        try:
+            raw, states = await self._pipeline(
+                ("hgetall", keys.model_versions(key)), ("hgetall", keys.model_states(key))
+            )
+        except RedisError as exc:
+            raise Unavailable(f"model store unavailable: {exc}") from exc
+        out = []
+        for v, doc in sorted(((int(k), orjson.loads(d)) for k, d in raw.items())):
+            doc.pop("definition", None)
+            doc["version"], doc["state"] = v, states[str(v).encode()].decode()
+            out.append(doc)
+        return out
+
+    async def model_keys(self) -> list[str]:
+        try:
+            return sorted(k.decode() for k in await self.client.smembers(keys.MODEL_INDEX))
+        except RedisError as exc:
+            raise Unavailable(f"model store unavailable: {exc}") from exc
+
+    async def model_pointers(self, key: str) -> ModelPointers | None:
+        try:
+            meta = await self.client.hgetall(keys.model_meta(key))
+        except RedisError as exc:
+            raise Unavailable(f"model store unavailable: {exc}") from exc
+        return _pointers(meta) if meta else None
+
+    async def model_set_state(self, key: str, version: int, state: str) -> ModelPointers:
+        meta_key, states_key = keys.model_meta(key), keys.model_states(key)
+        try:
+            for _ in range(CAS_RETRIES):
+                meta, raw_states = await self._pipeline(("hgetall", meta_key), ("hgetall", states_key))
+                states = {int(k): v.decode() for k, v in raw_states.items()}
+                t = transition(_pointers(meta), states, version, state)
+                pairs: list[Any] = []
+                for v, s in t.states.items():
+                    pairs += [v, s]
+                p = t.pointers
+                pointers_json = orjson.dumps({"production": p.production, "test": p.test, "history": p.history})
+                if await self._cas_state(
+                    keys=[meta_key, states_key], args=[meta.get(b"rev", b"0"), pointers_json, *pairs]
+                ):
+                    await self.client.publish(keys.MODEL_CHANNEL, key)
+                    return t.pointers
+        except RedisError as exc:
+            raise Unavailable(f"model store unavailable: {exc}") from exc
+        raise Unavailable(f"model {key} is changing too fast; try again")
+
+    # --- guests and decisions -------------------------------------------------------------------
+    async def guest_load(self, lookup: GuestLookup) -> JSONObject | None:
+        try:
+            ref = lookup.direct_ref
+            if ref is None and lookup.provider and lookup.identifier:
+                raw_ref = await self.client.get(keys.identifier(lookup.provider, lookup.identifier))
+                ref = raw_ref.decode() if raw_ref else None
+            if ref is None:
+                return None
+            guest = _guest(await self.client.hgetall(keys.guest(ref)))
+            if guest is not None and guest.get("type") == "retired" and guest.get("survivor"):
+                # A merged-away guest: one more round trip, only for browsers that were anonymous once.
+                guest = _guest(await self.client.hgetall(keys.guest(guest["survivor"])))
+            return guest
+        except RedisError as exc:
+            raise Unavailable(f"guest store unavailable: {exc}") from exc
+
+    async def guest_save(self, ref: str, guest: JSONObject) -> None:
+        fields = {"profile": orjson.dumps({k: v for k, v in guest.items() if k not in GUEST_PARTS})}
+        fields.update({part: orjson.dumps(guest[part]) for part in GUEST_PARTS if part in guest})
+        try:
+            await self.client.hset(keys.guest(ref), mapping=fields)  # type: ignore[arg-type]
+            for ident in guest.get("identifiers", []):
+                await self.client.set(keys.identifier(ident["provider"], ident["id"]), ref)
+        except RedisError as exc:
+            raise Unavailable(f"guest store unavailable: {exc}") from exc
+
+    async def decisions_record(self, records: list[DecisionRecord]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for r in records:
+            pipe.xadd(
+                keys.DECISION_LOG,
+                {"d": orjson.dumps(r.as_dict(), default=str)},
+                maxlen=self._decision_log_maxlen,
+                approximate=True,
+            )
+        try:
+            await pipe.execute()
+        except RedisError as exc:
+            raise Unavailable(f"decision log unavailable: {exc}") from exc
+
+    async def decisions_recent(self, count: int) -> list[JSONObject]:
+        try:
+            entries = await self.client.xrevrange(keys.DECISION_LOG, count=count)
+        except RedisError as exc:
+            raise Unavailable(f"decision log unavailable: {exc}") from exc
+        return [orjson.loads(fields[b"d"]) for _, fields in entries]
+
+    async def _pipeline(self, *commands: tuple[Any, ...]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for name, *args in commands:
+            getattr(pipe, name)(*args)
+        return list(await pipe.execute())
+
+
+def _pointers(meta: dict[bytes, bytes]) -> ModelPointers:
+    p = orjson.loads(meta[b"pointers"]) if b"pointers" in meta else {}
+    return ModelPointers(
+        p.get("production"), p.get("test"), tuple(p.get("history", ())), int(meta.get(b"latest", b"0"))
+    )
+
+
+def _guest(fields: dict[bytes, bytes]) -> JSONObject | None:
+    if b"profile" not in fields:
+        return None
+    guest: JSONObject = orjson.loads(fields[b"profile"])
+    for part in GUEST_PARTS:
+        raw = fields.get(part.encode())
+        if raw is not None:
+            guest[part] = orjson.loads(raw)
+    return guest

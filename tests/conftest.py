@@ -1,0 +1,96 @@
+"""Shared fixtures: a real redis-server on a free port, both stores, an in-process app client.
+
+No fakes: the Redis tests talk to a real ``redis-server`` started here (flushed before each test), so
+the Lua scripts that make writes atomic are exercised for real.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from starlette.testclient import TestClient
+
+from engine.app import create_app
+from engine.config import Settings
+from engine.store import Store
+from engine.store.memory import MemoryStore
+
+ADMIN = {"Authorization": "Bearer test-admin"}
+PUBLIC = {"X-API-Key": "test-public"}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check, timeout_s: float = 10.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+    """Poll instead of sleeping a fixed time: returns as soon as ``check()`` is truthy."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001 — not up yet
+            pass
+        time.sleep(0.02)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.fail("redis-server is not installed: run `make test` (it installs it) or apt-get install redis-server")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    wait_until(client.ping, what="redis-server")
+    yield url
+    client.close()
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    client = redis.Redis.from_url(redis_server)
+    client.flushall()
+    client.close()
+    return redis_server
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(admin_key="test-admin", public_keys={"test-public": "default", "eu-key": "eu"})
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest) -> Store:
+    """The same behaviour suite runs against the embedded store and a real Redis."""
+    if request.param == "memory":
+        return MemoryStore()
+    from engine.store.redis import RedisStore
+
+    return RedisStore(request.getfixturevalue("redis_url"))
+
+
+@pytest.fixture
+def client(settings: Settings, store: Store) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, store=store), raise_server_exceptions=False) as c:
+        yield c
