@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from engine.api import decide, models, ops
+from engine.features import FEATURES
 from engine.api.problems import HANDLERS
 from engine.config import Settings
 from engine.metrics import Metrics, MetricsMiddleware
@@ -54,10 +55,16 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         st = store or open_store(settings)
-        registry = Registry(st, pointer_ttl_s=settings.model_cache_ttl_s, max_result_bytes=settings.max_result_bytes)
+        services: dict[str, object] = {}
+        registry = Registry(
+            st, pointer_ttl_s=settings.model_cache_ttl_s, max_result_bytes=settings.max_result_bytes, services=services
+        )
         recorder = Recorder(st, metrics)
-        rt = Runtime(settings, st, registry, metrics, recorder, np.random.default_rng())
+        rt = Runtime(settings, st, registry, metrics, recorder, np.random.default_rng(), services)
         app.state.rt = rt
+        for feature in FEATURES:
+            if hasattr(feature, "startup"):
+                await feature.startup(rt)
         if settings.models_dir is not None:
             loaded = await load_models_dir(registry, settings.models_dir)
             log.info("models loaded from %s: %s", settings.models_dir, ", ".join(loaded) or "(all current)")
@@ -65,12 +72,15 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
         try:
             yield
         finally:
+            for feature in reversed(FEATURES):
+                if hasattr(feature, "shutdown"):
+                    await feature.shutdown(rt)
             await recorder.stop()
             if store is None:
                 await st.close()
 
     return Starlette(
-        routes=[*ops.routes, *decide.routes, *models.routes],
+        routes=[*ops.routes, *decide.routes, *models.routes, *(r for f in FEATURES for r in getattr(f, "routes", []))],
         middleware=[Middleware(MetricsMiddleware, metrics=metrics)],
         exception_handlers=HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,

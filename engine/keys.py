@@ -52,3 +52,9 @@ def identifier(provider: str, value: str) -> str:
 # --- decisions ----------------------------------------------------------------------------------
 DECISION_LOG = f"{PREFIX}:decisions"
 """Stream of served (and shadow) decisions, capped; the input for replay and off-line evaluation."""
+
+
+# --- resources ----------------------------------------------------------------------------------
+def resources(kind: str) -> str:
+    """Hash: resource key → document, one hash per kind (``connection``, ``experiment``…)."""
+    return f"{PREFIX}:res:{{{kind}}}"

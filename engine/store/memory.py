@@ -25,6 +25,7 @@ class MemoryStore:
         self._guests: dict[str, JSONObject] = {}
         self._identifiers: dict[tuple[str, str], str] = {}
         self._decisions: deque[JSONObject] = deque(maxlen=decision_log_maxlen)
+        self._resources: dict[str, dict[str, JSONObject]] = {}
         self.extra: dict[str, Any] = {}
         """Room for feature modules (events, experiments) to keep their embedded state."""
 
@@ -88,3 +89,16 @@ class MemoryStore:
 
     async def decisions_recent(self, count: int) -> list[JSONObject]:
         return list(self._decisions)[-count:][::-1]
+
+    async def resource_put(self, kind: str, key: str, document: JSONObject) -> None:
+        self._resources.setdefault(kind, {})[key] = copy.deepcopy(document)
+
+    async def resource_get(self, kind: str, key: str) -> JSONObject | None:
+        doc = self._resources.get(kind, {}).get(key)
+        return copy.deepcopy(doc) if doc is not None else None
+
+    async def resource_list(self, kind: str) -> list[JSONObject]:
+        return [copy.deepcopy(d) for _, d in sorted(self._resources.get(kind, {}).items())]
+
+    async def resource_delete(self, kind: str, key: str) -> bool:
+        return self._resources.get(kind, {}).pop(key, None) is not None

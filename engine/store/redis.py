@@ -178,6 +178,32 @@ class RedisStore:
             raise Unavailable(f"decision log unavailable: {exc}") from exc
         return [orjson.loads(fields[b"d"]) for _, fields in entries]
 
+    async def resource_put(self, kind: str, key: str, document: JSONObject) -> None:
+        try:
+            await self.client.hset(keys.resources(kind), key, orjson.dumps(document))
+        except RedisError as exc:
+            raise Unavailable(f"store unavailable: {exc}") from exc
+
+    async def resource_get(self, kind: str, key: str) -> JSONObject | None:
+        try:
+            raw = await self.client.hget(keys.resources(kind), key)
+        except RedisError as exc:
+            raise Unavailable(f"store unavailable: {exc}") from exc
+        return orjson.loads(raw) if raw is not None else None
+
+    async def resource_list(self, kind: str) -> list[JSONObject]:
+        try:
+            raw = await self.client.hgetall(keys.resources(kind))
+        except RedisError as exc:
+            raise Unavailable(f"store unavailable: {exc}") from exc
+        return [orjson.loads(v) for _, v in sorted(raw.items())]
+
+    async def resource_delete(self, kind: str, key: str) -> bool:
+        try:
+            return bool(await self.client.hdel(keys.resources(kind), key))
+        except RedisError as exc:
+            raise Unavailable(f"store unavailable: {exc}") from exc
+
     async def _pipeline(self, *commands: tuple[Any, ...]) -> list[Any]:
         pipe = self.client.pipeline(transaction=False)
         for name, *args in commands:
