@@ -33,7 +33,7 @@ check: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP) redis-server
-	$(BIN)/python -m pytest benchmarks -q --benchmark-only --benchmark-columns=median,iqr,ops,rounds
+	$(BIN)/python -m pytest benchmarks -q -p no:cacheprovider --benchmark-only --benchmark-columns=min,median,iqr,ops,rounds
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

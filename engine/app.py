@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -12,9 +13,9 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from engine.api import decide, models, ops
-from engine.features import FEATURES
 from engine.api.problems import HANDLERS
 from engine.config import Settings
+from engine.features import FEATURES
 from engine.metrics import Metrics, MetricsMiddleware
 from engine.recorder import Recorder
 from engine.registry import Registry
@@ -25,6 +26,13 @@ log = logging.getLogger("arbiter")
 MODEL_SUFFIXES = (".json", ".yaml", ".yml", ".dmn")
 
 
+def read_model_files(directory: Path) -> list[tuple[str, bytes]]:
+    """(key, content) of each model file, the key being the file name without its suffix."""
+    return [
+        (p.stem, p.read_bytes()) for p in sorted(directory.iterdir()) if p.suffix in MODEL_SUFFIXES and p.is_file()
+    ]
+
+
 async def load_models_dir(registry: Registry, directory: Path) -> list[str]:
     """Upload and publish every model file in ``directory`` whose content differs from production.
 
@@ -33,11 +41,7 @@ async def load_models_dir(registry: Registry, directory: Path) -> list[str]:
     from engine.model import parse_document
 
     loaded = []
-    for path in sorted(directory.iterdir()):
-        if path.suffix not in MODEL_SUFFIXES or not path.is_file():
-            continue
-        key = path.stem
-        body = path.read_bytes()
+    for key, body in await asyncio.to_thread(read_model_files, directory):
         pointers = await registry.pointers(key)
         if pointers is not None and pointers.production is not None:
             current = await registry.store.model_get_version(key, pointers.production)

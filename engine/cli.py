@@ -60,11 +60,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "Set ARBITER_ADMIN_KEY / ARBITER_PUBLIC_KEY for anything but a local demo. ***\n",
             file=sys.stderr,
         )
-    print(f"arbiter on http://{settings.host}:{settings.port} store={'redis' if settings.redis_url else 'embedded'}",
-          file=sys.stderr)
+    print(
+        f"arbiter on http://{settings.host}:{settings.port} store={'redis' if settings.redis_url else 'embedded'}",
+        file=sys.stderr,
+    )
     uvicorn.run(
-        "engine.app:app_from_env", factory=True, host=settings.host, port=settings.port, workers=settings.workers,
-        loop="uvloop", http="httptools", access_log=False, log_level="warning" if args.quiet else "info",
+        "engine.app:app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning" if args.quiet else "info",
     )
     return 0
 
@@ -85,8 +94,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
         result = run_plan(plan, guest, context)
         if result.outputs != case.get("expect"):
             failures.append({"test": case.get("name", i), "expected": case.get("expect"), "got": result.outputs})
-    _print({"valid": True, "nodes": [n.id for n in plan.nodes], "tests": len(definition.get("tests", [])),
-            "test_failures": failures})
+    _print(
+        {
+            "valid": True,
+            "nodes": [n.id for n in plan.nodes],
+            "tests": len(definition.get("tests", [])),
+            "test_failures": failures,
+        }
+    )
     return 1 if failures else 0
 
 

@@ -55,13 +55,19 @@ def parse_lookup(raw: Any, pointer: str = "/guest") -> GuestLookup:
         value = raw.get(field)
         if value is not None:
             if not isinstance(value, str) or not value or len(value) > 128:
-                raise BadRequest(f"'{field}' must be a non-empty string of at most 128 characters", pointer=f"{pointer}/{field}")
+                raise BadRequest(
+                    f"'{field}' must be a non-empty string of at most 128 characters", pointer=f"{pointer}/{field}"
+                )
             return GuestLookup(**{field: value})
     ident = raw.get("identifiers")
     if ident is not None:
         if isinstance(ident, list) and ident:
             ident = ident[0]
-        if not isinstance(ident, dict) or not isinstance(ident.get("provider"), str) or not isinstance(ident.get("id"), str):
+        if (
+            not isinstance(ident, dict)
+            or not isinstance(ident.get("provider"), str)
+            or not isinstance(ident.get("id"), str)
+        ):
             raise BadRequest("'identifiers' must be {provider, id} strings", pointer=f"{pointer}/identifiers")
         return GuestLookup(provider=ident["provider"], identifier=ident["id"])
     raise BadRequest("name the guest by 'browser_id', 'guest_ref' or 'identifiers'", pointer=pointer)
@@ -100,19 +106,29 @@ async def decide(rt: Runtime, model_key: str, lookup: GuestLookup, context: JSON
 async def run_shadow(rt: Runtime, shadow: Plan, decision: Decision, context: JSONObject) -> None:
     """Evaluate the model version in test on the same request; record its answer, serve nothing."""
     result = await evaluate(rt, shadow, decision.guest, context)
-    shadow_decision = Decision(decision.decision_id, shadow, result, decision.guest_ref, decision.degraded, decision.guest)
+    shadow_decision = Decision(
+        decision.decision_id, shadow, result, decision.guest_ref, decision.degraded, decision.guest
+    )
     rt.recorder.record(record(shadow_decision, shadow=True))
 
 
 def record(decision: Decision, *, shadow: bool) -> DecisionRecord:
     extra = {"errors": decision.result.errors} if decision.result.errors else None
     return DecisionRecord(
-        decision.decision_id, decision.plan.key, decision.plan.version, decision.guest_ref,
-        decision.result.outputs, shadow, int(time.time() * 1000), extra,
+        decision.decision_id,
+        decision.plan.key,
+        decision.plan.version,
+        decision.guest_ref,
+        decision.result.outputs,
+        shadow,
+        int(time.time() * 1000),
+        extra,
     )
 
 
 def check_size(plan: Plan, result: Result) -> None:
     size = len(orjson.dumps(result.outputs))
     if size > plan.max_result_bytes:
-        raise ResultTooLarge(f"the model's result is {size} bytes; the cap is {plan.max_result_bytes}", pointer="/outputs")
+        raise ResultTooLarge(
+            f"the model's result is {size} bytes; the cap is {plan.max_result_bytes}", pointer="/outputs"
+        )

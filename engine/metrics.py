@@ -26,26 +26,38 @@ class Metrics:
             "arbiter_http_requests", "HTTP requests", ("route", "method", "status"), registry=self.registry
         )
         self.request_s = Histogram(
-            "arbiter_http_request_seconds", "HTTP request latency", ("route",), buckets=LATENCY_BUCKETS_S,
+            "arbiter_http_request_seconds",
+            "HTTP request latency",
+            ("route",),
+            buckets=LATENCY_BUCKETS_S,
             registry=self.registry,
         )
         self.decision_s = Histogram(
-            "arbiter_decision_seconds", "Decision evaluation latency (fetch+evaluate)", ("model",),
-            buckets=LATENCY_BUCKETS_S, registry=self.registry,
+            "arbiter_decision_seconds",
+            "Decision evaluation latency (fetch+evaluate)",
+            ("model",),
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
         )
         self.node_s = Histogram(
-            "arbiter_node_seconds", "Per-node evaluation time", ("model", "node", "kind"), buckets=NODE_BUCKETS_S,
+            "arbiter_node_seconds",
+            "Per-node evaluation time",
+            ("model", "node", "kind"),
+            buckets=NODE_BUCKETS_S,
             registry=self.registry,
         )
         self.node_errors = Counter(
-            "arbiter_node_errors", "Nodes that failed or took their fallback", ("model", "node", "reason"),
+            "arbiter_node_errors",
+            "Nodes that failed or took their fallback",
+            ("model", "node", "reason"),
             registry=self.registry,
         )
         self.degraded = Counter(
             "arbiter_degraded_decisions", "Decisions answered without the store", ("model",), registry=self.registry
         )
         self.dropped_records = Counter(
-            "arbiter_decision_records_dropped", "Decision log records dropped after the store refused them",
+            "arbiter_decision_records_dropped",
+            "Decision log records dropped after the store refused them",
             registry=self.registry,
         )
         self.models_loaded = Gauge("arbiter_models_loaded", "Models in production", registry=self.registry)

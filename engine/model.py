@@ -22,7 +22,19 @@ from engine.types import JSONObject
 RESERVED = frozenset({"guest", "context"})
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 TOP_LEVEL = frozenset(
-    {"key", "name", "description", "format", "inputs", "types", "offers", "nodes", "tests", "deadline_ms", "experiments"}
+    {
+        "key",
+        "name",
+        "description",
+        "format",
+        "inputs",
+        "types",
+        "offers",
+        "nodes",
+        "tests",
+        "deadline_ms",
+        "experiments",
+    }
 )
 
 
@@ -78,12 +90,16 @@ def compile_model(
         kind = raw.get("kind")
         compiler = COMPILERS.get(kind) if isinstance(kind, str) else None
         if compiler is None:
-            problems.append(Problem(f"/nodes/{i}/kind", f"unknown node kind {kind!r}; one of {', '.join(sorted(COMPILERS))}"))
+            problems.append(
+                Problem(f"/nodes/{i}/kind", f"unknown node kind {kind!r}; one of {', '.join(sorted(COMPILERS))}")
+            )
             continue
         node = compiler(raw, f"/nodes/{i}", ctx)
         if node is not None:
             for name in sorted(node.deps - names):
-                problems.append(Problem(f"/nodes/{i}", f"refers to '{name}', which is no node, input, guest or context"))
+                problems.append(
+                    Problem(f"/nodes/{i}", f"refers to '{name}', which is no node, input, guest or context")
+                )
             compiled.append((i, node))
     outputs = [i for i, n in compiled if n.kind == "output"]
     if len(outputs) > 1:

@@ -22,7 +22,13 @@ log = logging.getLogger("arbiter.recorder")
 
 class Recorder:
     def __init__(
-        self, store: Store, metrics: Metrics, *, flush_interval_ms: int = 5, batch_size: int = 512, capacity: int = 100_000
+        self,
+        store: Store,
+        metrics: Metrics,
+        *,
+        flush_interval_ms: int = 5,
+        batch_size: int = 512,
+        capacity: int = 100_000,
     ) -> None:
         self.store = store
         self.metrics = metrics

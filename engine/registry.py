@@ -23,7 +23,9 @@ PLAN_CACHE_SIZE = 1024
 
 
 class Registry:
-    def __init__(self, store: Store, *, pointer_ttl_s: float = 1.0, services: Any = None, max_result_bytes: int = 65_536):
+    def __init__(
+        self, store: Store, *, pointer_ttl_s: float = 1.0, services: Any = None, max_result_bytes: int = 65_536
+    ):
         self.store = store
         self.services = services
         self.max_result_bytes = max_result_bytes

@@ -15,7 +15,7 @@ MODEL = {
         {
             "id": "answer",
             "kind": "output",
-            "value": {"variant": "if big_spender then \"premium\" else \"standard\"", "page": "context.page"},
+            "value": {"variant": 'if big_spender then "premium" else "standard"', "page": "context.page"},
         },
     ]
 }
@@ -107,7 +107,9 @@ def test_auth(published: TestClient) -> None:
     body = {"guest": {"browser_id": "b"}}
     assert published.post("/v1/decide/hero", json=body).status_code == 401
     assert published.post("/v1/decide/hero", json=body, headers={"X-API-Key": "nope"}).status_code == 401
-    assert published.post("/v1/decide/hero", json=body, headers={"Authorization": "Bearer test-public"}).status_code == 200
+    assert (
+        published.post("/v1/decide/hero", json=body, headers={"Authorization": "Bearer test-public"}).status_code == 200
+    )
     assert published.post("/v1/decide/hero", json=body, headers={"X-API-Key": "eu-key"}).status_code == 200
 
 

@@ -14,7 +14,10 @@ def arbiter(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_eval_prints_outputs_as_json() -> None:
-    inp = {"guest": {"facts": {"lifetime_value": 2500, "order_count": 3}}, "context": {"channel": "WEB", "now": "2026-01-01"}}
+    inp = {
+        "guest": {"facts": {"lifetime_value": 2500, "order_count": 3}},
+        "context": {"channel": "WEB", "now": "2026-01-01"},
+    }
     r = arbiter("eval", "models/next-best-offer.json", "--input", json.dumps(inp))
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -37,7 +40,13 @@ def test_validate_runs_embedded_tests(tmp_path) -> None:  # type: ignore[no-unty
     assert r.returncode == 1
     assert json.loads(r.stdout)["errors"][0]["pointer"] == "/nodes/0/expr"
     wrong = tmp_path / "wrong.json"
-    wrong.write_text(json.dumps({"nodes": [{"id": "answer", "kind": "output", "value": {"x": "1"}}],
-                                 "tests": [{"name": "t", "input": {}, "expect": {"x": 2}}]}))
+    wrong.write_text(
+        json.dumps(
+            {
+                "nodes": [{"id": "answer", "kind": "output", "value": {"x": "1"}}],
+                "tests": [{"name": "t", "input": {}, "expect": {"x": 2}}],
+            }
+        )
+    )
     r = arbiter("validate", str(wrong))
     assert r.returncode == 1 and json.loads(r.stdout)["test_failures"][0]["got"] == {"x": 1}

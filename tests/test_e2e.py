@@ -46,12 +46,15 @@ def test_readme_decide_call_returns_a_decision(server: str) -> None:
 @pytest.mark.e2e
 def test_publish_and_rollback_reach_every_worker(server: str) -> None:
     admin = {"Authorization": "Bearer e2e-admin"}
-    model = {"nodes": [{"id": "answer", "kind": "output", "value": {"v": "\"two\""}}]}
+    model = {"nodes": [{"id": "answer", "kind": "output", "value": {"v": '"two"'}}]}
     assert httpx.put(f"{server}/v1/models/next-best-offer?publish=1", json=model, headers=admin).status_code == 201
 
     def served() -> object:
-        r = httpx.post(f"{server}/v1/decide/next-best-offer", headers={"X-API-Key": "e2e-public"},
-                       json={"guest": {"browser_id": "x"}})
+        r = httpx.post(
+            f"{server}/v1/decide/next-best-offer",
+            headers={"X-API-Key": "e2e-public"},
+            json={"guest": {"browser_id": "x"}},
+        )
         return r.json()["model"]["version"]
 
     # Each worker may hold the old pointer for up to model_cache_ttl_s; every answer must converge.

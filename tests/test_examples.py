@@ -42,5 +42,16 @@ def test_hit_policies_covered_by_examples() -> None:
             if node.get("kind") == "table":
                 policies.add((node["hit_policy"], node.get("aggregation")))
     names = {p for p, _ in policies} | {f"COLLECT {a}" for _, a in policies if a}
-    assert {"UNIQUE", "ANY", "PRIORITY", "FIRST", "RULE ORDER", "OUTPUT ORDER", "COLLECT", "C+", "COLLECT COUNT",
-            "C<", "C>"} <= names
+    assert {
+        "UNIQUE",
+        "ANY",
+        "PRIORITY",
+        "FIRST",
+        "RULE ORDER",
+        "OUTPUT ORDER",
+        "COLLECT",
+        "C+",
+        "COLLECT COUNT",
+        "C<",
+        "C>",
+    } <= names

@@ -48,19 +48,27 @@ def test_dangling_reference_is_reported() -> None:
         ({"nodes": []}, {"/nodes"}),
         ({"nodes": [{"kind": "rule", "expr": "true"}]}, {"/nodes/0/id"}),
         ({"nodes": [{"id": "guest", "kind": "rule", "expr": "true"}]}, {"/nodes/0/id"}),
-        ({"nodes": [{"id": "a", "kind": "rule", "expr": "true"}, {"id": "a", "kind": "rule", "expr": "true"}]},
-         {"/nodes/1/id"}),
+        (
+            {"nodes": [{"id": "a", "kind": "rule", "expr": "true"}, {"id": "a", "kind": "rule", "expr": "true"}]},
+            {"/nodes/1/id"},
+        ),
         ({"nodes": [{"id": "a", "kind": "wizard"}]}, {"/nodes/0/kind"}),
         ({"nodes": [{"id": "a", "kind": "rule", "expr": 5}]}, {"/nodes/0/expr"}),
         ({"nodes": [{"id": "a", "kind": "rule", "expr": "true", "colour": 1}]}, {"/nodes/0/colour"}),
         ({"nodes": [{"id": "a", "kind": "rule", "expr": "true"}], "extra": 1}, {"/extra"}),
-        ({"nodes": [{"id": "a", "kind": "output", "value": {"x": "1"}}, {"id": "b", "kind": "output", "value": 1}]},
-         {"/nodes/1"}),
+        (
+            {"nodes": [{"id": "a", "kind": "output", "value": {"x": "1"}}, {"id": "b", "kind": "output", "value": 1}]},
+            {"/nodes/1"},
+        ),
         ({"nodes": [{"id": "a", "kind": "rule", "expr": "true"}], "deadline_ms": 0}, {"/deadline_ms"}),
-        ({"nodes": [{"id": "o", "kind": "offers", "limit": 0}], "offers": [{"name": "no id"}]},
-         {"/nodes/0/limit", "/offers/0/id"}),
-        ({"nodes": [{"id": "o", "kind": "offers"}], "offers": [{"id": "x", "valid_from": "soon"}]},
-         {"/offers/0/valid_from"}),
+        (
+            {"nodes": [{"id": "o", "kind": "offers", "limit": 0}], "offers": [{"name": "no id"}]},
+            {"/nodes/0/limit", "/offers/0/id"},
+        ),
+        (
+            {"nodes": [{"id": "o", "kind": "offers"}], "offers": [{"id": "x", "valid_from": "soon"}]},
+            {"/offers/0/valid_from"},
+        ),
     ],
 )
 def test_problems_carry_pointers(defn: dict, expected: set[str]) -> None:
@@ -68,9 +76,7 @@ def test_problems_carry_pointers(defn: dict, expected: set[str]) -> None:
 
 
 def test_every_problem_is_reported_at_once() -> None:
-    found = pointers(
-        {"nodes": [{"id": "a", "kind": "rule", "expr": "(("}, {"id": "b", "kind": "rule", "expr": "))"}]}
-    )
+    found = pointers({"nodes": [{"id": "a", "kind": "rule", "expr": "(("}, {"id": "b", "kind": "rule", "expr": "))"}]})
     assert found == {"/nodes/0/expr", "/nodes/1/expr"}
 
 

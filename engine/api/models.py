@@ -36,13 +36,17 @@ async def upload_model(request: Request) -> Response:
     if request.query_params.get("publish") in ("1", "true"):
         created = {**created, **await rt.registry.set_state(created["key"], created["version"], "production")}
         created["state"] = "production"
-    return json_response(created, 201, headers={"Location": f"/v1/models/{created['key']}/versions/{created['version']}"})
+    return json_response(
+        created, 201, headers={"Location": f"/v1/models/{created['key']}/versions/{created['version']}"}
+    )
 
 
 async def validate_model(request: Request) -> Response:
     rt = _admin(request)
     body = await read_body(request, rt.settings.max_body_bytes)
-    return json_response(await rt.registry.validate(request.path_params["key"], body, request.headers.get("content-type")))
+    return json_response(
+        await rt.registry.validate(request.path_params["key"], body, request.headers.get("content-type"))
+    )
 
 
 async def list_models(request: Request) -> Response:

@@ -22,7 +22,12 @@ async def ready(request: Request) -> Response:
     in_production = sum(1 for m in models if m["production"] is not None)
     rt.metrics.models_loaded.set(in_production)
     ok = store_ok and (in_production > 0 or rt.settings.models_dir is None)
-    body = {"status": "ready" if ok else "not ready", "store": rt.store.name, "store_ok": store_ok, "models": in_production}
+    body = {
+        "status": "ready" if ok else "not ready",
+        "store": rt.store.name,
+        "store_ok": store_ok,
+        "models": in_production,
+    }
     return json_response(body, 200 if ok else 503)
 
 

@@ -13,6 +13,9 @@ def json_response(
     body: Any, status: int = 200, *, headers: dict[str, str] | None = None, background: BackgroundTask | None = None
 ) -> Response:
     return Response(
-        orjson.dumps(body, default=str), status_code=status, media_type="application/json", headers=headers,
+        orjson.dumps(body, default=str),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
         background=background,
     )

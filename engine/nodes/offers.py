@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 from engine.errors import Problem
@@ -105,11 +105,11 @@ def _now_s(scope: Scope) -> float:
 def _instant_s(text: str) -> float | None:
     try:
         if len(text) == 10:
-            return datetime.combine(date.fromisoformat(text), datetime.min.time(), timezone.utc).timestamp()
+            return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC).timestamp()
         dt = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
 
 def compile_catalogue(model: JSONObject, ctx: CompileContext) -> tuple[Offer, ...]:
