@@ -1,0 +1,383 @@
+"""Syntax tree → Python closures, once, at publish time.
+
+Each node becomes a ``Code``: a closure ``fn(scope) -> value`` plus, when the node does not depend on the
+scope, its value computed here — so ``1 + 2``, ``date("2020-01-01")`` or ``-5`` cost a constant load at
+request time. Closures never raise on FEEL type errors (the ops are total); :class:`Expression` still
+guards the call because a FEEL evaluation must never raise out of ``expr(scope)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, time, timedelta
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+from engine.errors import FeelError
+from engine.feel import ops
+from engine.feel import syntax as s
+from engine.feel.builtins import BUILTINS, IMPURE
+from engine.feel.values import YearsMonthsDuration, as_int
+
+Scope = Mapping[str, Any]
+Fn = Callable[[Scope], Any]
+TestFn = Callable[[Any, Scope], bool]
+
+
+class Code(NamedTuple):
+    fn: Fn
+    constant: bool = False
+    value: Any = None
+
+
+def constant(value: Any) -> Code:
+    if isinstance(value, list):
+        items: list[Any] = value
+
+        def fresh(_s: Scope) -> list[Any]:
+            return list(items)  # a fresh list each time: callers may keep or extend results
+
+        return Code(fresh, True, value)
+
+    def const(_s: Scope) -> Any:
+        return value
+
+    return Code(const, True, value)
+
+
+class Bound(Mapping[str, Any]):
+    """A scope with a few names bound on top: ``?`` in unary tests, ``item`` in filters, context entries."""
+
+    __slots__ = ("local", "outer")
+
+    def __init__(self, local: Mapping[str, Any], outer: Mapping[str, Any]) -> None:
+        self.local = local
+        self.outer = outer
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self.local:
+            return self.local[key]
+        return self.outer[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self.local:
+            return self.local[key]
+        return self.outer.get(key, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**self.outer, **self.local})
+
+    def __len__(self) -> int:
+        return len({**self.outer, **self.local})
+
+
+@dataclass(frozen=True, slots=True)
+class Expression:
+    """A compiled FEEL expression. Call it with a scope mapping names to values."""
+
+    source: str
+    references: frozenset[str]
+    fn: Fn = field(repr=False, compare=False)
+    is_constant: bool = False
+    value: Any = None
+
+    def __call__(self, scope: Scope) -> Any:
+        try:
+            return self.fn(scope)
+        except Exception:  # a FEEL evaluation yields null rather than raising
+            return None
+
+
+_TEMPORAL_PROPS: dict[str, Callable[[Any], Any]] = {
+    "year": lambda v: Decimal(v.year), "month": lambda v: Decimal(v.month), "day": lambda v: Decimal(v.day),
+    "hour": lambda v: Decimal(v.hour), "minute": lambda v: Decimal(v.minute),
+    "second": lambda v: Decimal(v.second), "weekday": lambda v: Decimal(v.isoweekday()),
+}
+_DURATION_PROPS: dict[str, Callable[[timedelta], Any]] = {
+    "days": lambda d: Decimal(d.days), "hours": lambda d: Decimal(d.seconds // 3600),
+    "minutes": lambda d: Decimal(d.seconds // 60 % 60), "seconds": lambda d: Decimal(d.seconds % 60),
+}
+
+
+def member(v: Any, key: str) -> Any:
+    """``v.key``: a context entry, a temporal component, or the key of every item of a list."""
+    if type(v) is dict:
+        return v.get(key)
+    if v is None:
+        return None
+    if isinstance(v, Mapping):
+        return v.get(key)
+    if isinstance(v, list):
+        return [member(x, key) for x in v]
+    if isinstance(v, (date, time)) and key in _TEMPORAL_PROPS:
+        if isinstance(v, time) and key in ("year", "month", "day", "weekday"):
+            return None
+        if type(v) is date and key in ("hour", "minute", "second"):
+            return None
+        return _TEMPORAL_PROPS[key](v)
+    if isinstance(v, timedelta) and key in _DURATION_PROPS:
+        return _DURATION_PROPS[key](v)
+    if isinstance(v, YearsMonthsDuration) and key in ("years", "months"):
+        return Decimal(int(v.months / 12) if key == "years" else v.months - int(v.months / 12) * 12)
+    return None
+
+
+def references(node: Any) -> frozenset[str]:
+    """The root names an expression or test reads (``?`` and ``item`` are bindings, not references)."""
+    out: set[str] = set()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, s.Name):
+            if n.name not in ("?", "item"):
+                out.add(n.name)
+        elif isinstance(n, tuple):
+            stack.extend(n)
+        elif hasattr(n, "__slots__"):
+            stack.extend(getattr(n, slot) for slot in n.__slots__)
+    return frozenset(out)
+
+
+def reads_input(node: Any) -> bool:
+    """Does this tree mention ``?`` (the input value of a unary test)?"""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, s.Name) and n.name == "?":
+            return True
+        if isinstance(n, tuple):
+            stack.extend(n)
+        elif hasattr(n, "__slots__"):
+            stack.extend(getattr(n, slot) for slot in n.__slots__)
+    return False
+
+
+def _path(node: s.Path) -> Code | None:
+    """Flatten ``a.b.c`` on a name into one closure: the common case for ``guest.attributes.tier``."""
+    keys: list[str] = []
+    base: s.Expr = node
+    while isinstance(base, s.Path):
+        keys.append(base.key)
+        base = base.base
+    if not isinstance(base, s.Name):
+        return None
+    root = base.name
+    keys.reverse()
+    if len(keys) == 1:
+        k = keys[0]
+
+        def get1(sc: Scope) -> Any:
+            v = sc.get(root)
+            return v.get(k) if type(v) is dict else member(v, k)
+
+        return Code(get1)
+    path = tuple(keys)
+
+    def get_path(sc: Scope) -> Any:
+        v = sc.get(root)
+        for k in path:
+            v = v.get(k) if type(v) is dict else member(v, k)
+        return v
+
+    return Code(get_path)
+
+
+_ARITH = {"+": ops.add, "-": ops.subtract, "*": ops.multiply, "/": ops.divide, "**": ops.power}
+
+
+def _compare_fn(op: str) -> Callable[[Any, Any], bool | None]:
+    if op == "=":
+        return ops.equal
+    if op == "!=":
+        def not_equal(a: Any, b: Any) -> bool | None:
+            e = ops.equal(a, b)
+            return None if e is None else not e
+        return not_equal
+    checks: dict[str, Callable[[int], bool]] = {
+        "<": lambda c: c < 0, "<=": lambda c: c <= 0, ">": lambda c: c > 0, ">=": lambda c: c >= 0}
+    check = checks[op]
+
+    def ordered(a: Any, b: Any) -> bool | None:
+        c = ops.compare(a, b)
+        return None if c is None else check(c)
+
+    return ordered
+
+
+def compile_node(node: s.Expr, text: str) -> Code:
+    code = _compile(node, text)
+    return code
+
+
+def _fold(code: Code, children: list[Code]) -> Code:
+    """Evaluate now when every input is a constant."""
+    if all(c.constant for c in children):
+        return constant(code.fn({}))
+    return code
+
+
+def _compile(node: s.Expr, text: str) -> Code:  # noqa: C901 - one dispatch over the node kinds
+    match node:
+        case s.Literal(value):
+            return constant(value)
+        case s.Name(name):
+            return Code(lambda sc: sc.get(name))
+        case s.Path(base, key):
+            flat = _path(node)
+            if flat is not None:
+                return flat
+            b = _compile(base, text)
+            return _fold(Code(lambda sc: member(b.fn(sc), key)), [b])
+        case s.Filter(base, cond):
+            return _filter(_compile(base, text), cond, text)
+        case s.Call(name, args):
+            return _call(name, [_compile(a, text) for a in args], text)
+        case s.Negate(operand):
+            o = _compile(operand, text)
+            return _fold(Code(lambda sc: ops.negate(o.fn(sc))), [o])
+        case s.Arithmetic(op, left, right):
+            fn, lf, rf = _ARITH[op], _compile(left, text), _compile(right, text)
+            return _fold(Code(lambda sc: fn(lf.fn(sc), rf.fn(sc))), [lf, rf])
+        case s.Comparison(op, left, right):
+            cmp, lc, rc = _compare_fn(op), _compile(left, text), _compile(right, text)
+            return _fold(Code(lambda sc: cmp(lc.fn(sc), rc.fn(sc))), [lc, rc])
+        case s.Logical(op, left, right):
+            return _logical(op, _compile(left, text), _compile(right, text))
+        case s.If(cond, then, otherwise):
+            c, t, e = _compile(cond, text), _compile(then, text), _compile(otherwise, text)
+            if c.constant:
+                return t if c.value is True else e
+            return Code(lambda sc: t.fn(sc) if c.fn(sc) is True else e.fn(sc))
+        case s.Between(value, low, high):
+            v, lo, hi = _compile(value, text), _compile(low, text), _compile(high, text)
+            ge, le = _compare_fn(">="), _compare_fn("<=")
+
+            def between(sc: Scope) -> bool | None:
+                x = v.fn(sc)
+                return _and(ge(x, lo.fn(sc)), le(x, hi.fn(sc)))
+
+            return _fold(Code(between), [v, lo, hi])
+        case s.In(value, tests):
+            from engine.feel.unary import compile_tests
+
+            v = _compile(value, text)
+            matcher = compile_tests(tests, text)
+            return Code(lambda sc: matcher(v.fn(sc), sc))
+        case s.ListLiteral(items):
+            fns = [_compile(i, text) for i in items]
+            if all(f.constant for f in fns):
+                return constant([f.value for f in fns])
+            item_fns = tuple(f.fn for f in fns)
+            return Code(lambda sc: [f(sc) for f in item_fns])
+        case s.ContextLiteral(entries):
+            return _context(entries, text)
+    raise FeelError(f"cannot compile {type(node).__name__}", source=text)
+
+
+def _and(a: Any, b: Any) -> bool | None:
+    if a is False or b is False:
+        return False
+    if a is True and b is True:
+        return True
+    return None
+
+
+def _or(a: Any, b: Any) -> bool | None:
+    if a is True or b is True:
+        return True
+    if a is False and b is False:
+        return False
+    return None
+
+
+def _logical(op: str, lf: Code, rf: Code) -> Code:
+    if op == "and":
+        def conj(sc: Scope) -> bool | None:
+            a = lf.fn(sc)
+            if a is False:
+                return False
+            return _and(a, rf.fn(sc))
+
+        return _fold(Code(conj), [lf, rf])
+
+    def disj(sc: Scope) -> bool | None:
+        a = lf.fn(sc)
+        if a is True:
+            return True
+        return _or(a, rf.fn(sc))
+
+    return _fold(Code(disj), [lf, rf])
+
+
+def _call(name: str, args: list[Code], text: str) -> Code:
+    spec = BUILTINS.get(name)
+    if spec is None:
+        raise FeelError(f"unknown function '{name}'", source=text, position=text.find(name))
+    fn, lo, hi = spec
+    if not lo <= len(args) <= hi:
+        want = str(lo) if lo == hi else f"{lo} to {hi}" if hi < 99 else f"at least {lo}"
+        raise FeelError(f"function '{name}' takes {want} argument(s), got {len(args)}", source=text,
+                        position=text.find(name))
+    arg_fns = tuple(a.fn for a in args)
+
+    def call(sc: Scope) -> Any:
+        try:
+            return fn(*[f(sc) for f in arg_fns])
+        except Exception:  # a built-in given the wrong kinds of value yields null
+            return None
+
+    if name in IMPURE:
+        return Code(call)
+    return _fold(Code(call), args)
+
+
+def _filter(base: Code, cond: s.Expr, text: str) -> Code:
+    c = _compile(cond, text)
+    by_index = not isinstance(cond, (s.Comparison, s.Logical, s.In, s.Between)) and not (
+        isinstance(cond, s.Literal) and isinstance(cond.value, bool))
+
+    if by_index:
+        def index(sc: Scope) -> Any:
+            items = base.fn(sc)
+            i = as_int(c.fn(sc))
+            if not isinstance(items, list) or i is None or i == 0 or abs(i) > len(items):
+                return None
+            return items[i - 1] if i > 0 else items[i]
+
+        return Code(index)
+
+    def keep(sc: Scope) -> Any:
+        items = base.fn(sc)
+        if items is None:
+            return None
+        if not isinstance(items, list):
+            items = [items]
+        out = []
+        for item in items:
+            local = {**item, "item": item} if isinstance(item, Mapping) else {"item": item}
+            inner = Bound(local, sc)
+            if c.fn(inner) is True:
+                out.append(item)
+        return out
+
+    return Code(keep)
+
+
+def _context(entries: tuple[tuple[str, s.Expr], ...], text: str) -> Code:
+    compiled = [(k, _compile(e, text)) for k, e in entries]
+    if all(c.constant for _, c in compiled):
+        return constant({k: c.value for k, c in compiled})
+    pairs = tuple((k, c.fn) for k, c in compiled)
+
+    def build(sc: Scope) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        inner = Bound(out, sc)  # later entries may read earlier ones: {a: 1, b: a + 1}
+        for k, f in pairs:
+            out[k] = f(inner)
+        return out
+
+    return Code(build)
+
+
+__all__ = ["Code", "Expression", "compile_node", "member", "reads_input", "references"]
