@@ -80,8 +80,9 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
                 if hasattr(feature, "shutdown"):
                     await feature.shutdown(rt)
             await recorder.stop()
-            if store is None:
-                await st.close()
+            # Connections belong to this event loop, so they close with it even when the store was handed in
+            # (a closed redis-py client reconnects lazily if the store is used again).
+            await st.close()
 
     return Starlette(
         routes=[*ops.routes, *decide.routes, *models.routes, *(r for f in FEATURES for r in getattr(f, "routes", []))],

@@ -6,7 +6,7 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from tests.conftest import ADMIN, PUBLIC
+from tests.conftest import ADMIN, PUBLIC, wait_until
 
 
 def model(discount: int) -> bytes:
@@ -77,9 +77,14 @@ def test_shadow_version_is_evaluated_and_recorded_but_not_served(client: TestCli
     r = client.post("/v1/decide/promo", json={"guest": {"browser_id": "b1"}}, headers=PUBLIC)
     served = r.json()
     assert served["model"]["version"] == 1
-    log = client.get("/v1/decisions?limit=10", headers=ADMIN).json()["decisions"]
-    mine = [d for d in log if d["decision_id"] == served["decision_id"]]
-    assert sorted((d["version"], d["shadow"]) for d in mine) == [(1, False), (2, True)]
+
+    def mine() -> list[tuple[int, bool]]:
+        log = client.get("/v1/decisions?limit=10", headers=ADMIN).json()["decisions"]
+        return sorted((d["version"], d["shadow"]) for d in log if d["decision_id"] == served["decision_id"])
+
+    # The shadow evaluation runs after the response is sent: poll for it rather than assume it is done.
+    wait_until(lambda: len(mine()) == 2, timeout_s=5, what="the shadow decision to be recorded")
+    assert mine() == [(1, False), (2, True)]
 
 
 def test_invalid_model_is_rejected_with_pointers_and_not_stored(client: TestClient) -> None:

@@ -100,7 +100,7 @@ def test_parse_document_formats() -> None:
     assert parse_document(b"a: 1\n", None) == {"a": 1}
     with pytest.raises(BadRequest, match="malformed JSON"):
         parse_document(b'{"a": ', "application/json")
-    with pytest.raises(BadRequest, match="line 1"):
+    with pytest.raises(BadRequest, match="malformed YAML at line 2, column 1"):
         parse_document(b"a: [1,\n", "application/yaml")
     with pytest.raises(ValidationError):
         parse_document(b"[1]", "application/json")
