@@ -87,7 +87,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
     return Starlette(
         routes=[*ops.routes, *decide.routes, *models.routes, *(r for f in FEATURES for r in getattr(f, "routes", []))],
         middleware=[Middleware(MetricsMiddleware, metrics=metrics)],
-        exception_handlers=HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=HANDLERS,
         lifespan=lifespan,
     )
 

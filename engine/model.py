@@ -45,7 +45,8 @@ def parse_document(body: bytes, content_type: str | None = None) -> JSONObject:
     if ct.endswith("xml") or head == b"<":
         from engine.dmn import dmn_to_model
 
-        return dmn_to_model(body)
+        dmn: JSONObject = dmn_to_model(body)
+        return dmn
     if ct.endswith("yaml") or ct.endswith("yml") or (head not in (b"{", b"[") and ct != "application/json"):
         try:
             doc = yaml.safe_load(body)

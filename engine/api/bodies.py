@@ -58,9 +58,8 @@ def _tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
 
 
 def _json_name(t: type) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "an integer"}.get(
-        t, "a number"
-    )
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "an integer"}
+    return str(names.get(t, "a number"))
 
 
 def _json_type(value: Any) -> str:

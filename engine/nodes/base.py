@@ -46,12 +46,22 @@ class TraceEntry:
 
 
 class Node(Protocol):
-    """A compiled node. ``deps`` are the ids of nodes (and declared inputs) it reads."""
+    """A compiled node. ``deps`` are the ids of nodes (and declared inputs) it reads.
 
-    id: str
-    kind: str
-    deps: frozenset[str]
-    gate: Expression | None
+    Members are read-only properties so frozen dataclasses satisfy the protocol.
+    """
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def deps(self) -> frozenset[str]: ...
+
+    @property
+    def gate(self) -> Expression | None: ...
 
     def evaluate(self, scope: Scope, trace: TraceEntry) -> Any:
         """Compute this node's output from ``scope``. Raise EvaluationError on failure."""
@@ -64,7 +74,8 @@ class AsyncNode(Node, Protocol):
     ``fallback`` is what the node yields when it fails, times out or the request deadline passes.
     """
 
-    fallback: Any
+    @property
+    def fallback(self) -> Any: ...
 
     async def evaluate_async(self, scope: Scope, trace: TraceEntry, deadline_s: float) -> Any:
         """``deadline_s`` is an absolute ``time.monotonic()`` value this node must finish by."""

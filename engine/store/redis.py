@@ -151,7 +151,7 @@ class RedisStore:
         fields = {"profile": orjson.dumps({k: v for k, v in guest.items() if k not in GUEST_PARTS})}
         fields.update({part: orjson.dumps(guest[part]) for part in GUEST_PARTS if part in guest})
         try:
-            await self.client.hset(keys.guest(ref), mapping=fields)  # type: ignore[arg-type]
+            await self.client.hset(keys.guest(ref), mapping=fields)
             for ident in guest.get("identifiers", []):
                 await self.client.set(keys.identifier(ident["provider"], ident["id"]), ref)
         except RedisError as exc:
