@@ -58,8 +58,10 @@ def _tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
 
 
 def _json_name(t: type) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "an integer"}
-    return str(names.get(t, "a number"))
+    for typ, name in ((dict, "an object"), (list, "an array"), (str, "a string"), (bool, "a boolean"), (int, "an integer")):
+        if t is typ:
+            return name
+    return "a number"
 
 
 def _json_type(value: Any) -> str:
