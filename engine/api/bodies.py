@@ -71,4 +71,6 @@ def _json_type(value: Any) -> str:
         return "a boolean"
     if isinstance(value, int | float):
         return "a number"
-    return {dict: "an object", list: "an array", str: "a string"}.get(type(value), type(value).__name__)
+    if isinstance(value, dict | list | str):
+        return _json_name(type(value))
+    return type(value).__name__
