@@ -73,9 +73,13 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
             loaded = await load_models_dir(registry, settings.models_dir)
             log.info("models loaded from %s: %s", settings.models_dir, ", ".join(loaded) or "(all current)")
         recorder.start()
+        follower = asyncio.get_running_loop().create_task(registry.follow_changes())
         try:
             yield
         finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
             for feature in reversed(FEATURES):
                 if hasattr(feature, "shutdown"):
                     await feature.shutdown(rt)

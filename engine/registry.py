@@ -8,11 +8,13 @@ Two caches keep models off the request path's Redis round trip:
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from cachetools import LRUCache, TTLCache
+from redis.exceptions import RedisError
 
-from engine.errors import BadRequest, NotFound
+from engine.errors import BadRequest, NotFound, Unavailable
 from engine.lifecycle import rollback_target
 from engine.model import check_key, compile_model, parse_document
 from engine.plan import Plan
@@ -118,6 +120,21 @@ class Registry:
                 raise NotFound(f"no model '{key}'")
             version = pointers.production or pointers.latest
         return await self.plan(key, version)
+
+    async def follow_changes(self) -> None:
+        """Drop cached pointers as peers announce changes, so a publish reaches every process at once.
+
+        The pointer TTL stays as the backstop for a missed message (pub/sub is fire-and-forget).
+        """
+        while True:
+            try:
+                async for key in self.store.model_changes():
+                    self.forget(key)
+            except Unavailable:
+                pass
+            except RedisError:
+                pass
+            await asyncio.sleep(1.0)
 
     def forget(self, key: str) -> None:
         self._pointers.pop(key, None)

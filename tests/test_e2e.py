@@ -58,7 +58,7 @@ def test_publish_and_rollback_reach_every_worker(server: str) -> None:
         return r.json()["model"]["version"]
 
     # Each worker may hold the old pointer for up to model_cache_ttl_s; every answer must converge.
-    wait_until(lambda: all(served() == 2 for _ in range(10)), timeout_s=5, what="publish to reach all workers")
+    wait_until(lambda: all(served() == 2 for _ in range(10)), timeout_s=3, what="publish to reach all workers")
     assert httpx.post(f"{server}/v1/models/next-best-offer/rollback", headers=admin).json()["production"] == 1
     wait_until(lambda: all(served() == 1 for _ in range(10)), timeout_s=5, what="rollback to reach all workers")
 

@@ -58,7 +58,13 @@ def _tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
 
 
 def _json_name(t: type) -> str:
-    for typ, name in ((dict, "an object"), (list, "an array"), (str, "a string"), (bool, "a boolean"), (int, "an integer")):
+    for typ, name in (
+        (dict, "an object"),
+        (list, "an array"),
+        (str, "a string"),
+        (bool, "a boolean"),
+        (int, "an integer"),
+    ):
         if t is typ:
             return name
     return "a number"

@@ -7,6 +7,7 @@ suite runs against both.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -108,6 +109,10 @@ class Store(Protocol):
     async def model_keys(self) -> list[str]: ...
 
     async def model_pointers(self, key: str) -> ModelPointers | None: ...
+
+    def model_changes(self) -> AsyncIterator[str]:
+        """Keys of models whose lifecycle another process changed, as they happen (may never yield)."""
+        ...
 
     async def model_set_state(self, key: str, version: int, state: str) -> ModelPointers:
         """Move ``version`` to ``state``, keeping the invariants (one production, one test) atomically."""

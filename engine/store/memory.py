@@ -6,9 +6,11 @@ between reading and writing, so on one event loop every method is a transaction.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from typing import Any
 
 from engine.lifecycle import transition
@@ -59,6 +61,11 @@ class MemoryStore:
 
     async def model_pointers(self, key: str) -> ModelPointers | None:
         return self._pointers.get(key)
+
+    async def model_changes(self) -> AsyncIterator[str]:
+        # One process owns the embedded store: nobody else can change a model behind our back.
+        await asyncio.Event().wait()
+        yield ""
 
     async def model_set_state(self, key: str, version: int, state: str) -> ModelPointers:
         versions = self._versions.get(key, {})

@@ -7,6 +7,7 @@ atomic and cluster-safe. Scripts live in ``lua/`` and are registered once at sta
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
 
@@ -108,6 +109,16 @@ class RedisStore:
         except RedisError as exc:
             raise Unavailable(f"model store unavailable: {exc}") from exc
         return _pointers(meta) if meta else None
+
+    async def model_changes(self) -> AsyncIterator[str]:
+        pubsub = self.client.pubsub()
+        await pubsub.subscribe(keys.MODEL_CHANNEL)
+        try:
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    yield message["data"].decode()
+        finally:
+            await pubsub.aclose()
 
     async def model_set_state(self, key: str, version: int, state: str) -> ModelPointers:
         meta_key, states_key = keys.model_meta(key), keys.model_states(key)

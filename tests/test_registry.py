@@ -1,0 +1,55 @@
+"""The registry's caches: a publish in one process reaches another without waiting for the TTL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import orjson
+
+from engine.registry import Registry
+from engine.store.redis import RedisStore
+
+MODEL = orjson.dumps({"nodes": [{"id": "answer", "kind": "output", "value": {"v": "1"}}]})
+
+
+async def test_peer_publish_invalidates_cached_pointer(redis_url: str) -> None:
+    a, b = RedisStore(redis_url), RedisStore(redis_url)
+    # A TTL far longer than the test: only the change notice can explain b seeing the new version.
+    ra, rb = Registry(a, pointer_ttl_s=60), Registry(b, pointer_ttl_s=60)
+    follower = asyncio.create_task(rb.follow_changes())
+    try:
+        for _ in range(2):
+            await ra.upload("m", MODEL, "application/json")
+        await ra.set_state("m", 1, "production")
+        assert (await rb.production("m"))[0].version == 1
+        await asyncio.sleep(0.05)  # let the subscriber attach before the change it must see
+        await ra.set_state("m", 2, "production")
+        for _ in range(200):
+            if (await rb.production("m"))[0].version == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert (await rb.production("m"))[0].version == 2
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+        await a.close()
+        await b.close()
+
+
+async def test_concurrent_publishes_keep_one_production(redis_url: str) -> None:
+    store = RedisStore(redis_url)
+    reg = Registry(store)
+    try:
+        for _ in range(6):
+            await reg.upload("m", MODEL, "application/json")
+        await asyncio.gather(*(reg.set_state("m", v, "production") for v in range(1, 7)))
+        versions = await store.model_list_versions("m")
+        states = [v["state"] for v in versions]
+        assert states.count("production") == 1
+        pointers = await store.model_pointers("m")
+        assert pointers is not None and states[pointers.production - 1] == "production"  # type: ignore[operator]
+        assert sorted(pointers.history) == [1, 2, 3, 4, 5, 6]
+    finally:
+        await store.close()
