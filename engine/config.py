@@ -40,6 +40,7 @@ class Settings:
     model_cache_ttl_s: float = 1.0
     """How stale another process's view of 'which version is in production' may be."""
     decision_log_maxlen: int = 100_000
+    redis_timeout_ms: int = 250
     workers: int = 1
 
     @property
@@ -66,6 +67,8 @@ class Settings:
             s = replace(s, deadline_ms=int(v))
         if v := env.get("ARBITER_MAX_BODY_BYTES"):
             s = replace(s, max_body_bytes=int(v))
+        if v := env.get("ARBITER_REDIS_TIMEOUT_MS"):
+            s = replace(s, redis_timeout_ms=int(v))
         if v := env.get("ARBITER_WORKERS"):
             s = replace(s, workers=int(v))
         return replace(s, **{k: v for k, v in overrides.items() if v is not None})

@@ -33,6 +33,8 @@ class Registry:
         self.max_result_bytes = max_result_bytes
         self._plans: LRUCache[tuple[str, int], Plan] = LRUCache(PLAN_CACHE_SIZE)
         self._pointers: TTLCache[str, ModelPointers | None] = TTLCache(maxsize=4096, ttl=pointer_ttl_s)
+        self._last_known: dict[str, ModelPointers | None] = {}
+        """Pointers as last read, served when the store is unreachable (stale beats no answer)."""
 
     def compile(self, definition: JSONObject, key: str, version: int = 0) -> Plan:
         return compile_model(
@@ -92,9 +94,15 @@ class Registry:
         try:
             return self._pointers[key]
         except KeyError:
+            pass
+        try:
             pointers = await self.store.model_pointers(key)
-            self._pointers[key] = pointers
-            return pointers
+        except Unavailable:
+            if key in self._last_known:
+                return self._last_known[key]
+            raise
+        self._pointers[key] = self._last_known[key] = pointers
+        return pointers
 
     async def plan(self, key: str, version: int) -> Plan:
         plan = self._plans.get((key, version))

@@ -13,5 +13,7 @@ def open_store(settings: Settings) -> Store:
     if settings.redis_url:
         from engine.store.redis import RedisStore
 
-        return RedisStore(settings.redis_url, decision_log_maxlen=settings.decision_log_maxlen)
+        return RedisStore(
+            settings.redis_url, decision_log_maxlen=settings.decision_log_maxlen, timeout_ms=settings.redis_timeout_ms
+        )
     return MemoryStore(decision_log_maxlen=settings.decision_log_maxlen)

@@ -31,19 +31,28 @@ def load_script(name: str) -> str:
     return resources.files("engine.store").joinpath("lua", name).read_text()
 
 
-def connect(url: str) -> Any:
-    """``redis://…`` for one server, ``redis+cluster://…`` for a Redis Cluster."""
+def connect(url: str, timeout_ms: int) -> Any:
+    """``redis://…`` for one server, ``redis+cluster://…`` for a Redis Cluster.
+
+    Socket timeouts bound how long a hung Redis can hold a request: past them the decide path answers
+    degraded from defaults instead of waiting.
+    """
+    timeout_s = timeout_ms / 1000
     if url.startswith("redis+cluster://"):
-        return RedisCluster.from_url("redis://" + url.removeprefix("redis+cluster://"))
-    return aioredis.from_url(url)
+        return RedisCluster.from_url(
+            "redis://" + url.removeprefix("redis+cluster://"),
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+        )
+    return aioredis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
 
 
 class RedisStore:
     name = "redis"
 
-    def __init__(self, url: str, *, decision_log_maxlen: int = 100_000) -> None:
+    def __init__(self, url: str, *, decision_log_maxlen: int = 100_000, timeout_ms: int = 250) -> None:
         self.url = url
-        self.client = connect(url)
+        self.client = connect(url, timeout_ms)
         self._decision_log_maxlen = decision_log_maxlen
         self._add_version = self.client.register_script(load_script("model_add_version.lua"))
         self._cas_state = self.client.register_script(load_script("model_cas_state.lua"))
@@ -51,7 +60,7 @@ class RedisStore:
     async def ping(self) -> bool:
         try:
             return bool(await self.client.ping())
-        except RedisError:
+        except (RedisError, OSError):
             return False
 
     async def close(self) -> None:
