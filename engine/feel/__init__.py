@@ -42,5 +42,10 @@ def compile_unary_tests(text: str, *, names: Iterable[str] = ()) -> UnaryTests:
     """Compile a decision-table input entry (``< 18``, ``[1..10]``, ``"a","b"``, ``not("x")``, ``-``)."""
     tests = parse_unary_tests(text, _names(names))
     wildcard = len(tests) == 1 and isinstance(tests[0], AnyTest)
-    return UnaryTests(text, references(tests), wildcard, compile_tests(tests, text),
-                      None if wildcard else equality_literals(tests, text))
+    return UnaryTests(
+        text,
+        references(tests),
+        wildcard,
+        compile_tests(tests, text),
+        None if wildcard else equality_literals(tests, text),
+    )

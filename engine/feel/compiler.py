@@ -90,13 +90,19 @@ class Expression:
 
 
 _TEMPORAL_PROPS: dict[str, Callable[[Any], Any]] = {
-    "year": lambda v: Decimal(v.year), "month": lambda v: Decimal(v.month), "day": lambda v: Decimal(v.day),
-    "hour": lambda v: Decimal(v.hour), "minute": lambda v: Decimal(v.minute),
-    "second": lambda v: Decimal(v.second), "weekday": lambda v: Decimal(v.isoweekday()),
+    "year": lambda v: Decimal(v.year),
+    "month": lambda v: Decimal(v.month),
+    "day": lambda v: Decimal(v.day),
+    "hour": lambda v: Decimal(v.hour),
+    "minute": lambda v: Decimal(v.minute),
+    "second": lambda v: Decimal(v.second),
+    "weekday": lambda v: Decimal(v.isoweekday()),
 }
 _DURATION_PROPS: dict[str, Callable[[timedelta], Any]] = {
-    "days": lambda d: Decimal(d.days), "hours": lambda d: Decimal(d.seconds // 3600),
-    "minutes": lambda d: Decimal(d.seconds // 60 % 60), "seconds": lambda d: Decimal(d.seconds % 60),
+    "days": lambda d: Decimal(d.days),
+    "hours": lambda d: Decimal(d.seconds // 3600),
+    "minutes": lambda d: Decimal(d.seconds // 60 % 60),
+    "seconds": lambda d: Decimal(d.seconds % 60),
 }
 
 
@@ -190,12 +196,18 @@ def _compare_fn(op: str) -> Callable[[Any, Any], bool | None]:
     if op == "=":
         return ops.equal
     if op == "!=":
+
         def not_equal(a: Any, b: Any) -> bool | None:
             e = ops.equal(a, b)
             return None if e is None else not e
+
         return not_equal
     checks: dict[str, Callable[[int], bool]] = {
-        "<": lambda c: c < 0, "<=": lambda c: c <= 0, ">": lambda c: c > 0, ">=": lambda c: c >= 0}
+        "<": lambda c: c < 0,
+        "<=": lambda c: c <= 0,
+        ">": lambda c: c > 0,
+        ">=": lambda c: c >= 0,
+    }
     check = checks[op]
 
     def ordered(a: Any, b: Any) -> bool | None:
@@ -293,6 +305,7 @@ def _or(a: Any, b: Any) -> bool | None:
 
 def _logical(op: str, lf: Code, rf: Code) -> Code:
     if op == "and":
+
         def conj(sc: Scope) -> bool | None:
             a = lf.fn(sc)
             if a is False:
@@ -317,8 +330,9 @@ def _call(name: str, args: list[Code], text: str) -> Code:
     fn, lo, hi = spec
     if not lo <= len(args) <= hi:
         want = str(lo) if lo == hi else f"{lo} to {hi}" if hi < 99 else f"at least {lo}"
-        raise FeelError(f"function '{name}' takes {want} argument(s), got {len(args)}", source=text,
-                        position=text.find(name))
+        raise FeelError(
+            f"function '{name}' takes {want} argument(s), got {len(args)}", source=text, position=text.find(name)
+        )
     arg_fns = tuple(a.fn for a in args)
 
     def call(sc: Scope) -> Any:
@@ -335,9 +349,11 @@ def _call(name: str, args: list[Code], text: str) -> Code:
 def _filter(base: Code, cond: s.Expr, text: str) -> Code:
     c = _compile(cond, text)
     by_index = not isinstance(cond, (s.Comparison, s.Logical, s.In, s.Between)) and not (
-        isinstance(cond, s.Literal) and isinstance(cond.value, bool))
+        isinstance(cond, s.Literal) and isinstance(cond.value, bool)
+    )
 
     if by_index:
+
         def index(sc: Scope) -> Any:
             items = base.fn(sc)
             i = as_int(c.fn(sc))

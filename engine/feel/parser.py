@@ -166,8 +166,9 @@ class Parser:
             self.advance()
             value = parse_temporal(t.text)
             if value is None:
-                raise FeelError(f"invalid temporal literal @\"{t.text}\" at position {t.pos}",
-                                source=self.text, position=t.pos)
+                raise FeelError(
+                    f'invalid temporal literal @"{t.text}" at position {t.pos}', source=self.text, position=t.pos
+                )
             return s.Literal(value)
         if t.kind == NAME:
             return self.word()
@@ -195,8 +196,12 @@ class Parser:
             self.expect("else", NAME)
             return s.If(cond, then, self.expression())
         if t.text in KEYWORDS:
-            raise self.error(f"'{t.text}' is not supported here" if t.text in ("for", "some", "every", "function")
-                             else "expected a value", t)
+            raise self.error(
+                f"'{t.text}' is not supported here"
+                if t.text in ("for", "some", "every", "function")
+                else "expected a value",
+                t,
+            )
         return s.Name(t.text)
 
     def sequence(self, open_: str, close: str) -> tuple[s.Expr, ...]:

@@ -53,7 +53,10 @@ def _always(_v: Any, _s: Scope) -> bool:
 
 
 _CHECKS: dict[str, Callable[[int], bool]] = {
-    "<": lambda c: c < 0, "<=": lambda c: c <= 0, ">": lambda c: c > 0, ">=": lambda c: c >= 0,
+    "<": lambda c: c < 0,
+    "<=": lambda c: c <= 0,
+    ">": lambda c: c > 0,
+    ">=": lambda c: c >= 0,
 }
 
 
@@ -61,24 +64,31 @@ def _numeric_compare(op: str, k: Decimal) -> TestFn:
     """``< 18`` and friends against a number: the hot case, kept to a type check and one comparison."""
     num = number
     if op == "<":
+
         def lt(v: Any, _s: Scope) -> bool:
             t = type(v)
             return (v < k) if (t is Decimal or t is int) else (t is float and num(v) < k)  # type: ignore[operator]
+
         return lt
     if op == "<=":
+
         def le(v: Any, _s: Scope) -> bool:
             t = type(v)
             return (v <= k) if (t is Decimal or t is int) else (t is float and num(v) <= k)  # type: ignore[operator]
+
         return le
     if op == ">":
+
         def gt(v: Any, _s: Scope) -> bool:
             t = type(v)
             return (v > k) if (t is Decimal or t is int) else (t is float and num(v) > k)  # type: ignore[operator]
+
         return gt
 
     def ge(v: Any, _s: Scope) -> bool:
         t = type(v)
         return (v >= k) if (t is Decimal or t is int) else (t is float and num(v) >= k)  # type: ignore[operator]
+
     return ge
 
 
@@ -91,9 +101,11 @@ def _equals_constant(k: Any) -> TestFn:
     if t is bool:
         return lambda v, _s: v is k
     if t is Decimal:
+
         def eq_num(v: Any, _s: Scope) -> bool:
             tv = type(v)
             return (v == k) if (tv is Decimal or tv is int) else (tv is float and number(v) == k)
+
         return eq_num
     if isinstance(k, list):  # `"a" in ["a", "b"]`: membership
         return lambda v, _s: any(ops.equal(v, x) is True for x in k)

@@ -25,16 +25,45 @@ from engine.types import JSONObject, Scope
 
 KIND = "table"
 
-_POLICIES = {"U": "U", "UNIQUE": "U", "A": "A", "ANY": "A", "P": "P", "PRIORITY": "P", "F": "F", "FIRST": "F",
-             "R": "R", "RULE ORDER": "R", "O": "O", "OUTPUT ORDER": "O", "C": "C", "COLLECT": "C",
-             "C+": "C+", "C#": "C#", "C<": "C<", "C>": "C>"}
+_POLICIES = {
+    "U": "U",
+    "UNIQUE": "U",
+    "A": "A",
+    "ANY": "A",
+    "P": "P",
+    "PRIORITY": "P",
+    "F": "F",
+    "FIRST": "F",
+    "R": "R",
+    "RULE ORDER": "R",
+    "O": "O",
+    "OUTPUT ORDER": "O",
+    "C": "C",
+    "COLLECT": "C",
+    "C+": "C+",
+    "C#": "C#",
+    "C<": "C<",
+    "C>": "C>",
+}
 _AGGREGATIONS = {"SUM": "C+", "COUNT": "C#", "MIN": "C<", "MAX": "C>"}
 _AGGREGATE: dict[str, Callable[[list[Any]], Any]] = {
-    "C+": lambda vs: BUILTINS["sum"][0](vs), "C#": lambda vs: Decimal(len(vs)),
-    "C<": lambda vs: BUILTINS["min"][0](vs), "C>": lambda vs: BUILTINS["max"][0](vs),
+    "C+": lambda vs: BUILTINS["sum"][0](vs),
+    "C#": lambda vs: Decimal(len(vs)),
+    "C<": lambda vs: BUILTINS["min"][0](vs),
+    "C>": lambda vs: BUILTINS["max"][0](vs),
 }
-_TEMPORAL = frozenset({"date", "time", "dateTime", "date and time", "dayTimeDuration", "days and time duration",
-                       "yearMonthDuration", "years and months duration"})
+_TEMPORAL = frozenset(
+    {
+        "date",
+        "time",
+        "dateTime",
+        "date and time",
+        "dayTimeDuration",
+        "days and time duration",
+        "yearMonthDuration",
+        "years and months duration",
+    }
+)
 _CellTest = Callable[[Any, Scope], bool]
 
 
@@ -77,16 +106,20 @@ class TableNode:
             return self._default(scope)
         policy = self.policy
         if policy == "U" and len(matched) > 1:
-            raise EvaluationError(f"UNIQUE table '{self.id}': rules '{self.rule_ids[matched[0]]}' and "
-                                  f"'{self.rule_ids[matched[1]]}' both match")
+            raise EvaluationError(
+                f"UNIQUE table '{self.id}': rules '{self.rule_ids[matched[0]]}' and "
+                f"'{self.rule_ids[matched[1]]}' both match"
+            )
         if policy in ("U", "F"):
             return self._result(matched[0], scope)
         results = [self._result(r, scope) for r in matched]
         if policy == "A":
             for r, res in zip(matched[1:], results[1:], strict=True):
                 if equal(res, results[0]) is not True:
-                    raise EvaluationError(f"ANY table '{self.id}': rules '{self.rule_ids[matched[0]]}' and "
-                                          f"'{self.rule_ids[r]}' match with different outputs")
+                    raise EvaluationError(
+                        f"ANY table '{self.id}': rules '{self.rule_ids[matched[0]]}' and "
+                        f"'{self.rule_ids[r]}' match with different outputs"
+                    )
             return results[0]
         if policy == "P":
             return min(results, key=self._rank)  # min keeps the first of equals: rule order breaks ties
@@ -101,8 +134,10 @@ class TableNode:
         if column.convert is not None:
             value = column.convert(value)
         if column.allowed is not None and value is not None and not column.allowed.matches(value, scope):
-            raise EvaluationError(f"table '{self.id}': input '{column.label}' = {value!r} is not one of "
-                                  f"its allowed values ({column.allowed.source})")
+            raise EvaluationError(
+                f"table '{self.id}': input '{column.label}' = {value!r} is not one of "
+                f"its allowed values ({column.allowed.source})"
+            )
         return value
 
     def _match(self, values: list[Any], scope: Scope) -> list[int]:
@@ -128,8 +163,10 @@ class TableNode:
 
     def _checked(self, output: Output, value: Any, scope: Scope, where: str) -> Any:
         if output.allowed is not None and value is not None and not output.allowed.matches(value, scope):
-            raise EvaluationError(f"table '{self.id}': {where} gives output '{output.name}' = {value!r}, "
-                                  f"not one of its allowed values ({output.allowed.source})")
+            raise EvaluationError(
+                f"table '{self.id}': {where} gives output '{output.name}' = {value!r}, "
+                f"not one of its allowed values ({output.allowed.source})"
+            )
         return value
 
     def _result(self, rule: int, scope: Scope) -> Any:
@@ -149,23 +186,28 @@ class TableNode:
     def _rank(self, result: Any) -> tuple[int, ...]:
         if len(self.outputs) == 1:
             result = {self.outputs[0].name: result}
-        return tuple(o.ranks.get(literal_key(result.get(o.name)), len(o.ranks)) if o.ranks else 0
-                     for o in self.outputs)
+        return tuple(o.ranks.get(literal_key(result.get(o.name)), len(o.ranks)) if o.ranks else 0 for o in self.outputs)
 
 
 def _policy(defn: JSONObject, pointer: str, ctx: CompileContext) -> str | None:
     raw = defn.get("hit_policy", "UNIQUE")
     policy = _POLICIES.get(raw.strip().upper()) if isinstance(raw, str) else None
     if policy is None:
-        ctx.problems.append(Problem(f"{pointer}/hit_policy", f"unknown hit policy {raw!r}; one of U, A, P, F, R, O, "
-                                    "C, C+, C#, C<, C> (or UNIQUE, ANY, PRIORITY, FIRST, RULE ORDER, ...)"))
+        ctx.problems.append(
+            Problem(
+                f"{pointer}/hit_policy",
+                f"unknown hit policy {raw!r}; one of U, A, P, F, R, O, "
+                "C, C+, C#, C<, C> (or UNIQUE, ANY, PRIORITY, FIRST, RULE ORDER, ...)",
+            )
+        )
         return None
     aggregation = defn.get("aggregation")
     if aggregation is not None:
         agg = _AGGREGATIONS.get(str(aggregation).upper())
         if agg is None or policy not in ("C", agg):
-            ctx.problems.append(Problem(f"{pointer}/aggregation",
-                                        "aggregation is SUM, COUNT, MIN or MAX, with hit policy COLLECT"))
+            ctx.problems.append(
+                Problem(f"{pointer}/aggregation", "aggregation is SUM, COUNT, MIN or MAX, with hit policy COLLECT")
+            )
             return None
         policy = agg
     return policy
@@ -232,8 +274,12 @@ def _outputs(raw: list[Any], pointer: str, ctx: CompileContext) -> list[Output |
 def _cells(rule: JSONObject, key: str, width: int, p: str, ctx: CompileContext) -> list[Any] | None:
     cells = require(rule, key, p, ctx, list)
     if cells is not None and len(cells) != width:
-        ctx.problems.append(Problem(f"{p}/{key}", f"has {len(cells)} entries; the table has {width} "
-                                    f"{'inputs' if key == 'when' else 'outputs'}"))
+        ctx.problems.append(
+            Problem(
+                f"{p}/{key}",
+                f"has {len(cells)} entries; the table has {width} {'inputs' if key == 'when' else 'outputs'}",
+            )
+        )
         return None
     return cells  # type: ignore[no-any-return]
 
@@ -269,8 +315,11 @@ def compile(defn: JSONObject, pointer: str, ctx: CompileContext) -> Node | None:
     if policy in _AGGREGATE and len(raw_outputs) > 1:
         ctx.problems.append(Problem(f"{pointer}/hit_policy", "an aggregating COLLECT table has exactly one output"))
     if policy in ("P", "O") and not any(o is not None and o.ranks for o in outputs):
-        ctx.problems.append(Problem(f"{pointer}/outputs", f"hit policy {policy} ranks results by the outputs' "
-                                    "allowed 'values'; give them"))
+        ctx.problems.append(
+            Problem(
+                f"{pointer}/outputs", f"hit policy {policy} ranks results by the outputs' allowed 'values'; give them"
+            )
+        )
     gate = ctx.expression(defn["when"], f"{pointer}/when") if "when" in defn else None
     rule_ids: list[str] = []
     cell_tests: list[list[UnaryTests | None]] = []
@@ -288,8 +337,10 @@ def compile(defn: JSONObject, pointer: str, ctx: CompileContext) -> Node | None:
         when = _cells(rule, "when", len(raw_inputs), p, ctx) or []
         tests = [_tests(cell, f"{p}/when/{c}", ctx) for c, cell in enumerate(when)]
         cell_tests.append([None if t is None or t.is_wildcard else t for t in tests])
-        outs = [ctx.expression(cell, f"{p}/then/{c}") for c, cell in
-                enumerate(_cells(rule, "then", len(raw_outputs), p, ctx) or [])]
+        outs = [
+            ctx.expression(cell, f"{p}/then/{c}")
+            for c, cell in enumerate(_cells(rule, "then", len(raw_outputs), p, ctx) or [])
+        ]
         then.append(tuple(e for e in outs if e is not None))
     if len(ctx.problems) > before or policy is None:
         return None
@@ -300,16 +351,35 @@ def compile(defn: JSONObject, pointer: str, ctx: CompileContext) -> Node | None:
         if built is not None:
             indexes.append((c, built[0], built[1]))
     indexed = {c for c, _, _ in indexes}
-    residual = tuple(tuple((c, t.test) for c, t in enumerate(tests) if t is not None
-                           and not (c in indexed and t.literals is not None)) for tests in cell_tests)
+    residual = tuple(
+        tuple(
+            (c, t.test) for c, t in enumerate(tests) if t is not None and not (c in indexed and t.literals is not None)
+        )
+        for tests in cell_tests
+    )
     refs: set[str] = set()
-    for e in [*(c.expr for c in cols), *(e for row in then for e in row), gate,
-              *(o.default for o in outputs if o is not None)]:
+    for e in [
+        *(c.expr for c in cols),
+        *(e for row in then for e in row),
+        gate,
+        *(o.default for o in outputs if o is not None),
+    ]:
         if e is not None:
             refs |= e.references
     for t in [*(t for row in cell_tests for t in row), *(c.allowed for c in cols)]:
         if t is not None:
             refs |= t.references
-    return TableNode(defn["id"], KIND, frozenset(refs) & ctx.names, gate, policy, cols,
-                     tuple(o for o in outputs if o is not None), tuple(rule_ids), tuple(then), residual,
-                     tuple(indexes), (1 << len(rule_ids)) - 1)
+    return TableNode(
+        defn["id"],
+        KIND,
+        frozenset(refs) & ctx.names,
+        gate,
+        policy,
+        cols,
+        tuple(o for o in outputs if o is not None),
+        tuple(rule_ids),
+        tuple(then),
+        residual,
+        tuple(indexes),
+        (1 << len(rule_ids)) - 1,
+    )
