@@ -58,3 +58,29 @@ DECISION_LOG = f"{PREFIX}:decisions"
 def resources(kind: str) -> str:
     """Hash: resource key → document, one hash per kind (``connection``, ``experiment``…)."""
     return f"{PREFIX}:res:{{{kind}}}"
+
+
+# --- events, sessions, identity (the listen feature) --------------------------------------------
+def guest_applied(ref: str) -> str:
+    """Sorted set: tokens (event refs, merge ids) already applied to this guest, scored by time; capped."""
+    return guest_part(ref, "applied")
+
+
+def event_stream(shard: int) -> str:
+    """Stream: the durable event log, one per shard so a cluster spreads the write load."""
+    return f"{PREFIX}:{{ev:{shard}}}:log"
+
+
+def event_marker(shard: int, ref: str) -> str:
+    """String with a TTL: event ref → its stream entry id (idempotent appends), in its stream's slot."""
+    return f"{PREFIX}:{{ev:{shard}}}:ref:{ref}"
+
+
+ACTIVE_SESSIONS = f"{PREFIX}:sessions:active"
+"""Sorted set: guest ref → last event time (ms) of a guest with an open session; the sweeper's work list."""
+
+ABANDONED = f"{PREFIX}:abandoned"
+"""Stream: abandoned-cart records (a session closed with a cart and no order), for the cart trigger."""
+
+IMPORT_JOBS = f"{PREFIX}:imports"
+"""Hash: import job id → status document (JSON)."""

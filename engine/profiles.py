@@ -1,0 +1,181 @@
+"""Guest documents as the listen feature writes them: read with a revision, commit by compare-and-set.
+
+Every change to a guest (an event, a merge, an admin patch, an import line) is read → pure function →
+:meth:`Profiles.commit`, which writes only if nobody committed since the read and the operation's token
+was not applied before. :func:`update` is that loop. The Redis backend is in
+:mod:`engine.profiles_redis`; the embedded one is here and shares the :class:`~engine.store.MemoryStore`'s
+guest and identifier maps, so the decide path sees what events wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import enum
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from engine.errors import Unavailable
+from engine.store.memory import MemoryStore
+from engine.types import JSONObject
+
+TOKENS_KEPT = 1000
+"""Per guest, how many applied tokens are remembered: a retry older than this many events is applied again."""
+MAX_ATTEMPTS = 200
+
+
+class Commit(enum.Enum):
+    OK = "ok"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    guest: JSONObject | None
+    rev: int
+
+
+class Profiles(Protocol):
+    async def read(self, ref: str) -> Snapshot: ...
+
+    async def commit(
+        self, ref: str, guest: JSONObject, rev: int, *, token: str | None, now_ms: int, carried: Sequence[str] = ()
+    ) -> Commit:
+        """Write ``guest`` if its revision is still ``rev`` and ``token`` is new; also remember ``carried`` tokens."""
+        ...
+
+    async def tokens(self, ref: str) -> list[str]: ...
+
+    async def delete(self, refs: Sequence[str]) -> None: ...
+
+    async def owner(self, provider: str, identifier: str) -> str | None: ...
+
+    async def claim(self, provider: str, identifier: str, ref: str) -> str:
+        """Point the identifier at ``ref`` unless it names a guest already; returns the owner either way."""
+        ...
+
+    async def point(self, provider: str, identifier: str, ref: str) -> None: ...
+
+    async def release(self, provider: str, identifier: str, ref: str) -> None: ...
+
+    async def mark_active(self, ref: str, last_ms: int) -> None: ...
+
+    async def mark_inactive(self, ref: str) -> None: ...
+
+    async def idle(self, before_ms: int, count: int) -> list[str]: ...
+
+    async def emit_abandoned(self, records: list[JSONObject]) -> None: ...
+
+    async def abandoned(self, count: int) -> list[JSONObject]: ...
+
+
+Change = Callable[[JSONObject | None], Any]
+"""A pure change: the current guest (None if absent) → the new guest, or None for "nothing to write"."""
+
+
+async def update(
+    profiles: Profiles, ref: str, change: Change, *, token: str | None, now_ms: int, carried: Sequence[str] = ()
+) -> tuple[Commit, Any]:
+    """Read → change → compare-and-set, retried on conflict. Returns (OK | DUPLICATE, what ``change`` returned).
+
+    ``change`` may return a guest document or a tuple whose first item is one (extra results ride along).
+    """
+    for attempt in range(MAX_ATTEMPTS):
+        snap = await profiles.read(ref)
+        result = change(snap.guest)
+        guest = result[0] if isinstance(result, tuple) else result
+        if guest is None:
+            return Commit.OK, result
+        outcome = await profiles.commit(ref, guest, snap.rev, token=token, now_ms=now_ms, carried=carried)
+        if outcome is not Commit.CONFLICT:
+            return outcome, result
+        if attempt > 8:
+            # Many writers on one guest: step aside briefly so the winner's followers can finish.
+            await asyncio.sleep(0.001 * (attempt % 7))
+    raise Unavailable(f"guest {ref} is changing too fast; try again")
+
+
+class MemoryProfiles:
+    """The embedded backend: no awaits between read and write, so each method is a transaction."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._guests: dict[str, JSONObject] = store._guests
+        self._identifiers: dict[tuple[str, str], str] = store._identifiers
+        state = store.extra.setdefault("profiles", {"revs": {}, "tokens": {}, "active": {}, "abandoned": deque()})
+        self._revs: dict[str, int] = state["revs"]
+        self._tokens: dict[str, dict[str, int]] = state["tokens"]
+        self._active: dict[str, int] = state["active"]
+        self._abandoned: deque[JSONObject] = state["abandoned"]
+
+    async def read(self, ref: str) -> Snapshot:
+        guest = self._guests.get(ref)
+        return Snapshot(copy.deepcopy(guest) if guest is not None else None, self._revs.get(ref, 0))
+
+    async def commit(
+        self, ref: str, guest: JSONObject, rev: int, *, token: str | None, now_ms: int, carried: Sequence[str] = ()
+    ) -> Commit:
+        tokens = self._tokens.setdefault(ref, {})
+        if token is not None and token in tokens:
+            return Commit.DUPLICATE
+        if self._revs.get(ref, 0) != rev:
+            return Commit.CONFLICT
+        self._guests[ref] = copy.deepcopy(guest)
+        self._revs[ref] = rev + 1
+        for t in (*carried, token) if token is not None else carried:
+            tokens.pop(t, None)
+            tokens[t] = now_ms
+        while len(tokens) > TOKENS_KEPT:
+            del tokens[next(iter(tokens))]
+        return Commit.OK
+
+    async def tokens(self, ref: str) -> list[str]:
+        return list(self._tokens.get(ref, {}))
+
+    async def delete(self, refs: Sequence[str]) -> None:
+        for ref in refs:
+            self._guests.pop(ref, None)
+            self._tokens.pop(ref, None)
+            self._active.pop(ref, None)
+            self._revs.pop(ref, None)
+
+    async def owner(self, provider: str, identifier: str) -> str | None:
+        return self._identifiers.get((provider, identifier))
+
+    async def claim(self, provider: str, identifier: str, ref: str) -> str:
+        return self._identifiers.setdefault((provider, identifier), ref)
+
+    async def point(self, provider: str, identifier: str, ref: str) -> None:
+        self._identifiers[(provider, identifier)] = ref
+
+    async def release(self, provider: str, identifier: str, ref: str) -> None:
+        if self._identifiers.get((provider, identifier)) == ref:
+            del self._identifiers[(provider, identifier)]
+
+    async def mark_active(self, ref: str, last_ms: int) -> None:
+        self._active[ref] = last_ms
+
+    async def mark_inactive(self, ref: str) -> None:
+        self._active.pop(ref, None)
+
+    async def idle(self, before_ms: int, count: int) -> list[str]:
+        return sorted((r for r, ms in self._active.items() if ms < before_ms), key=self._active.__getitem__)[:count]
+
+    async def emit_abandoned(self, records: list[JSONObject]) -> None:
+        self._abandoned.extend(copy.deepcopy(records))
+        while len(self._abandoned) > 100_000:
+            self._abandoned.popleft()
+
+    async def abandoned(self, count: int) -> list[JSONObject]:
+        return list(self._abandoned)[-count:]
+
+
+def open_profiles(store: Any) -> Profiles:
+    if isinstance(store, MemoryStore):
+        return MemoryProfiles(store)
+    from engine.profiles_redis import RedisProfiles
+
+    return RedisProfiles(store)
+

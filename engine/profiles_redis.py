@@ -1,0 +1,122 @@
+"""The Redis backend of :mod:`engine.profiles`: one guest = one hash plus its applied-token set, one slot.
+
+A commit is one Lua script (``guest_commit.lua``) over the guest's two keys; identifier index entries and
+the active-session index live in other slots and are written by separate, idempotent commands — the
+protocols in :mod:`engine.identity` and :mod:`engine.ingest` are ordered so that a crash between them
+leaves nothing a retry cannot finish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from redis.exceptions import RedisError
+
+from engine import keys
+from engine.errors import Unavailable
+from engine.profiles import TOKENS_KEPT, Commit, Snapshot
+from engine.store.redis import GUEST_PARTS, RedisStore, load_script
+from engine.types import JSONObject
+
+ABANDONED_MAXLEN = 100_000
+
+
+class RedisProfiles:
+    def __init__(self, store: RedisStore) -> None:
+        self.client: Any = store.client
+        self._commit = self.client.register_script(load_script("guest_commit.lua"))
+        self._release = self.client.register_script(load_script("identifier_release.lua"))
+
+    async def read(self, ref: str) -> Snapshot:
+        try:
+            fields = await self.client.hgetall(keys.guest(ref))
+        except RedisError as exc:
+            raise Unavailable(f"guest store unavailable: {exc}") from exc
+        rev = int(fields.get(b"rev", b"0"))
+        if b"profile" not in fields:
+            return Snapshot(None, rev)
+        guest: JSONObject = orjson.loads(fields[b"profile"])
+        for part in GUEST_PARTS:
+            raw = fields.get(part.encode())
+            if raw is not None:
+                guest[part] = orjson.loads(raw)
+        return Snapshot(guest, rev)
+
+    async def commit(
+        self, ref: str, guest: JSONObject, rev: int, *, token: str | None, now_ms: int, carried: Sequence[str] = ()
+    ) -> Commit:
+        pairs: list[Any] = ["profile", orjson.dumps({k: v for k, v in guest.items() if k not in GUEST_PARTS})]
+        for part in GUEST_PARTS:
+            pairs += [part, orjson.dumps(guest.get(part, {} if part == "assignments" else []))]
+        args = [rev, token or "", now_ms, TOKENS_KEPT, len(carried), *carried, *pairs]
+        try:
+            result = int(await self._commit(keys=[keys.guest(ref), keys.guest_applied(ref)], args=args))
+        except RedisError as exc:
+            raise Unavailable(f"guest store unavailable: {exc}") from exc
+        return Commit.DUPLICATE if result == -1 else Commit.CONFLICT if result == -2 else Commit.OK
+
+    async def tokens(self, ref: str) -> list[str]:
+        return [t.decode() for t in await self._call("zrange", keys.guest_applied(ref), 0, -1)]
+
+    async def delete(self, refs: Sequence[str]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for ref in refs:
+            # Safe against a writer holding an old read: its revision (≥ 1) no longer matches the absent
+            # hash's 0, so its compare-and-set fails and it re-reads an empty guest.
+            pipe.delete(keys.guest(ref), keys.guest_applied(ref))
+            pipe.zrem(keys.ACTIVE_SESSIONS, ref)
+        try:
+            await pipe.execute()
+        except RedisError as exc:
+            raise Unavailable(f"guest store unavailable: {exc}") from exc
+
+    async def owner(self, provider: str, identifier: str) -> str | None:
+        raw = await self._call("get", keys.identifier(provider, identifier))
+        return raw.decode() if raw is not None else None
+
+    async def claim(self, provider: str, identifier: str, ref: str) -> str:
+        key = keys.identifier(provider, identifier)
+        if await self._call("set", key, ref, nx=True):
+            return ref
+        owner = await self._call("get", key)
+        return owner.decode() if owner is not None else await self.claim(provider, identifier, ref)
+
+    async def point(self, provider: str, identifier: str, ref: str) -> None:
+        await self._call("set", keys.identifier(provider, identifier), ref)
+
+    async def release(self, provider: str, identifier: str, ref: str) -> None:
+        try:
+            await self._release(keys=[keys.identifier(provider, identifier)], args=[ref])
+        except RedisError as exc:
+            raise Unavailable(f"guest store unavailable: {exc}") from exc
+
+    async def mark_active(self, ref: str, last_ms: int) -> None:
+        await self._call("zadd", keys.ACTIVE_SESSIONS, {ref: last_ms})
+
+    async def mark_inactive(self, ref: str) -> None:
+        await self._call("zrem", keys.ACTIVE_SESSIONS, ref)
+
+    async def idle(self, before_ms: int, count: int) -> list[str]:
+        raw = await self._call("zrangebyscore", keys.ACTIVE_SESSIONS, "-inf", f"({before_ms}", start=0, num=count)
+        return [r.decode() for r in raw]
+
+    async def emit_abandoned(self, records: list[JSONObject]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for record in records:
+            pipe.xadd(keys.ABANDONED, {"r": orjson.dumps(record)}, maxlen=ABANDONED_MAXLEN, approximate=True)
+        try:
+            await pipe.execute()
+        except RedisError as exc:
+            raise Unavailable(f"abandoned-cart stream unavailable: {exc}") from exc
+
+    async def abandoned(self, count: int) -> list[JSONObject]:
+        entries = await self._call("xrevrange", keys.ABANDONED, count=count)
+        return [orjson.loads(fields[b"r"]) for _, fields in reversed(entries)]
+
+    async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await getattr(self.client, name)(*args, **kwargs)
+        except RedisError as exc:
+            raise Unavailable(f"guest store unavailable: {exc}") from exc
