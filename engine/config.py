@@ -23,6 +23,16 @@ def _parse_public_keys(raw: str) -> dict[str, str]:
     return out
 
 
+def _parse_pairs(raw: str) -> dict[str, str]:
+    """``ctx1=pos1,ctx2=pos2`` → {ctx1: pos1, …}; a bare ``ctx`` speaks for the default point of sale."""
+    out: dict[str, str] = {}
+    for part in (p.strip() for p in raw.split(",")):
+        if part:
+            key, sep, value = part.partition("=")
+            out[key.strip()] = value.strip() if sep else DEFAULT_POS
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -42,6 +52,15 @@ class Settings:
     decision_log_maxlen: int = 100_000
     redis_timeout_ms: int = 250
     workers: int = 1
+    context_ids: dict[str, str] = field(default_factory=dict)
+    """Sitecore Cloud SDK ``sitecoreContextId`` → point of sale (the SDK's only credential)."""
+    session_timeout_ms: int = 20 * 60 * 1000
+    max_sessions: int = 40
+    max_events_per_session: int = 100
+    max_orders: int = 20
+    event_log_shards: int = 4
+    max_batch_events: int = 500
+    max_import_bytes: int = 1 << 30
 
     @property
     def uses_demo_keys(self) -> bool:
@@ -71,6 +90,11 @@ class Settings:
             s = replace(s, redis_timeout_ms=int(v))
         if v := env.get("ARBITER_WORKERS"):
             s = replace(s, workers=int(v))
+        if v := env.get("ARBITER_CONTEXT_IDS"):
+            s = replace(s, context_ids=_parse_pairs(v))
+        for name in ("session_timeout_ms", "max_sessions", "max_events_per_session", "max_orders", "event_log_shards"):
+            if v := env.get(f"ARBITER_{name.upper()}"):
+                s = replace(s, **{name: int(v)})
         return replace(s, **{k: v for k, v in overrides.items() if v is not None})
 
     def check_bind(self) -> None:

@@ -123,3 +123,32 @@ class Unavailable(ArbiterError):
     """A dependency (Redis, an external system) is down; writes are refused rather than dropped."""
 
     status, slug, title = 503, "unavailable", "Service unavailable"
+
+
+class SdkError(ArbiterError):
+    """An error on a Sitecore-compatible endpoint, rendered in that API's own error shape (not problem+json).
+
+    ``shape`` is ``"browser"`` (``{error_msg, moreInfo}``, the Cloud SDK's browser calls) or
+    ``"personalize"`` (``{status, code, message, developerMessage, moreInfoUrl}``).
+    """
+
+    def __init__(self, status: int, detail: str, *, shape: str, code: str = "", pointer: str | None = None) -> None:
+        super().__init__(detail, pointer=pointer)
+        self.status = status
+        self.shape = shape
+        self.code = code or str(status)
+
+    def problem(self) -> dict[str, Any]:
+        if self.shape == "browser":
+            return {"error_msg": self.detail, "moreInfo": MORE_INFO}
+        message = self.detail if self.pointer is None else f"{self.detail} (at {self.pointer})"
+        return {
+            "status": self.status,
+            "code": self.code,
+            "message": message,
+            "developerMessage": message,
+            "moreInfoUrl": MORE_INFO,
+        }
+
+
+MORE_INFO = "https://arbiter.dev/docs/events"

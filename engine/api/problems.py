@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from engine.errors import ArbiterError
+from engine.errors import ArbiterError, SdkError
 
 log = logging.getLogger("arbiter")
 PROBLEM_JSON = "application/problem+json"
@@ -22,6 +22,9 @@ def problem_response(body: dict[str, object], status: int, headers: dict[str, st
 async def arbiter_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ArbiterError)
     body = exc.problem()
+    if isinstance(exc, SdkError):
+        # Sitecore-compatible endpoints answer in that API's own JSON error shape, which its SDK parses.
+        return Response(orjson.dumps(body), status_code=exc.status, media_type="application/json")
     body["instance"] = request.url.path
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     return problem_response(body, exc.status, headers)

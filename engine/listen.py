@@ -1,0 +1,62 @@
+"""The listen feature: events, sessions, identity, guests, orders and imports, plugged into the app.
+
+Start-up builds the services (one :class:`~engine.ingest.Ingest`, one :class:`~engine.guests.Guests`) over
+the app's store and starts one background loop that closes idle sessions and re-applies any logged
+event a crashed process never applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from engine.api import events as events_api
+from engine.api import guests as guests_api
+from engine.api import sdk as sdk_api
+from engine.api._listen import Listen, listen
+from engine.errors import Unavailable
+from engine.eventlog import open_event_log
+from engine.guests import Guests
+from engine.ingest import Ingest
+from engine.profiles import open_profiles
+from engine.runtime import Runtime
+from engine.sessions import Limits
+
+log = logging.getLogger("arbiter.listen")
+SWEEP_INTERVAL_S = 5.0
+RECOVERY_GRACE_MS = 30_000
+"""A logged event younger than this may still be in its request's hands; the recovery consumer waits."""
+
+routes = [*events_api.routes, *sdk_api.routes, *guests_api.routes]
+
+
+async def startup(rt: Runtime) -> None:
+    s = rt.settings
+    limits = Limits(s.session_timeout_ms, s.max_sessions, s.max_events_per_session, s.max_orders)
+    profiles = open_profiles(rt.store)
+    service = Listen(Ingest(profiles, open_event_log(rt.store, s.event_log_shards), limits), Guests(profiles, limits))
+    rt.services["listen"] = service
+    task = asyncio.get_running_loop().create_task(_housekeeping(service.ingest))
+    service.tasks.add(task)
+
+
+async def shutdown(rt: Runtime) -> None:
+    service = listen(rt)
+    for task in list(service.tasks):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _housekeeping(ingest: Ingest) -> None:
+    while True:
+        await asyncio.sleep(SWEEP_INTERVAL_S)
+        try:
+            while await ingest.sweep() > 0:
+                pass
+            await ingest.log.recover(ingest.apply, ingest.clock(), RECOVERY_GRACE_MS)
+        except Unavailable as exc:
+            log.warning("housekeeping skipped: %s", exc)
+        except Exception:  # noqa: BLE001 — a bug here must not kill the loop for the process's lifetime
+            log.exception("housekeeping failed")
