@@ -22,7 +22,13 @@ redis-server:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null; \
 	  else echo "redis-server is missing: install it (e.g. 'sudo apt-get install redis-server') and re-run"; exit 1; fi; }
 
-test: $(STAMP) redis-server
+node-deps: tests/sdk/node_modules/.package-lock.json
+
+# The real Sitecore Cloud SDK for tests/test_sdk_e2e.py, pinned by tests/sdk/package-lock.json.
+tests/sdk/node_modules/.package-lock.json: tests/sdk/package.json tests/sdk/package-lock.json
+	cd tests/sdk && npm ci --no-audit --no-fund
+
+test: $(STAMP) redis-server node-deps
 	$(BIN)/python -m pytest -q
 
 tck: $(STAMP)

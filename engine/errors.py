@@ -139,9 +139,9 @@ class SdkError(ArbiterError):
         self.code = code or str(status)
 
     def problem(self) -> dict[str, Any]:
-        if self.shape == "browser":
-            return {"error_msg": self.detail, "moreInfo": MORE_INFO}
         message = self.detail if self.pointer is None else f"{self.detail} (at {self.pointer})"
+        if self.shape == "browser":
+            return {"error_msg": message, "moreInfo": MORE_INFO}
         return {
             "status": self.status,
             "code": self.code,
