@@ -49,7 +49,7 @@ class ImportJob:
         return {
             "id": self.id, "state": self.state, "lines": self.lines, "changed": self.changed,
             "unchanged": self.unchanged, "failed": self.failed,
-            "bytes_read": self.bytes_read, "total_bytes": self.total_bytes, "errors": self.errors,
+            "bytes_read": self.bytes_read, "total_bytes": self.total_bytes, "errors": sorted(self.errors, key=lambda e: e["line"]),
             "errors_truncated": self.failed > len(self.errors), "started_ms": self.started_ms,
             "finished_ms": self.finished_ms,
         }  # fmt: skip
@@ -63,14 +63,15 @@ class ImportJob:
 Progress = Callable[[ImportJob], None]
 
 
-def open_lines(path: Path) -> IO[bytes]:
-    """The file's bytes, decompressed when it starts with the gzip magic number (whatever its name)."""
+def open_lines(path: Path) -> tuple[IO[bytes], IO[bytes]]:
+    """(lines, raw file): decompressed when it starts with the gzip magic number, whatever its name.
+
+    The raw file's position is the progress (compressed bytes read of the file's size).
+    """
     raw = path.open("rb")
-    if raw.read(2) == b"\x1f\x8b":
-        raw.seek(0)
-        return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
+    gzipped = raw.read(2) == b"\x1f\x8b"
     raw.seek(0)
-    return raw
+    return (gzip.GzipFile(fileobj=raw) if gzipped else raw), raw  # type: ignore[return-value]
 
 
 def _batches(stream: IO[bytes], raw_size: Callable[[], int]) -> Iterator[tuple[list[tuple[int, bytes]], int]]:
@@ -100,8 +101,7 @@ async def run_import(
 ) -> ImportJob:
     """Load ``path`` into the guests; fills ``job`` as it goes (``progress`` is called after each batch)."""
     job.total_bytes = (await asyncio.to_thread(path.stat)).st_size
-    stream = await asyncio.to_thread(open_lines, path)
-    raw = stream.fileobj if isinstance(stream, gzip.GzipFile) else stream  # type: ignore[attr-defined]
+    stream, raw = await asyncio.to_thread(open_lines, path)
     batches = _batches(stream, raw.tell)
     gate = asyncio.Semaphore(concurrency)
     try:
@@ -129,7 +129,9 @@ async def run_import(
         job.state = "failed"
         job.fail(job.lines, "", f"import stopped: {exc}")
     finally:
+        batches.close()
         await asyncio.to_thread(stream.close)
+        await asyncio.to_thread(raw.close)
         job.finished_ms = int(time.time() * 1000)
     return job
 

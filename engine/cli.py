@@ -125,6 +125,43 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    """Load an NDJSON (or gzipped) file of guests and orders straight into Redis, with a progress bar."""
+    from engine.batch_import import ImportJob, run_import
+    from engine.guests import Guests
+    from engine.profiles import open_profiles
+    from engine.sessions import Limits
+    from engine.store.redis import RedisStore
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"no such file: {path}", file=sys.stderr)
+        return 2
+
+    def bar(job: ImportJob) -> None:
+        done = job.bytes_read / job.total_bytes if job.total_bytes else 1.0
+        filled = int(done * 30)
+        sys.stderr.write(
+            f"\r[{'#' * filled}{'.' * (30 - filled)}] {done:6.1%}  lines {job.lines:,}  "
+            f"changed {job.changed:,}  unchanged {job.unchanged:,}  failed {job.failed:,}"
+        )
+        sys.stderr.flush()
+
+    async def run() -> ImportJob:
+        store = RedisStore(args.redis)
+        try:
+            job = ImportJob()
+            await run_import(Guests(open_profiles(store), Limits()), path, job, progress=bar)
+            return job
+        finally:
+            await store.close()
+
+    job = asyncio.run(run())
+    sys.stderr.write("\n")
+    _print(job.as_json())
+    return 0 if job.state == "done" and job.failed == 0 else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="arbiter", description="Arbiter real-time decisioning engine")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -144,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--input", help='JSON: {"guest": …, "context": …}, or a DMN model\'s inputs by name')
     ev.add_argument("--explain", action="store_true", help="include the per-node trace")
     ev.set_defaults(func=cmd_eval)
+    imp = sub.add_parser("import", help="batch-import an NDJSON (optionally gzipped) file of guests and orders")
+    imp.add_argument("file")
+    imp.add_argument("--redis", required=True, help="redis://host:port/db of the Arbiter deployment")
+    imp.set_defaults(func=cmd_import)
     tck = sub.add_parser("tck", help="run the DMN TCK conformance cases")
     tck.add_argument("path", help="the TCK TestCases directory")
     tck.add_argument("--tier", action="append", help="only these tiers (repeatable)")
