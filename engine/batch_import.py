@@ -49,7 +49,8 @@ class ImportJob:
         return {
             "id": self.id, "state": self.state, "lines": self.lines, "changed": self.changed,
             "unchanged": self.unchanged, "failed": self.failed,
-            "bytes_read": self.bytes_read, "total_bytes": self.total_bytes, "errors": sorted(self.errors, key=lambda e: e["line"]),
+            "bytes_read": self.bytes_read, "total_bytes": self.total_bytes,
+            "errors": sorted(self.errors, key=lambda e: e["line"]),
             "errors_truncated": self.failed > len(self.errors), "started_ms": self.started_ms,
             "finished_ms": self.finished_ms,
         }  # fmt: skip
@@ -112,7 +113,9 @@ async def run_import(
                 job.lines = max(job.lines, number)
                 record = _parse(number, line, job)
                 if record is not None:
-                    by_ref.setdefault(f"{record['schema']}:{record['ref']}", []).append((number, record))
+                    # Keyed by the guest the line changes: its lines stay in file order and never race each other.
+                    guest_ref = record["ref"] if record["schema"] == "guest" else record["value"].get("guest_ref")
+                    by_ref.setdefault(str(guest_ref), []).append((number, record))
 
             async def one_ref(records: list[tuple[int, JSONObject]]) -> None:
                 async with gate:

@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
+
 from engine.errors import Unavailable
 from engine.store.memory import MemoryStore
 from engine.types import JSONObject
@@ -112,7 +114,8 @@ class MemoryProfiles:
 
     async def read(self, ref: str) -> Snapshot:
         guest = self._guests.get(ref)
-        return Snapshot(copy.deepcopy(guest) if guest is not None else None, self._revs.get(ref, 0))
+        # An orjson round trip copies a JSON document several times faster than deepcopy.
+        return Snapshot(orjson.loads(orjson.dumps(guest)) if guest is not None else None, self._revs.get(ref, 0))
 
     async def commit(
         self, ref: str, guest: JSONObject, rev: int, *, token: str | None, now_ms: int, carried: Sequence[str] = ()
@@ -122,7 +125,7 @@ class MemoryProfiles:
             return Commit.DUPLICATE
         if self._revs.get(ref, 0) != rev:
             return Commit.CONFLICT
-        self._guests[ref] = copy.deepcopy(guest)
+        self._guests[ref] = orjson.loads(orjson.dumps(guest))
         self._revs[ref] = rev + 1
         for t in (*carried, token) if token is not None else carried:
             tokens.pop(t, None)
