@@ -20,19 +20,28 @@ from engine.feel.values import number
 
 @dataclass(frozen=True, slots=True)
 class UnaryTests:
-    """A compiled list of unary tests. ``literals`` lists the values of a pure equality test (index use)."""
+    """A compiled list of unary tests.
+
+    For the indexes of decision tables: ``literals`` lists the values of a test made only of equalities
+    (``"a","b"``), ``interval`` is the one numeric interval a constant comparison or range accepts.
+    """
 
     source: str
     references: frozenset[str]
     is_wildcard: bool
     test: TestFn = field(repr=False, compare=False)
     literals: tuple[Any, ...] | None = None
+    interval: Interval | None = None
 
     def matches(self, value: Any, scope: Scope) -> bool:
         try:
             return self.test(value, scope)
         except Exception:  # a FEEL evaluation never raises; a failing test just does not match
             return False
+
+
+Interval = tuple[Decimal | None, bool, Decimal | None, bool]
+"""(low, low closed, high, high closed); None is unbounded."""
 
 
 def literal_key(v: Any) -> Any:
@@ -234,3 +243,29 @@ def equality_literals(tests: tuple[s.Test, ...], text: str) -> tuple[Any, ...] |
             return None
         out.append(code.value)
     return tuple(out)
+
+
+def numeric_interval(tests: tuple[s.Test, ...], text: str) -> Interval | None:
+    """The interval of a single comparison, range or number literal with constant numeric ends, else None."""
+    if len(tests) != 1:
+        return None
+    t = tests[0]
+    if isinstance(t, s.RangeTest):
+        lo, hi = _compile(t.low, text), _compile(t.high, text)
+        if lo.constant and hi.constant and type(lo.value) is Decimal and type(hi.value) is Decimal:
+            return (lo.value, t.low_closed, hi.value, t.high_closed)
+        return None
+    if isinstance(t, s.CompareTest):
+        op, expr = t.op, t.operand
+    elif isinstance(t, s.ExprTest):
+        op, expr = "=", t.expr
+    else:
+        return None
+    if reads_input(expr):
+        return None
+    code = _compile(expr, text)
+    if not code.constant or type(code.value) is not Decimal:
+        return None
+    k = code.value
+    return {"<": (None, False, k, False), "<=": (None, False, k, True), ">": (k, False, None, False),
+            ">=": (k, True, None, False), "=": (k, True, k, True)}.get(op)
