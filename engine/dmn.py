@@ -193,6 +193,28 @@ def _component(el: ET.Element) -> str | JSONObject:
     return spec
 
 
+def _undeclared_inputs(nodes: list[JSONObject], known: set[str]) -> list[JSONObject]:
+    """Names the decisions read that no inputData declares, as model inputs.
+
+    Camunda models usually declare no inputData: tables read process variables by name. Declaring them
+    here lets the engine bring them into scope from the request (typed by the input expression's typeRef
+    when the expression is just that name).
+    """
+    found: dict[str, str] = {}
+    for node in nodes:
+        cells = [(c.get("expr"), c.get("type")) for c in node.get("inputs", [])] + [(node.get("expr"), None)]
+        for text, type_ref in cells:
+            if not text:
+                continue
+            try:
+                refs = compile_expression(text, names=known).references
+            except FeelError:
+                continue
+            for ref in sorted(refs - known - {"guest", "context"}):
+                found.setdefault(ref, type_ref if (type_ref and text.strip() == ref) else "Any")
+    return [{"name": name, "type": t} for name, t in found.items()]
+
+
 def dmn_to_model(xml: bytes, *, key: str | None = None) -> JSONObject:
     """Convert a DMN document to a native model dict; raise :class:`ValidationError` listing every problem."""
     if b"<!ENTITY" in xml:
@@ -217,6 +239,7 @@ def dmn_to_model(xml: bytes, *, key: str | None = None) -> JSONObject:
             importer.problems.append(Problem(f"/{kind}[{name}]", f"the name '{name}' is used twice"))
         seen.add(name)
     nodes = [n for n in (importer.decision(d) for d in decisions) if n is not None]
+    inputs += _undeclared_inputs(nodes, {name for _, name in declared})
     if not decisions:
         importer.problems.append(Problem("", "the DMN document has no decisions"))
     if importer.problems:

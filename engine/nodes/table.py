@@ -241,7 +241,7 @@ def _converter(type_name: Any) -> Callable[[Any], Any] | None:
     """Table inputs of a temporal type accept ISO strings (JSON has no dates); numbers become Decimal."""
     if type_name in _TEMPORAL:
         return lambda v: coerce(v, type_name) if isinstance(v, str) else v
-    if type_name == "number":
+    if type_name in ("number", "integer", "long", "double"):
         return lambda v: coerce(v, "number") if type(v) is float else v
     return None
 
