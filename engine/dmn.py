@@ -21,9 +21,24 @@ from engine.types import JSONObject
 _DMN_NAMESPACE = re.compile(r"omg\.org/spec/DMN/\d{8}/")
 _FEEL_LANGUAGES = re.compile(r"(omg\.org/spec/(DMN|FEEL)/\d{8}/FEEL/?|^feel$|^FEEL$)")
 _NOT_A_KEY = re.compile(r"[^A-Za-z0-9_.\-]+")
-_SKIPPED = frozenset({"variable", "informationRequirement", "knowledgeRequirement", "authorityRequirement",
-                      "description", "extensionElements", "question", "allowedAnswers", "supportedObjective",
-                      "impactedPerformanceIndicator", "decisionMaker", "decisionOwner", "usingProcess", "usingTask"})
+_SKIPPED = frozenset(
+    {
+        "variable",
+        "informationRequirement",
+        "knowledgeRequirement",
+        "authorityRequirement",
+        "description",
+        "extensionElements",
+        "question",
+        "allowedAnswers",
+        "supportedObjective",
+        "impactedPerformanceIndicator",
+        "decisionMaker",
+        "decisionOwner",
+        "usingProcess",
+        "usingTask",
+    }
+)
 
 
 def _local(tag: str) -> str:
@@ -110,8 +125,13 @@ class _Importer:
         elif kind == "decisionTable":
             node.update(self.table(logic[0], pointer, name))
         else:
-            self.problems.append(Problem(pointer, f"decision logic '{kind}' is not supported; Arbiter imports "
-                                         "decision tables and literal expressions"))
+            self.problems.append(
+                Problem(
+                    pointer,
+                    f"decision logic '{kind}' is not supported; Arbiter imports "
+                    "decision tables and literal expressions",
+                )
+            )
             return None
         if type_ref:
             node["type"] = type_ref
@@ -158,12 +178,20 @@ class _Importer:
             p = f"{pointer}/rule[{r}]"
             when_els, then_els = list(_children(rule, "inputEntry")), list(_children(rule, "outputEntry"))
             if len(when_els) != n_inputs or len(then_els) != n_outputs:
-                self.problems.append(Problem(p, f"has {len(when_els)} input and {len(then_els)} output entries; "
-                                             f"the table has {n_inputs} inputs and {n_outputs} outputs"))
-            out: JSONObject = {"id": rule.get("id") or str(r),
-                               "when": [self.unary_tests(e, f"{p}/inputEntry[{i}]") for i, e in enumerate(when_els, 1)],
-                               "then": [self.expression(e, f"{p}/outputEntry[{i}]", default="null")
-                                        for i, e in enumerate(then_els, 1)]}
+                self.problems.append(
+                    Problem(
+                        p,
+                        f"has {len(when_els)} input and {len(then_els)} output entries; "
+                        f"the table has {n_inputs} inputs and {n_outputs} outputs",
+                    )
+                )
+            out: JSONObject = {
+                "id": rule.get("id") or str(r),
+                "when": [self.unary_tests(e, f"{p}/inputEntry[{i}]") for i, e in enumerate(when_els, 1)],
+                "then": [
+                    self.expression(e, f"{p}/outputEntry[{i}]", default="null") for i, e in enumerate(then_els, 1)
+                ],
+            }
             description = _child(rule, "description")
             if description is not None and description.text and description.text.strip():
                 out["description"] = description.text.strip()
@@ -225,9 +253,13 @@ def dmn_to_model(xml: bytes, *, key: str | None = None) -> JSONObject:
         raise ValidationError([Problem("", f"malformed XML: {exc}")]) from exc
     if _local(root.tag) != "definitions" or not _DMN_NAMESPACE.search(root.tag):
         raise ValidationError([Problem("", "not a DMN document: the root must be a DMN <definitions> element")])
-    inputs = [{"name": el.get("name", ""),
-               "type": _type_ref(getattr(_child(el, "variable"), "attrib", {}).get("typeRef")) or "Any"}
-              for el in _children(root, "inputData")]
+    inputs = [
+        {
+            "name": el.get("name", ""),
+            "type": _type_ref(getattr(_child(el, "variable"), "attrib", {}).get("typeRef")) or "Any",
+        }
+        for el in _children(root, "inputData")
+    ]
     decisions = list(_children(root, "decision"))
     importer = _Importer(frozenset(i["name"] for i in inputs) | frozenset(d.get("name", "") for d in decisions))
     seen: set[str] = set()

@@ -61,6 +61,8 @@ def evaluate_model(model: JSONObject, inputs: dict[str, Any]) -> tuple[dict[str,
                 errors.append(f"{node.id}: {exc.detail}")
                 scope[node.id] = None
     return {n.id: scope[n.id] for n in nodes}, errors
+
+
 # ---- end of the provisional executor
 
 
@@ -136,11 +138,17 @@ def same(actual: Any, expected: Any) -> bool:
         # 562.707359373292 where decimal128 gives 562.70735937326592…): agree to 12 significant digits.
         return abs(a - expected) <= abs(expected) * Decimal("1e-12")
     if isinstance(expected, list):
-        return isinstance(actual, list) and len(actual) == len(expected) and all(
-            same(a, e) for a, e in zip(actual, expected, strict=True))
+        return (
+            isinstance(actual, list)
+            and len(actual) == len(expected)
+            and all(same(a, e) for a, e in zip(actual, expected, strict=True))
+        )
     if isinstance(expected, dict):
-        return isinstance(actual, dict) and actual.keys() == expected.keys() and all(
-            same(actual[k], e) for k, e in expected.items())
+        return (
+            isinstance(actual, dict)
+            and actual.keys() == expected.keys()
+            and all(same(actual[k], e) for k, e in expected.items())
+        )
     return ops.equal(actual, expected) is True
 
 
@@ -157,7 +165,7 @@ def _split_membership(text: str) -> tuple[str, str] | None:
             split = i
     if split is None:
         return None
-    head, rest = text[:tokens[split].pos].strip(), text[tokens[split].pos + len(tokens[split].text):].strip()
+    head, rest = text[: tokens[split].pos].strip(), text[tokens[split].pos + len(tokens[split].text) :].strip()
     if tokens[split].text == "in":
         try:
             compile_unary_tests(rest)
@@ -166,12 +174,12 @@ def _split_membership(text: str) -> tuple[str, str] | None:
                 rest = rest[1:-1]  # `x in (a, b)`: the parentheses group a list of tests
         return head, rest
     depth = 0
-    for t in tokens[split + 1:]:
+    for t in tokens[split + 1 :]:
         depth += t.kind == OP and t.text in "([{"
         depth -= t.kind == OP and t.text in ")]}"
         if depth == 0 and t.kind == NAME and t.text == "and":
-            low = text[tokens[split].pos + len("between"):t.pos].strip()
-            return head, f"[{low}..{text[t.pos + 3:].strip()}]"
+            low = text[tokens[split].pos + len("between") : t.pos].strip()
+            return head, f"[{low}..{text[t.pos + 3 :].strip()}]"
         if t.kind == END:
             break
     return None
@@ -183,10 +191,18 @@ def _unary_model(name: str, text: str) -> JSONObject:
         raise ValidationError([Problem(f"/decision[{name}]", f"not an 'in' or 'between' expression: {text!r}")])
     lhs, test = split
     # The test and its negation: FEEL's `in` is three-valued, and a null test matches neither rule (null).
-    rules = [{"id": "in", "when": [test], "then": ["true"]},
-             {"id": "not in", "when": [f"not({test})"], "then": ["false"]}]
-    node = {"id": name, "kind": "table", "hit_policy": "U", "inputs": [{"expr": lhs}],
-            "outputs": [{"name": name}], "rules": rules}
+    rules = [
+        {"id": "in", "when": [test], "then": ["true"]},
+        {"id": "not in", "when": [f"not({test})"], "then": ["false"]},
+    ]
+    node = {
+        "id": name,
+        "kind": "table",
+        "hit_policy": "U",
+        "inputs": [{"expr": lhs}],
+        "outputs": [{"name": name}],
+        "rules": rules,
+    }
     return {"key": name, "inputs": [], "types": {}, "nodes": [node]}
 
 

@@ -44,7 +44,10 @@ def test_trisotech_dialect_with_item_definitions() -> None:
     assert model["inputs"] == [{"name": "Applicant", "type": "tApplicant"}, {"name": "Risk Category", "type": "tRisk"}]
     assert model["types"]["tApplicant"]["components"]["member since"] == "date"
     assert {n["id"]: n["kind"] for n in model["nodes"]} == {
-        "Eligibility": "table", "Best Score": "expression", "Summary": "expression"}
+        "Eligibility": "table",
+        "Best Score": "expression",
+        "Summary": "expression",
+    }
     applicant = {"age": 30, "member since": "2019-06-01", "scores": [3, 7.5]}
     outputs, errors = evaluate(model, {"Applicant": applicant, "Risk Category": "Low"})
     assert errors == []
@@ -58,8 +61,12 @@ def test_trisotech_dialect_with_item_definitions() -> None:
 def test_coerce_input_resolves_item_definitions() -> None:
     types = load("trisotech-eligibility.dmn")["types"]
     value = coerce_input({"age": 30, "member since": "2019-06-01", "scores": 4, "extra": 1.5}, "tApplicant", types)
-    assert value == {"age": Decimal(30), "member since": date(2019, 6, 1), "scores": [Decimal(4)],
-                     "extra": Decimal("1.5")}
+    assert value == {
+        "age": Decimal(30),
+        "member since": date(2019, 6, 1),
+        "scores": [Decimal(4)],
+        "extra": Decimal("1.5"),
+    }
     assert coerce_input("Low", "tRisk", types) == "Low"
     assert coerce_input(None, "tApplicant", types) is None
     assert coerce_input("2020-02-02", "date", types) == date(2020, 2, 2)
@@ -87,24 +94,49 @@ BAD_DOCUMENTS: list[tuple[bytes, str, str]] = [
     (doc(""), "", "no decisions"),
     (doc(TABLE.format(entry="[18..", output='"adult"')), "/decision[D]/rule[2]/inputEntry[1]", "expected"),
     (doc(TABLE.format(entry=">= 18", output='"adult" +')), "/decision[D]/rule[2]/outputEntry[1]", "expected"),
-    (doc(TABLE.format(entry='&gt;= 18</text></inputEntry><inputEntry><text>"x"', output='"a"')),
-     "/decision[D]/rule[2]", "2 input and 1 output entries"),
+    (
+        doc(TABLE.format(entry='&gt;= 18</text></inputEntry><inputEntry><text>"x"', output='"a"')),
+        "/decision[D]/rule[2]",
+        "2 input and 1 output entries",
+    ),
     (doc('<decision name="C" id="c"><context/></decision>'), "/decision[C]", "'context' is not supported"),
     (doc('<decision name="I" id="i"><invocation/></decision>'), "/decision[I]", "'invocation' is not supported"),
     (doc('<decision name="E" id="e"><variable name="E"/></decision>'), "/decision[E]", "no decision logic"),
-    (doc('<decision name="J" id="j"><literalExpression expressionLanguage="juel"><text>${a}</text>'
-         "</literalExpression></decision>"), "/decision[J]/literalExpression", "'juel' is not supported"),
-    (doc('<decision name="X" id="x"><literalExpression><text>1</text></literalExpression></decision>'
-         '<inputData name="X" id="y"/>'), "/decision[X]", "used twice"),
-    (doc('<decision name="M" id="m"><decisionTable><input><inputExpression><text>a</text></inputExpression>'
-         "</input><output name='p'/><output/></decisionTable></decision>"), "/decision[M]/output[2]", "needs a name"),
-    (doc('<decision name="L" id="l"><literalExpression><text>1 +</text></literalExpression></decision>'),
-     "/decision[L]/literalExpression", "expected a value"),
+    (
+        doc(
+            '<decision name="J" id="j"><literalExpression expressionLanguage="juel"><text>${a}</text>'
+            "</literalExpression></decision>"
+        ),
+        "/decision[J]/literalExpression",
+        "'juel' is not supported",
+    ),
+    (
+        doc(
+            '<decision name="X" id="x"><literalExpression><text>1</text></literalExpression></decision>'
+            '<inputData name="X" id="y"/>'
+        ),
+        "/decision[X]",
+        "used twice",
+    ),
+    (
+        doc(
+            '<decision name="M" id="m"><decisionTable><input><inputExpression><text>a</text></inputExpression>'
+            "</input><output name='p'/><output/></decisionTable></decision>"
+        ),
+        "/decision[M]/output[2]",
+        "needs a name",
+    ),
+    (
+        doc('<decision name="L" id="l"><literalExpression><text>1 +</text></literalExpression></decision>'),
+        "/decision[L]/literalExpression",
+        "expected a value",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("xml", "pointer", "message"), BAD_DOCUMENTS,
-                         ids=[f"{c[1] or '/'} {c[2]}" for c in BAD_DOCUMENTS])
+@pytest.mark.parametrize(
+    ("xml", "pointer", "message"), BAD_DOCUMENTS, ids=[f"{c[1] or '/'} {c[2]}" for c in BAD_DOCUMENTS]
+)
 def test_import_problems_are_located(xml: bytes, pointer: str, message: str) -> None:
     with pytest.raises(ValidationError) as info:
         dmn_to_model(xml)

@@ -44,5 +44,11 @@ def compile_unary_tests(text: str, *, names: Iterable[str] = ()) -> UnaryTests:
     wildcard = len(tests) == 1 and isinstance(tests[0], AnyTest)
     if wildcard:
         return UnaryTests(text, frozenset(), True, compile_tests(tests, text))
-    return UnaryTests(text, references(tests), False, compile_tests(tests, text), equality_literals(tests, text),
-                      numeric_interval(tests, text))
+    return UnaryTests(
+        text,
+        references(tests),
+        False,
+        compile_tests(tests, text),
+        equality_literals(tests, text),
+        numeric_interval(tests, text),
+    )

@@ -129,7 +129,7 @@ class Parser:
                 # and two plain words in a row could mean nothing else.
                 while self.tok.kind == NAME and self.tok.text not in KEYWORDS:
                     last = self.advance()
-                node = s.Path(node, self.text[first.pos:last.pos + len(last.text)])
+                node = s.Path(node, self.text[first.pos : last.pos + len(last.text)])
             elif self.at("[") and not self._closes_range():
                 self.advance()
                 cond = self.expression()

@@ -38,13 +38,19 @@ class Bound(Mapping[str, Any]):
 
 
 _TEMPORAL_PROPS: dict[str, Callable[[Any], Any]] = {
-    "year": lambda v: Decimal(v.year), "month": lambda v: Decimal(v.month), "day": lambda v: Decimal(v.day),
-    "hour": lambda v: Decimal(v.hour), "minute": lambda v: Decimal(v.minute),
-    "second": lambda v: Decimal(v.second), "weekday": lambda v: Decimal(v.isoweekday()),
+    "year": lambda v: Decimal(v.year),
+    "month": lambda v: Decimal(v.month),
+    "day": lambda v: Decimal(v.day),
+    "hour": lambda v: Decimal(v.hour),
+    "minute": lambda v: Decimal(v.minute),
+    "second": lambda v: Decimal(v.second),
+    "weekday": lambda v: Decimal(v.isoweekday()),
 }
 _DURATION_PROPS: dict[str, Callable[[timedelta], Any]] = {
-    "days": lambda d: Decimal(d.days), "hours": lambda d: Decimal(d.seconds // 3600),
-    "minutes": lambda d: Decimal(d.seconds // 60 % 60), "seconds": lambda d: Decimal(d.seconds % 60),
+    "days": lambda d: Decimal(d.days),
+    "hours": lambda d: Decimal(d.seconds // 3600),
+    "minutes": lambda d: Decimal(d.seconds // 60 % 60),
+    "seconds": lambda d: Decimal(d.seconds % 60),
 }
 
 

@@ -340,5 +340,10 @@ def numeric_interval(tests: tuple[s.Test, ...], text: str) -> Interval | None:
     if not code.constant or type(code.value) is not Decimal:
         return None
     k = code.value
-    return {"<": (None, False, k, False), "<=": (None, False, k, True), ">": (k, False, None, False),
-            ">=": (k, True, None, False), "=": (k, True, k, True)}.get(op)
+    return {
+        "<": (None, False, k, False),
+        "<=": (None, False, k, True),
+        ">": (k, False, None, False),
+        ">=": (k, True, None, False),
+        "=": (k, True, k, True),
+    }.get(op)

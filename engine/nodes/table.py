@@ -387,9 +387,16 @@ def _plan_indexes(width: int, rules: _Rules) -> tuple[list[Any], list[Any], tupl
         if built is not None:
             indexes.append((c, *built))
             by_literal.add(c)
-    residual = tuple(tuple((c, t.test) for c, t in enumerate(tests) if t is not None
-                           and not (c in by_literal and t.literals is not None)
-                           and not (c in by_interval and t.interval is not None)) for tests in rules.tests)
+    residual = tuple(
+        tuple(
+            (c, t.test)
+            for c, t in enumerate(tests)
+            if t is not None
+            and not (c in by_literal and t.literals is not None)
+            and not (c in by_interval and t.interval is not None)
+        )
+        for tests in rules.tests
+    )
     return indexes, ranges, residual
 
 
@@ -427,5 +434,18 @@ def compile(defn: JSONObject, pointer: str, ctx: CompileContext) -> Node | None:
     for t in [*(t for row in rules.tests for t in row), *(c.allowed for c in cols)]:
         if t is not None:
             refs |= t.references
-    return TableNode(defn["id"], KIND, frozenset(refs) & ctx.names, gate, policy, cols, outs, tuple(rules.ids),
-                     tuple(rules.then), residual, tuple(indexes), tuple(ranges), (1 << len(rules.ids)) - 1)
+    return TableNode(
+        defn["id"],
+        KIND,
+        frozenset(refs) & ctx.names,
+        gate,
+        policy,
+        cols,
+        outs,
+        tuple(rules.ids),
+        tuple(rules.then),
+        residual,
+        tuple(indexes),
+        tuple(ranges),
+        (1 << len(rules.ids)) - 1,
+    )
