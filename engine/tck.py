@@ -25,45 +25,23 @@ from engine.errors import ArbiterError, FeelError, Problem, ValidationError
 from engine.feel import compile_unary_tests, ops
 from engine.feel.lexer import END, NAME, OP, tokenize
 from engine.feel.values import number, parse_date, parse_datetime, parse_duration, parse_time
-from engine.nodes import expression, table
-from engine.nodes.base import CompileContext, Node, TraceEntry
+from engine.model import compile_model
 from engine.types import JSONObject
 
 
-# ---- PROVISIONAL: replace with the engine's plan executor (engine.plan / engine.model.compile_model) once
-# ---- the table and expression kinds are registered in engine.nodes. Kept to the minimum the TCK needs.
 def evaluate_model(model: JSONObject, inputs: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Compile ``model`` and evaluate every node; return outputs by node id and the node errors."""
-    kinds = {table.KIND: table.compile, expression.KIND: expression.compile}
+    """Compile ``model`` with the engine and evaluate it; return outputs by node id and the node errors.
+
+    Inputs are coerced by their declared DMN types first (item definitions included), which the engine's
+    plan does not do itself yet: it coerces built-in type names only.
+    """
+    plan = compile_model(model)
     types = model.get("types", {})
-    declared = {i["name"]: i.get("type") for i in model.get("inputs", [])}
-    ctx = CompileContext(frozenset(declared) | {n["id"] for n in model["nodes"]}, model, [])
-    nodes: list[Node] = []
-    for i, defn in enumerate(model["nodes"]):
-        kind = kinds.get(defn.get("kind"))
-        node = kind(defn, f"/nodes/{i}", ctx) if kind else None
-        if node is None and not ctx.problems:
-            ctx.problems.append(Problem(f"/nodes/{i}/kind", f"unknown node kind {defn.get('kind')!r}"))
-        nodes += [node] if node is not None else []
-    if ctx.problems:
-        raise ValidationError(ctx.problems)
-    scope: dict[str, Any] = {name: coerce_input(inputs.get(name), t, types) for name, t in declared.items()}
-    errors: list[str] = []
-    pending = list(nodes)
-    while pending:
-        ready = [n for n in pending if not (n.deps & {p.id for p in pending})] or pending[:1]
-        for node in ready:
-            pending.remove(node)
-            try:
-                gated = node.gate is not None and node.gate(scope) is not True
-                scope[node.id] = None if gated else node.evaluate(scope, TraceEntry(node.id, node.kind))
-            except ArbiterError as exc:
-                errors.append(f"{node.id}: {exc.detail}")
-                scope[node.id] = None
-    return {n.id: scope[n.id] for n in nodes}, errors
-
-
-# ---- end of the provisional executor
+    context = {i["name"]: coerce_input(inputs.get(i["name"]), i.get("type"), types) for i in model.get("inputs", [])}
+    result = plan.evaluate({}, context)
+    # The trace keeps FEEL values (Decimal, date…); ``result.outputs`` is already JSON.
+    outputs = {entry.id: entry.output for entry in result.trace}
+    return outputs, [f"{e['node']}: {e['error']}" for e in result.errors]
 
 
 _XSI = "{http://www.w3.org/2001/XMLSchema-instance}"

@@ -1,8 +1,8 @@
 """Evaluate an imported DMN model in tests, without the engine's API.
 
-The one place tests reach for an executor: it delegates to ``engine.tck.evaluate_model`` (the provisional
-one, until the table and expression kinds are registered with ``engine.model``/``engine.plan``). Swap the
-body of :func:`evaluate` for the real plan executor and every DMN test follows.
+The one place DMN tests reach for an executor: ``engine.tck.evaluate_model``, which compiles the model with
+``engine.model.compile_model`` and runs the engine's plan, coercing inputs by their DMN item definitions
+first. If the engine's way of running a DMN model changes, change it here and every DMN test follows.
 """
 
 from __future__ import annotations
