@@ -27,8 +27,21 @@ from engine.errors import ScriptError
 
 BOOTSTRAP = (Path(__file__).with_name("sandbox.lua")).read_text()
 MAX_DEPTH = 32
-_UNSAFE_GLOBALS = ("python", "io", "os", "debug", "package", "require", "load", "loadfile", "dofile",
-                   "collectgarbage", "print", "warn", "coroutine")
+_UNSAFE_GLOBALS = (
+    "python",
+    "io",
+    "os",
+    "debug",
+    "package",
+    "require",
+    "load",
+    "loadfile",
+    "dofile",
+    "collectgarbage",
+    "print",
+    "warn",
+    "coroutine",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,3 +191,17 @@ def _line(message: str) -> int | None:
         if line.isdigit():
             return int(line)
     return None
+
+
+SERVICE = "lua"
+"""Key of the worker's shared :class:`Sandbox` in ``rt.services``."""
+
+
+def sandbox_for(services: Any) -> Sandbox:
+    """The worker's sandbox; without app services (the CLI, tests) a private one is made on demand."""
+    if isinstance(services, dict):
+        sandbox = services.get(SERVICE)
+        if sandbox is None:
+            sandbox = services[SERVICE] = Sandbox()
+        return sandbox  # type: ignore[no-any-return]
+    return Sandbox()
