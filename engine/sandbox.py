@@ -102,6 +102,8 @@ class Sandbox:
                 ok, *rest = self._run(script.chunk, self.limits.instructions, *lua_args)
             except lupa.LuaMemoryError:
                 ok, rest = False, ["not enough memory"]
+            except UnicodeDecodeError as exc:
+                raise ScriptError(f"{script.name}: returned a string that is not valid UTF-8") from exc
             except lupa.LuaError as exc:  # raised outside the protected call: conversion of the results
                 ok, rest = False, [str(exc)]
             if not ok:
