@@ -111,9 +111,9 @@ def test_external_node_end_to_end(
     assert put(client, "commerce", {"base_url": commerce.url, "allow_private": True, "auth": auth}).status_code == 201
     r = client.put("/v1/models/recs?publish=1", content=orjson.dumps(MODEL), headers=ADMIN)
     assert r.status_code == 201, r.text
-    body = {"guest": {"browser_id": "b1"}, "context": {"category": "shoes"}}
-    first = client.post("/v1/decide/recs?explain=1", json=body, headers=PUBLIC).json()
-    second = client.post("/v1/decide/recs?explain=1", json=body, headers=PUBLIC).json()
+    body = {"guest": {"browser_id": "b1"}, "context": {"category": "shoes"}, "explain": True}
+    first = client.post("/v1/decide/recs", json=body, headers=PUBLIC).json()
+    second = client.post("/v1/decide/recs", json=body, headers=PUBLIC).json()
     # An unknown guest has no tier: a null query value is left out, so every shoe comes back.
     assert first["outputs"] == second["outputs"] == {"products": ["p1", "p2", "p3"]}
     assert [d["trace"][0]["cache"] for d in (first, second)] == ["miss", "hit"]
@@ -121,6 +121,6 @@ def test_external_node_end_to_end(
 
     # Pointing the connection elsewhere reaches the node without republishing the model.
     put(client, "commerce", {"base_url": "http://127.0.0.1:9", "allow_private": True})
-    moved = client.post("/v1/decide/recs?explain=1", json={**body, "context": {"category": "x"}}, headers=PUBLIC)
+    moved = client.post("/v1/decide/recs", json={**body, "context": {"category": "x"}}, headers=PUBLIC)
     assert moved.json()["outputs"] == {"products": []} and moved.json()["trace"][0]["fallback"] == "error"
     assert SECRET not in caplog.text

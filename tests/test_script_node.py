@@ -134,7 +134,7 @@ def test_bombs_are_stopped_and_the_server_keeps_serving(client: TestClient, bomb
         r = client.put(f"/v1/models/{key}?publish=1", content=orjson.dumps(model), headers=ADMIN)
         assert r.status_code == 201, r.text
     for _ in range(3):
-        r = client.post("/v1/decide/bomb?explain=1", json={"guest": {"browser_id": "b1"}}, headers=PUBLIC)
+        r = client.post("/v1/decide/bomb", json={"guest": {"browser_id": "b1"}}, headers=PUBLIC)
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["outputs"]["score"] == "stopped"
