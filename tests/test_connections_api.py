@@ -92,6 +92,7 @@ def test_admin_only(client: TestClient) -> None:
 
 
 MODEL = {
+    "deadline_ms": 2000,  # the in-process test client and the stub share one GIL: be generous
     "nodes": [
         {
             "id": "products", "kind": "external", "connection": "commerce", "path": "/products",
