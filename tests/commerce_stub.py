@@ -56,11 +56,14 @@ def create_stub(knobs: Knobs) -> Starlette:
     async def answer(request: Request, body: object) -> JSONResponse:
         knobs.calls[request.url.path] += 1
         knobs.auth = request.headers.get("authorization")
+        # Decided on arrival, so a slow request left over from an earlier test cannot use up a failure
+        # that the current test has asked for.
+        fail = knobs.fail_times is None or knobs.fail_times > 0
+        if fail and knobs.fail_times is not None:
+            knobs.fail_times -= 1
         if knobs.delay_s:
             await asyncio.sleep(knobs.delay_s)
-        if knobs.fail_times is None or knobs.fail_times > 0:
-            if knobs.fail_times is not None:
-                knobs.fail_times -= 1
+        if fail:
             return JSONResponse({"error": "induced failure"}, status_code=knobs.fail_status)
         return JSONResponse(body)
 

@@ -318,3 +318,22 @@ async def test_many_concurrent_decisions_share_the_pool(world: World, commerce: 
     plan = world.plan(products())
     results = await asyncio.gather(*(world.run(plan, SHOES_GOLD) for _ in range(50)))
     assert all(r.outputs == {"products": ["p1", "p2", "p3"]} for r in results)
+
+
+async def test_commerce_example_model_against_the_stub(world: World, commerce: StubServer) -> None:
+    from engine.model import parse_document
+    from tests.conftest import ROOT
+
+    await world.connect(commerce)
+    definition = parse_document((ROOT / "models" / "commerce-recommendations.json").read_bytes())
+    plan = compile_model(definition, services=world.services)
+    guest = {**empty_guest("g1"), "facts": {"lifetime_value": 2500, "last_order": "2026-05-01"}}
+    result = await plan.evaluate_async(guest, {"category": "shoes", "now": "2026-06-01"}, 1000)
+    assert result.errors == []
+    assert result.outputs == {
+        "tier": "gold", "products": ["p3", "p1", "p2"], "promotion": "promo-gold", "discount_pct": 15,
+        "source": "catalogue",
+    }  # fmt: skip
+    silver = {**guest, "facts": {"lifetime_value": 500}}
+    result = await plan.evaluate_async(silver, {"category": "shoes", "now": "2026-06-01"}, 1000)
+    assert result.outputs["products"] == ["p2", "p1"] and result.outputs["promotion"] == "promo-silver"
