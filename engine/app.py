@@ -28,27 +28,24 @@ MODEL_SUFFIXES = (".json", ".yaml", ".yml", ".dmn")
 
 def read_model_files(directory: Path) -> list[tuple[str, bytes]]:
     """(key, content) of each model file, the key being the file name without its suffix."""
-    return [
-        (p.stem, p.read_bytes()) for p in sorted(directory.iterdir()) if p.suffix in MODEL_SUFFIXES and p.is_file()
-    ]
+    return [(p.stem, p.read_bytes()) for p in sorted(directory.iterdir()) if p.suffix in MODEL_SUFFIXES and p.is_file()]
 
 
 async def load_models_dir(registry: Registry, directory: Path) -> list[str]:
-    """Upload and publish every model file in ``directory`` whose content differs from production.
+    """Seed every model in ``directory`` that has no production version yet, and publish it.
 
-    Idempotent, so a restart against a persistent Redis does not pile up identical versions.
+    A model already in production is left alone even if its file differs: the API (publish, rollback) owns
+    production once it exists, and a restarting worker must not undo a marketer's publish. Uploads are
+    idempotent by content, so workers seeding at the same moment agree on one version.
     """
-    from engine.model import parse_document
-
     loaded = []
     for key, body in await asyncio.to_thread(read_model_files, directory):
         pointers = await registry.pointers(key)
         if pointers is not None and pointers.production is not None:
-            current = await registry.store.model_get_version(key, pointers.production)
-            if current is not None and current["definition"] == parse_document(body, None):
-                continue
+            continue
         created = await registry.upload(key, body, None)
-        await registry.set_state(key, created["version"], "production")
+        if created["state"] != "production":
+            await registry.set_state(key, created["version"], "production")
         loaded.append(key)
     return loaded
 

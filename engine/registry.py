@@ -9,8 +9,10 @@ Two caches keep models off the request path's Redis round trip:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Any
 
+import orjson
 from cachetools import LRUCache, TTLCache
 from redis.exceptions import RedisError
 
@@ -43,14 +45,22 @@ class Registry:
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def upload(self, key: str, body: bytes, content_type: str | None) -> JSONObject:
-        """Validate, compile and store a new draft version. Invalid models are never stored."""
+        """Validate, compile and store a new draft version. Invalid models are never stored.
+
+        Idempotent by content: uploading a definition identical to a stored version returns that version
+        (``created`` false) — so concurrent workers seeding one models directory agree on one version.
+        """
         check_key(key)
         definition = parse_document(body, content_type)
         self.compile(definition, key)
         source = "dmn" if definition.get("format") == "dmn" else "native"
-        version = await self.store.model_add_version(key, {"definition": definition, "source": source})
+        digest = hashlib.sha256(orjson.dumps(definition, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        version, created = await self.store.model_add_version(key, {"definition": definition, "source": source}, digest)
         self.forget(key)
-        return {"key": key, "version": version, "state": "draft"}
+        if not created:
+            doc = await self._require_version(key, version)
+            return {"key": key, "version": version, "state": doc["state"], "created": False}
+        return {"key": key, "version": version, "state": "draft", "created": True}
 
     async def validate(self, key: str, body: bytes, content_type: str | None) -> JSONObject:
         definition = parse_document(body, content_type)

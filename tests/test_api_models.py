@@ -33,11 +33,22 @@ def decide_discount(client: TestClient, key: str) -> int:
 
 
 def test_upload_creates_drafts_with_increasing_versions(client: TestClient) -> None:
-    assert upload(client, "promo", model(10)) == {"key": "promo", "version": 1, "state": "draft"}
+    assert upload(client, "promo", model(10)) == {"key": "promo", "version": 1, "state": "draft", "created": True}
     assert upload(client, "promo", model(20))["version"] == 2
     r = client.get("/v1/models/promo", headers=ADMIN)
     assert [(v["version"], v["state"]) for v in r.json()["versions"]] == [(1, "draft"), (2, "draft")]
     assert r.json()["production"] is None
+
+
+def test_identical_upload_returns_the_existing_version(client: TestClient) -> None:
+    upload(client, "promo", model(10))
+    client.post("/v1/models/promo/versions/1/publish", headers=ADMIN)
+    # Same content, even re-serialised differently: no new version, 200 not 201, state as stored.
+    same = orjson.dumps(orjson.loads(model(10)), option=orjson.OPT_INDENT_2)
+    r = client.put("/v1/models/promo", content=same, headers={**ADMIN, "Content-Type": "application/json"})
+    assert r.status_code == 200
+    assert r.json() == {"key": "promo", "version": 1, "state": "production", "created": False}
+    assert client.get("/v1/models/promo", headers=ADMIN).json()["latest"] == 1
 
 
 def test_a_draft_is_not_served(client: TestClient) -> None:

@@ -15,7 +15,7 @@ from tests.conftest import ADMIN, PUBLIC, running_redis
 MODEL = {
     "nodes": [
         {"id": "known", "kind": "rule", "expr": "guest.facts.order_count > 0"},
-        {"id": "answer", "kind": "output", "value": {"banner": "if known then \"welcome-back\" else \"hello\""}},
+        {"id": "answer", "kind": "output", "value": {"banner": 'if known then "welcome-back" else "hello"'}},
     ]
 }
 

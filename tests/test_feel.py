@@ -50,6 +50,7 @@ EXPRESSIONS: list[tuple[str, dict[str, Any], Any]] = [
     ("guest.missing.deeper", {"guest": {}}, None),
     ("unknown", {}, None),
     ("structA.price > 10", {"structA": {"price": 20}}, True),
+    ("Applicant.member since < x", {"Applicant": {"member since": 1}, "x": 2}, True),
     ('date("2018-07-30").year', {}, Decimal(2018)),
     # comparisons, including mixed number types and mismatched kinds
     ("x = 1", {"x": 1.0}, True),
@@ -66,7 +67,7 @@ EXPRESSIONS: list[tuple[str, dict[str, Any], Any]] = [
     ("a or b", {"a": True, "b": None}, True),
     ("a or b", {"a": False, "b": None}, None),
     ("a or b", {"a": False, "b": False}, False),
-    ('a and b', {"a": True, "b": "yes"}, None),
+    ("a and b", {"a": True, "b": "yes"}, None),
     ("not(a)", {"a": True}, False),
     ("not(a)", {"a": None}, None),
     ("not(a)", {"a": 1}, None),
@@ -95,15 +96,14 @@ EXPRESSIONS: list[tuple[str, dict[str, Any], Any]] = [
     ('date("2020-01-01") < date("2020-01-02")', {}, True),
     ('date("2020-01-31") + duration("P1M")', {}, date(2020, 2, 29)),
     ('date("2020-03-01") - date("2020-02-01")', {}, timedelta(days=29)),
-    ('date and time("2018-12-08T10:30:00Z") + duration("PT1H")', {},
-     datetime(2018, 12, 8, 11, 30, tzinfo=UTC)),
+    ('date and time("2018-12-08T10:30:00Z") + duration("PT1H")', {}, datetime(2018, 12, 8, 11, 30, tzinfo=UTC)),
     ('time("23:00:00") + duration("PT2H")', {}, time(1, 0)),
     ('duration("P1D") > duration("PT23H")', {}, True),
     ('duration("P1Y") = duration("P12M")', {}, True),
     ('duration("P1Y") + duration("P2M")', {}, YearsMonthsDuration(14)),
     ('duration("PT1H") * 2', {}, timedelta(hours=2)),
     ('years and months duration(date("2011-12-22"), date("2013-08-24"))', {}, YearsMonthsDuration(20)),
-    ("Another Date and Time > @\"2018-01-01T00:00:00\"", {"Another Date and Time": datetime(2019, 1, 1)}, True),
+    ('Another Date and Time > @"2018-01-01T00:00:00"', {"Another Date and Time": datetime(2019, 1, 1)}, True),
     ('date("2020-13-01")', {}, None),
     ('date("2020-01-01") < 5', {}, None),
     # built-ins
@@ -122,7 +122,7 @@ EXPRESSIONS: list[tuple[str, dict[str, Any], Any]] = [
     ("round half up(2.5, 0)", {}, Decimal(3)),
     ('number("1,000.5", ",", ".")', {}, Decimal("1000.5")),
     ("string(1.50)", {}, "1.50"),
-    ("string(date(\"2020-01-02\"))", {}, "2020-01-02"),
+    ('string(date("2020-01-02"))', {}, "2020-01-02"),
     ('flatten([["w", "x"], "y"])', {}, ["w", "x", "y"]),
     ("substring(5, 1)", {}, None),
 ]
@@ -165,6 +165,12 @@ UNARY: list[tuple[str, Any, dict[str, Any], bool]] = [
     ('not("a","b")', "c", {}, True),
     ('not("a","b")', "a", {}, False),
     ("not(< 5)", 7, {}, True),
+    ("not(< 5)", None, {}, False),  # not(null) is null: no match
+    ('not("a")', None, {}, True),  # null = "a" is false, so not(...) is true
+    ("not([1..10])", "x", {}, False),
+    ("= [1, 2]", [1, 2], {}, True),  # `=` compares whole lists…
+    ("= [1, 2]", 1, {}, False),
+    ("[1, 2]", 1, {}, True),  # …a bare list is membership
     ("10", Decimal("10.0"), {}, True),
     ("10", 10.0, {}, True),
     ("true", True, {}, True),
@@ -191,8 +197,7 @@ UNARY: list[tuple[str, Any, dict[str, Any], bool]] = [
 ]
 
 
-@pytest.mark.parametrize(("source", "value", "scope", "expected"), UNARY,
-                         ids=[f"{c[0]} ? {c[1]!r}" for c in UNARY])
+@pytest.mark.parametrize(("source", "value", "scope", "expected"), UNARY, ids=[f"{c[0]} ? {c[1]!r}" for c in UNARY])
 def test_unary_tests(source: str, value: Any, scope: dict[str, Any], expected: bool) -> None:
     assert compile_unary_tests(source, names=NAMES).matches(value, scope) is expected
 
@@ -260,9 +265,15 @@ def test_json_round_trip() -> None:
     assert value == {"n": Decimal("1.5"), "items": [Decimal(1), Decimal(2)], "s": "x", "b": True, "nothing": None}
     assert to_json(value) == {"n": 1.5, "items": [1, 2], "s": "x", "b": True, "nothing": None}
     assert to_json([time(12, 0, tzinfo=UTC), time(10, 30, tzinfo=timezone(timedelta(hours=2)))]) == [
-        "12:00:00Z", "10:30:00+02:00"]
+        "12:00:00Z",
+        "10:30:00+02:00",
+    ]
     assert to_json([timedelta(days=1, hours=2), timedelta(0), -timedelta(minutes=90), YearsMonthsDuration(14)]) == [
-        "P1DT2H", "PT0S", "-PT1H30M", "P1Y2M"]
+        "P1DT2H",
+        "PT0S",
+        "-PT1H30M",
+        "P1Y2M",
+    ]
     assert to_json(datetime(2020, 1, 2, 3, 4, 5)) == "2020-01-02T03:04:05"
 
 

@@ -42,3 +42,13 @@ def test_metrics_count_requests_and_time_nodes(client: TestClient) -> None:
     assert 'arbiter_http_requests_total{method="POST",route="decide",status="200"} 3.0' in text
     assert 'arbiter_decision_seconds_count{model="m"} 3.0' in text
     assert 'arbiter_node_seconds_count{kind="output",model="m",node="answer"} 3.0' in text
+
+
+def test_models_dir_never_overrides_a_production_choice(settings: Settings) -> None:
+    s = Settings(admin_key=settings.admin_key, public_keys=settings.public_keys, models_dir=ROOT / "models")
+    store = MemoryStore()
+    other = {"nodes": [{"id": "answer", "kind": "output", "value": {"v": '"chosen by a marketer"'}}]}
+    with TestClient(create_app(s, store=store)) as c:
+        assert c.put("/v1/models/next-best-offer?publish=1", json=other, headers=ADMIN).json()["version"] == 2
+    with TestClient(create_app(s, store=store)) as c:
+        assert c.get("/v1/models/next-best-offer", headers=ADMIN).json()["production"] == 2

@@ -10,7 +10,9 @@ import orjson
 from engine.registry import Registry
 from engine.store.redis import RedisStore
 
-MODEL = orjson.dumps({"nodes": [{"id": "answer", "kind": "output", "value": {"v": "1"}}]})
+
+def model(n: int) -> bytes:
+    return orjson.dumps({"nodes": [{"id": "answer", "kind": "output", "value": {"v": str(n)}}]})
 
 
 async def test_peer_publish_invalidates_cached_pointer(redis_url: str) -> None:
@@ -19,8 +21,8 @@ async def test_peer_publish_invalidates_cached_pointer(redis_url: str) -> None:
     ra, rb = Registry(a, pointer_ttl_s=60), Registry(b, pointer_ttl_s=60)
     follower = asyncio.create_task(rb.follow_changes())
     try:
-        for _ in range(2):
-            await ra.upload("m", MODEL, "application/json")
+        for n in range(2):
+            await ra.upload("m", model(n), "application/json")
         await ra.set_state("m", 1, "production")
         assert (await rb.production("m"))[0].version == 1
         await asyncio.sleep(0.05)  # let the subscriber attach before the change it must see
@@ -42,8 +44,8 @@ async def test_concurrent_publishes_keep_one_production(redis_url: str) -> None:
     store = RedisStore(redis_url)
     reg = Registry(store)
     try:
-        for _ in range(6):
-            await reg.upload("m", MODEL, "application/json")
+        for n in range(6):
+            await reg.upload("m", model(n), "application/json")
         await asyncio.gather(*(reg.set_state("m", v, "production") for v in range(1, 7)))
         versions = await store.model_list_versions("m")
         states = [v["state"] for v in versions]

@@ -122,8 +122,9 @@ AGG_CASES: list[tuple[str, str | None, Any, Any]] = [
 ]
 
 
-@pytest.mark.parametrize(("hit", "agg", "age", "expected"), AGG_CASES,
-                         ids=[f"{c[0]}{c[1] or ''}-{c[2]}" for c in AGG_CASES])
+@pytest.mark.parametrize(
+    ("hit", "agg", "age", "expected"), AGG_CASES, ids=[f"{c[0]}{c[1] or ''}-{c[2]}" for c in AGG_CASES]
+)
 def test_collect_aggregations(hit: str, agg: str | None, age: Any, expected: Any) -> None:
     defn = {**SUM_TABLE, "hit_policy": hit}
     if agg:
@@ -135,8 +136,10 @@ def test_collect_aggregations(hit: str, agg: str | None, age: Any, expected: Any
 MULTI: dict[str, Any] = {
     "hit_policy": "PRIORITY",
     "inputs": [{"expr": "Age"}],
-    "outputs": [{"name": "status", "values": '"Declined", "Approved"', "default": '"Declined"'},
-                {"name": "rate", "values": '"Best", "Standard"', "default": '"Standard"'}],
+    "outputs": [
+        {"name": "status", "values": '"Declined", "Approved"', "default": '"Declined"'},
+        {"name": "rate", "values": '"Best", "Standard"', "default": '"Standard"'},
+    ],
     "rules": [
         {"id": "a", "when": [">= 18"], "then": ['"Approved"', '"Standard"']},
         {"id": "b", "when": [">= 21"], "then": ['"Approved"', '"Best"']},
@@ -157,8 +160,11 @@ def test_multi_output_defaults_when_nothing_matches() -> None:
 
 def test_output_order_sorts_multi_output_rows() -> None:
     result, _ = run({**MULTI, "hit_policy": "OUTPUT ORDER"}, {"Age": 70})
-    assert result == [{"status": "Declined", "rate": "Standard"}, {"status": "Approved", "rate": "Best"},
-                      {"status": "Approved", "rate": "Standard"}]
+    assert result == [
+        {"status": "Declined", "rate": "Standard"},
+        {"status": "Approved", "rate": "Best"},
+        {"status": "Approved", "rate": "Standard"},
+    ]
 
 
 def test_single_output_default() -> None:
@@ -167,8 +173,11 @@ def test_single_output_default() -> None:
 
 
 def test_input_outside_allowed_values() -> None:
-    defn = {"inputs": [{"expr": "tier", "values": '"gold","silver"'}], "outputs": [{"name": "d"}],
-            "rules": [{"when": ['"gold"'], "then": ["20"]}]}
+    defn = {
+        "inputs": [{"expr": "tier", "values": '"gold","silver"'}],
+        "outputs": [{"name": "d"}],
+        "rules": [{"when": ['"gold"'], "then": ["20"]}],
+    }
     assert run(defn, {"tier": "gold"})[0] == Decimal(20)
     assert run(defn, {"tier": None})[0] is None
     with pytest.raises(EvaluationError, match="'tier' = 'bronze' is not one of its allowed values"):
@@ -176,24 +185,36 @@ def test_input_outside_allowed_values() -> None:
 
 
 def test_output_outside_allowed_values() -> None:
-    defn = {"inputs": [{"expr": "Age"}], "outputs": [{"name": "d", "values": "0, 10, 20"}],
-            "rules": [{"id": "odd", "when": ["-"], "then": ["Age"]}]}
+    defn = {
+        "inputs": [{"expr": "Age"}],
+        "outputs": [{"name": "d", "values": "0, 10, 20"}],
+        "rules": [{"id": "odd", "when": ["-"], "then": ["Age"]}],
+    }
     assert run(defn, {"Age": 10})[0] == 10
     with pytest.raises(EvaluationError, match="rule 'odd' gives output 'd' = 15"):
         run(defn, {"Age": 15})
 
 
 def test_inputs_are_evaluated_once_and_typed() -> None:
-    defn = {"hit_policy": "C", "inputs": [{"expr": "guest.attributes.joined", "type": "date"}],
-            "outputs": [{"name": "era"}],
-            "rules": [{"when": ['< date("2020-01-01")'], "then": ['"old"']},
-                      {"when": ['>= date("2020-01-01")'], "then": ['"new"']}]}
+    defn = {
+        "hit_policy": "C",
+        "inputs": [{"expr": "guest.attributes.joined", "type": "date"}],
+        "outputs": [{"name": "era"}],
+        "rules": [
+            {"when": ['< date("2020-01-01")'], "then": ['"old"']},
+            {"when": ['>= date("2020-01-01")'], "then": ['"new"']},
+        ],
+    }
     assert run(defn, {"guest": {"attributes": {"joined": "2019-05-01"}}})[0] == ["old"]
 
 
 def test_cells_compare_with_other_inputs_and_expressions() -> None:
-    defn = {"hit_policy": "F", "inputs": [{"expr": "Applicant Age"}], "outputs": [{"name": "ok"}],
-            "rules": [{"when": ["> limit + 1"], "then": ["Applicant Age - limit"]}, {"when": ["-"], "then": ["0"]}]}
+    defn = {
+        "hit_policy": "F",
+        "inputs": [{"expr": "Applicant Age"}],
+        "outputs": [{"name": "ok"}],
+        "rules": [{"when": ["> limit + 1"], "then": ["Applicant Age - limit"]}, {"when": ["-"], "then": ["0"]}],
+    }
     node, problems = compile_table(defn)
     assert problems == [] and node.deps == {"Applicant Age", "limit"}
     assert node.evaluate({"Applicant Age": 30, "limit": 18}, TraceEntry("t", "table")) == Decimal(12)
@@ -212,17 +233,23 @@ BAD_TABLES: list[tuple[dict[str, Any], str]] = [
     ({"inputs": [{"expr": "Age +"}]}, "/nodes/0/inputs/0/expr"),
     ({"inputs": [{"expr": "Age", "values": "[1.."}]}, "/nodes/0/inputs/0/values"),
     ({"outputs": [{"name": "band", "default": "(("}]}, "/nodes/0/outputs/0/default"),
-    ({"rules": [{"when": [">= 18"], "then": ['"adult"']}, {"when": ["[13..18"], "then": ['"teen"']}]},
-     "/nodes/0/rules/1/when/0"),
+    (
+        {"rules": [{"when": [">= 18"], "then": ['"adult"']}, {"when": ["[13..18"], "then": ['"teen"']}]},
+        "/nodes/0/rules/1/when/0",
+    ),
     ({"rules": [{"when": [">= 18", "-"], "then": ['"adult"']}]}, "/nodes/0/rules/0/when"),
     ({"rules": [{"when": [">= 18"], "then": ['"adult" +']}]}, "/nodes/0/rules/0/then/0"),
     ({"rules": [{"when": [">= 18"]}]}, "/nodes/0/rules/0/then"),
-    ({"rules": [{"id": "x", "when": ["1"], "then": ["1"]}, {"id": "x", "when": ["2"], "then": ["2"]}]},
-     "/nodes/0/rules/1/id"),
+    (
+        {"rules": [{"id": "x", "when": ["1"], "then": ["1"]}, {"id": "x", "when": ["2"], "then": ["2"]}]},
+        "/nodes/0/rules/1/id",
+    ),
     ({"outputs": []}, "/nodes/0/outputs"),
     ({"colour": "red"}, "/nodes/0/colour"),
-    ({"hit_policy": "C+", "outputs": [{"name": "a"}, {"name": "b"}],
-      "rules": [{"when": ["1"], "then": ["1", "2"]}]}, "/nodes/0/hit_policy"),
+    (
+        {"hit_policy": "C+", "outputs": [{"name": "a"}, {"name": "b"}], "rules": [{"when": ["1"], "then": ["1", "2"]}]},
+        "/nodes/0/hit_policy",
+    ),
 ]
 
 
@@ -234,25 +261,55 @@ def test_compile_problems_carry_pointers(change: dict[str, Any], pointer: str) -
 
 
 def test_index_agrees_with_a_plain_scan() -> None:
-    """Random tables mixing literal, list, range, negated and wildcard cells: the indexed evaluation must
-    match every rule a cell-by-cell scan matches."""
+    """Random tables mixing literal, list, comparison, range, negated and wildcard cells: the indexed
+    evaluation must match exactly the rules a cell-by-cell scan matches."""
     seed = 20240611
     rng = random.Random(seed)
-    cells = ['"a"', '"b"', '"a","c"', "-", 'not("a")', "1", "2", "[1..2]", "< 2", "null", "true"]
-    values = ["a", "b", "c", 1, 2, Decimal("1.0"), 1.0, True, None, [1]]
-    for _ in range(200):
-        rules = [{"id": str(i), "when": [rng.choice(cells) for _ in range(3)], "then": [str(i)]}
-                 for i in range(rng.randint(1, 12))]
-        defn = {"hit_policy": "R", "inputs": [{"expr": "x"}, {"expr": "y"}, {"expr": "z"}],
-                "outputs": [{"name": "o"}], "rules": rules}
+    cells = [
+        '"a"',
+        '"b"',
+        '"a","c"',
+        "-",
+        'not("a")',
+        "1",
+        "2",
+        "[1..2]",
+        "< 2",
+        "null",
+        "true",
+        "> 1",
+        "<= 1",
+        "(1..2]",
+        "]0..1[",
+        "[1..1]",
+        "2.5",
+        ">= 2.5",
+        "< 0, > 2",
+        "= 1",
+    ]
+    values = ["a", "b", "c", 0, 1, 2, 3, Decimal("1.0"), 1.0, 1.5, 2.5, -1, True, None, [1]]
+    for _ in range(400):
+        rules = [
+            {"id": str(i), "when": [rng.choice(cells) for _ in range(3)], "then": [str(i)]}
+            for i in range(rng.randint(1, 12))
+        ]
+        defn = {
+            "hit_policy": "R",
+            "inputs": [{"expr": "x"}, {"expr": "y"}, {"expr": "z"}],
+            "outputs": [{"name": "o"}],
+            "rules": rules,
+        }
         node, problems = compile_table(defn, frozenset({"x", "y", "z"}))
         assert problems == []
         for _ in range(10):
             scope = {"x": rng.choice(values), "y": rng.choice(values), "z": rng.choice(values)}
             trace = TraceEntry("t", "table")
             node.evaluate(scope, trace)
-            expected = [r["id"] for r in rules if all(compile_unary_tests(c).matches(v, scope)
-                                                      for c, v in zip(r["when"], scope.values(), strict=True))]
+            expected = [
+                r["id"]
+                for r in rules
+                if all(compile_unary_tests(c).matches(v, scope) for c, v in zip(r["when"], scope.values(), strict=True))
+            ]
             assert trace.matched == expected, f"seed {seed}: {rules} {scope}"
 
 

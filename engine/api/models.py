@@ -36,9 +36,8 @@ async def upload_model(request: Request) -> Response:
     if request.query_params.get("publish") in ("1", "true"):
         created = {**created, **await rt.registry.set_state(created["key"], created["version"], "production")}
         created["state"] = "production"
-    return json_response(
-        created, 201, headers={"Location": f"/v1/models/{created['key']}/versions/{created['version']}"}
-    )
+    location = {"Location": f"/v1/models/{created['key']}/versions/{created['version']}"}
+    return json_response(created, 201 if created["created"] else 200, headers=location)
 
 
 async def validate_model(request: Request) -> Response:

@@ -22,7 +22,7 @@ from engine.feel.convert import coerce, to_feel, to_json
 from engine.feel.lexer import complex_names
 from engine.feel.parser import parse_expression, parse_unary_tests
 from engine.feel.syntax import AnyTest
-from engine.feel.unary import UnaryTests, compile_tests, equality_literals
+from engine.feel.unary import UnaryTests, compile_tests, equality_literals, numeric_interval
 
 __all__ = ["Expression", "UnaryTests", "coerce", "compile_expression", "compile_unary_tests", "to_feel", "to_json"]
 
@@ -42,5 +42,13 @@ def compile_unary_tests(text: str, *, names: Iterable[str] = ()) -> UnaryTests:
     """Compile a decision-table input entry (``< 18``, ``[1..10]``, ``"a","b"``, ``not("x")``, ``-``)."""
     tests = parse_unary_tests(text, _names(names))
     wildcard = len(tests) == 1 and isinstance(tests[0], AnyTest)
-    return UnaryTests(text, references(tests), wildcard, compile_tests(tests, text),
-                      None if wildcard else equality_literals(tests, text))
+    if wildcard:
+        return UnaryTests(text, frozenset(), True, compile_tests(tests, text))
+    return UnaryTests(
+        text,
+        references(tests),
+        False,
+        compile_tests(tests, text),
+        equality_literals(tests, text),
+        numeric_interval(tests, text),
+    )

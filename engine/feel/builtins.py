@@ -159,9 +159,9 @@ def _substring(text: str, start: Any, length: Any = None) -> str | None:
     chars = list(text)  # FEEL counts code points, as Python str does
     begin = i - 1 if i > 0 else len(chars) + i
     if length is None:
-        return "".join(chars[max(begin, 0):])
+        return "".join(chars[max(begin, 0) :])
     n = as_int(length)
-    return None if n is None else "".join(chars[max(begin, 0):max(begin, 0) + n])
+    return None if n is None else "".join(chars[max(begin, 0) : max(begin, 0) + n])
 
 
 def _round(mode: str) -> Callable[..., Decimal]:
@@ -260,8 +260,11 @@ BUILTINS: dict[str, tuple[Callable[..., Any], int, int]] = {
     "substring before": (lambda t, m: t.partition(m)[0] if m in t else "", 2, 2),
     "substring after": (lambda t, m: t.partition(m)[2] if m in t else "", 2, 2),
     "matches": (lambda t, p, flags="": re.search(p, t, re.I if "i" in flags else 0) is not None, 2, 3),
-    "replace": (lambda t, p, r, flags="": re.sub(p, re.sub(r"\$(\d)", r"\\\1", r), t,
-                                                flags=re.I if "i" in flags else 0), 3, 4),
+    "replace": (
+        lambda t, p, r, flags="": re.sub(p, re.sub(r"\$(\d)", r"\\\1", r), t, flags=re.I if "i" in flags else 0),
+        3,
+        4,
+    ),
     "count": (lambda items: Decimal(len(items)) if isinstance(items, list) else None, 1, 1),
     "min": (_extreme(-1), 1, MANY),
     "max": (_extreme(1), 1, MANY),

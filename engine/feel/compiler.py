@@ -8,17 +8,16 @@ guards the call because a FEEL evaluation must never raise out of ``expr(scope)`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, time, timedelta
-from decimal import Decimal
 from typing import Any, NamedTuple
 
 from engine.errors import FeelError
 from engine.feel import ops
 from engine.feel import syntax as s
 from engine.feel.builtins import BUILTINS, IMPURE
-from engine.feel.values import YearsMonthsDuration, as_int
+from engine.feel.scope import Bound, member, reads_input, references
+from engine.feel.values import as_int
 
 Scope = Mapping[str, Any]
 Fn = Callable[[Scope], Any]
@@ -46,32 +45,6 @@ def constant(value: Any) -> Code:
     return Code(const, True, value)
 
 
-class Bound(Mapping[str, Any]):
-    """A scope with a few names bound on top: ``?`` in unary tests, ``item`` in filters, context entries."""
-
-    __slots__ = ("local", "outer")
-
-    def __init__(self, local: Mapping[str, Any], outer: Mapping[str, Any]) -> None:
-        self.local = local
-        self.outer = outer
-
-    def __getitem__(self, key: str) -> Any:
-        if key in self.local:
-            return self.local[key]
-        return self.outer[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        if key in self.local:
-            return self.local[key]
-        return self.outer.get(key, default)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter({**self.outer, **self.local})
-
-    def __len__(self) -> int:
-        return len({**self.outer, **self.local})
-
-
 @dataclass(frozen=True, slots=True)
 class Expression:
     """A compiled FEEL expression. Call it with a scope mapping names to values."""
@@ -87,70 +60,6 @@ class Expression:
             return self.fn(scope)
         except Exception:  # a FEEL evaluation yields null rather than raising
             return None
-
-
-_TEMPORAL_PROPS: dict[str, Callable[[Any], Any]] = {
-    "year": lambda v: Decimal(v.year), "month": lambda v: Decimal(v.month), "day": lambda v: Decimal(v.day),
-    "hour": lambda v: Decimal(v.hour), "minute": lambda v: Decimal(v.minute),
-    "second": lambda v: Decimal(v.second), "weekday": lambda v: Decimal(v.isoweekday()),
-}
-_DURATION_PROPS: dict[str, Callable[[timedelta], Any]] = {
-    "days": lambda d: Decimal(d.days), "hours": lambda d: Decimal(d.seconds // 3600),
-    "minutes": lambda d: Decimal(d.seconds // 60 % 60), "seconds": lambda d: Decimal(d.seconds % 60),
-}
-
-
-def member(v: Any, key: str) -> Any:
-    """``v.key``: a context entry, a temporal component, or the key of every item of a list."""
-    if type(v) is dict:
-        return v.get(key)
-    if v is None:
-        return None
-    if isinstance(v, Mapping):
-        return v.get(key)
-    if isinstance(v, list):
-        return [member(x, key) for x in v]
-    if isinstance(v, (date, time)) and key in _TEMPORAL_PROPS:
-        if isinstance(v, time) and key in ("year", "month", "day", "weekday"):
-            return None
-        if type(v) is date and key in ("hour", "minute", "second"):
-            return None
-        return _TEMPORAL_PROPS[key](v)
-    if isinstance(v, timedelta) and key in _DURATION_PROPS:
-        return _DURATION_PROPS[key](v)
-    if isinstance(v, YearsMonthsDuration) and key in ("years", "months"):
-        return Decimal(int(v.months / 12) if key == "years" else v.months - int(v.months / 12) * 12)
-    return None
-
-
-def references(node: Any) -> frozenset[str]:
-    """The root names an expression or test reads (``?`` and ``item`` are bindings, not references)."""
-    out: set[str] = set()
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, s.Name):
-            if n.name not in ("?", "item"):
-                out.add(n.name)
-        elif isinstance(n, tuple):
-            stack.extend(n)
-        elif hasattr(n, "__slots__"):
-            stack.extend(getattr(n, slot) for slot in n.__slots__)
-    return frozenset(out)
-
-
-def reads_input(node: Any) -> bool:
-    """Does this tree mention ``?`` (the input value of a unary test)?"""
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, s.Name) and n.name == "?":
-            return True
-        if isinstance(n, tuple):
-            stack.extend(n)
-        elif hasattr(n, "__slots__"):
-            stack.extend(getattr(n, slot) for slot in n.__slots__)
-    return False
 
 
 def _path(node: s.Path) -> Code | None:
@@ -190,12 +99,18 @@ def _compare_fn(op: str) -> Callable[[Any, Any], bool | None]:
     if op == "=":
         return ops.equal
     if op == "!=":
+
         def not_equal(a: Any, b: Any) -> bool | None:
             e = ops.equal(a, b)
             return None if e is None else not e
+
         return not_equal
     checks: dict[str, Callable[[int], bool]] = {
-        "<": lambda c: c < 0, "<=": lambda c: c <= 0, ">": lambda c: c > 0, ">=": lambda c: c >= 0}
+        "<": lambda c: c < 0,
+        "<=": lambda c: c <= 0,
+        ">": lambda c: c > 0,
+        ">=": lambda c: c >= 0,
+    }
     check = checks[op]
 
     def ordered(a: Any, b: Any) -> bool | None:
@@ -293,6 +208,7 @@ def _or(a: Any, b: Any) -> bool | None:
 
 def _logical(op: str, lf: Code, rf: Code) -> Code:
     if op == "and":
+
         def conj(sc: Scope) -> bool | None:
             a = lf.fn(sc)
             if a is False:
@@ -317,8 +233,9 @@ def _call(name: str, args: list[Code], text: str) -> Code:
     fn, lo, hi = spec
     if not lo <= len(args) <= hi:
         want = str(lo) if lo == hi else f"{lo} to {hi}" if hi < 99 else f"at least {lo}"
-        raise FeelError(f"function '{name}' takes {want} argument(s), got {len(args)}", source=text,
-                        position=text.find(name))
+        raise FeelError(
+            f"function '{name}' takes {want} argument(s), got {len(args)}", source=text, position=text.find(name)
+        )
     arg_fns = tuple(a.fn for a in args)
 
     def call(sc: Scope) -> Any:
@@ -335,9 +252,11 @@ def _call(name: str, args: list[Code], text: str) -> Code:
 def _filter(base: Code, cond: s.Expr, text: str) -> Code:
     c = _compile(cond, text)
     by_index = not isinstance(cond, (s.Comparison, s.Logical, s.In, s.Between)) and not (
-        isinstance(cond, s.Literal) and isinstance(cond.value, bool))
+        isinstance(cond, s.Literal) and isinstance(cond.value, bool)
+    )
 
     if by_index:
+
         def index(sc: Scope) -> Any:
             items = base.fn(sc)
             i = as_int(c.fn(sc))
@@ -380,4 +299,4 @@ def _context(entries: tuple[tuple[str, s.Expr], ...], text: str) -> Code:
     return Code(build)
 
 
-__all__ = ["Code", "Expression", "compile_node", "member", "reads_input", "references"]
+__all__ = ["Bound", "Code", "Expression", "compile_node", "member", "reads_input", "references"]

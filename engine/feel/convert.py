@@ -116,6 +116,9 @@ def _to_context(v: Any) -> dict[str, Any] | None:
 
 _COERCE: dict[str, Callable[[Any], Any]] = {
     "number": _to_number,
+    "integer": _to_number,  # Camunda's type names
+    "long": _to_number,
+    "double": _to_number,
     "string": lambda v: v if isinstance(v, str) else None,
     "boolean": _to_bool,
     "date": _to_date,

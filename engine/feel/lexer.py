@@ -17,18 +17,52 @@ from engine.errors import FeelError
 
 NAME, NUMBER, STRING, OP, TEMPORAL, END = "name", "number", "string", "op", "temporal", "end"
 
-KEYWORDS = frozenset({"and", "or", "if", "then", "else", "in", "between", "true", "false", "null",
-                      "for", "return", "some", "every", "satisfies", "instance", "of", "function"})
-
-MULTI_WORD_FUNCTIONS = (
-    "years and months duration", "days and time duration", "date and time", "string length", "upper case",
-    "lower case", "starts with", "ends with", "substring before", "substring after", "round half up",
-    "round half down", "round up", "round down", "list contains", "index of", "distinct values",
-    "get value", "is defined",
+KEYWORDS = frozenset(
+    {
+        "and",
+        "or",
+        "if",
+        "then",
+        "else",
+        "in",
+        "between",
+        "true",
+        "false",
+        "null",
+        "for",
+        "return",
+        "some",
+        "every",
+        "satisfies",
+        "instance",
+        "of",
+        "function",
+    }
 )
 
-_OPS = ("**", "..", "<=", ">=", "!=", "=", "<", ">", "+", "-", "*", "/", "(", ")", "[", "]", "{", "}",
-        ",", ".", ":")
+MULTI_WORD_FUNCTIONS = (
+    "years and months duration",
+    "days and time duration",
+    "date and time",
+    "string length",
+    "upper case",
+    "lower case",
+    "starts with",
+    "ends with",
+    "substring before",
+    "substring after",
+    "round half up",
+    "round half down",
+    "round up",
+    "round down",
+    "list contains",
+    "index of",
+    "distinct values",
+    "get value",
+    "is defined",
+)
+
+_OPS = ("**", "..", "<=", ">=", "!=", "=", "<", ">", "+", "-", "*", "/", "(", ")", "[", "]", "{", "}", ",", ".", ":")
 _SPACE = re.compile(r"\s+")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?|\.\d+")
 _IDENT = re.compile(r"[^\W\d]\w*|\?")
@@ -115,8 +149,8 @@ def _string(text: str, i: int) -> tuple[str, int]:
             return "".join(chars), j + 1
         if c == "\\" and j + 1 < len(text):
             nxt = text[j + 1]
-            if nxt == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", text[j + 2:j + 6]):
-                chars.append(chr(int(text[j + 2:j + 6], 16)))
+            if nxt == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", text[j + 2 : j + 6]):
+                chars.append(chr(int(text[j + 2 : j + 6], 16)))
                 j += 6
                 continue
             chars.append(_ESCAPES.get(nxt, "\\" + nxt))

@@ -18,8 +18,19 @@ from engine.feel.values import DECIMAL, YearsMonthsDuration, number
 # subclass and datetime a date subclass, and both must stay apart from their bases.
 NUM, STR, BOOL, DATE, DATETIME, TIME, DT_DUR, YM_DUR, LIST, CONTEXT = range(10)
 _FAMILY: dict[type, int] = {
-    Decimal: NUM, int: NUM, float: NUM, str: STR, bool: BOOL, date: DATE, datetime: DATETIME, time: TIME,
-    timedelta: DT_DUR, YearsMonthsDuration: YM_DUR, list: LIST, tuple: LIST, dict: CONTEXT,
+    Decimal: NUM,
+    int: NUM,
+    float: NUM,
+    str: STR,
+    bool: BOOL,
+    date: DATE,
+    datetime: DATETIME,
+    time: TIME,
+    timedelta: DT_DUR,
+    YearsMonthsDuration: YM_DUR,
+    list: LIST,
+    tuple: LIST,
+    dict: CONTEXT,
 }
 _ORDERED = frozenset({NUM, STR, DATE, DATETIME, TIME, DT_DUR, YM_DUR})
 # Fast paths for the common case (model literals are Decimal, JSON data int or str): Python's own ``==`` and

@@ -124,7 +124,12 @@ class Parser:
                 self.advance()
                 if self.tok.kind != NAME:
                     raise self.error("expected a name after '.'")
-                node = s.Path(node, self.advance().text)
+                first = last = self.advance()
+                # `Applicant.member since`: a member name may have spaces; words run on until a keyword,
+                # and two plain words in a row could mean nothing else.
+                while self.tok.kind == NAME and self.tok.text not in KEYWORDS:
+                    last = self.advance()
+                node = s.Path(node, self.text[first.pos : last.pos + len(last.text)])
             elif self.at("[") and not self._closes_range():
                 self.advance()
                 cond = self.expression()
@@ -166,8 +171,9 @@ class Parser:
             self.advance()
             value = parse_temporal(t.text)
             if value is None:
-                raise FeelError(f"invalid temporal literal @\"{t.text}\" at position {t.pos}",
-                                source=self.text, position=t.pos)
+                raise FeelError(
+                    f'invalid temporal literal @"{t.text}" at position {t.pos}', source=self.text, position=t.pos
+                )
             return s.Literal(value)
         if t.kind == NAME:
             return self.word()
@@ -195,8 +201,12 @@ class Parser:
             self.expect("else", NAME)
             return s.If(cond, then, self.expression())
         if t.text in KEYWORDS:
-            raise self.error(f"'{t.text}' is not supported here" if t.text in ("for", "some", "every", "function")
-                             else "expected a value", t)
+            raise self.error(
+                f"'{t.text}' is not supported here"
+                if t.text in ("for", "some", "every", "function")
+                else "expected a value",
+                t,
+            )
         return s.Name(t.text)
 
     def sequence(self, open_: str, close: str) -> tuple[s.Expr, ...]:

@@ -93,8 +93,20 @@ class ContextLiteral:
 
 
 Expr: TypeAlias = (
-    Literal | Name | Path | Filter | Call | Negate | Arithmetic | Comparison | Logical | If | Between | In
-    | ListLiteral | ContextLiteral
+    Literal
+    | Name
+    | Path
+    | Filter
+    | Call
+    | Negate
+    | Arithmetic
+    | Comparison
+    | Logical
+    | If
+    | Between
+    | In
+    | ListLiteral
+    | ContextLiteral
 )
 
 

@@ -58,9 +58,7 @@ def as_int(v: Any) -> int | None:
 
 _DATE = re.compile(r"(-?\d{4,9})-(\d\d)-(\d\d)")
 _TIME = re.compile(r"(\d\d):(\d\d):(\d\d)(\.\d+)?(Z|z|[+-]\d\d:\d\d(?::\d\d)?|@[\w/+\-]+)?")
-_DURATION = re.compile(
-    r"(-)?P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?"
-)
+_DURATION = re.compile(r"(-)?P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?")
 
 
 def _zone(text: str | None) -> tzinfo | None | bool:
@@ -134,8 +132,13 @@ def parse_duration(text: str) -> timedelta | YearsMonthsDuration | None:
     if has_ym:
         return YearsMonthsDuration(sign * (int(m[2] or 0) * 12 + int(m[3] or 0)))
     seconds = Decimal(m[7] or 0)
-    td = timedelta(days=int(m[4] or 0), hours=int(m[5] or 0), minutes=int(m[6] or 0), seconds=int(seconds),
-                   microseconds=int((seconds % 1) * 1_000_000))
+    td = timedelta(
+        days=int(m[4] or 0),
+        hours=int(m[5] or 0),
+        minutes=int(m[6] or 0),
+        seconds=int(seconds),
+        microseconds=int((seconds % 1) * 1_000_000),
+    )
     return -td if sign < 0 else td
 
 

@@ -98,8 +98,9 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     # --- models ---------------------------------------------------------------------------------
-    async def model_add_version(self, key: str, document: JSONObject) -> int:
-        """Store a new draft version atomically; returns its number (1, 2, …)."""
+    async def model_add_version(self, key: str, document: JSONObject, digest: str) -> tuple[int, bool]:
+        """Store a new draft version atomically: (its number, True); or, when a version with the same
+        content ``digest`` exists already, (that version, False)."""
         ...
 
     async def model_get_version(self, key: str, version: int) -> JSONObject | None: ...

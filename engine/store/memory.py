@@ -38,13 +38,22 @@ class MemoryStore:
         return None
 
     # --- models ---------------------------------------------------------------------------------
-    async def model_add_version(self, key: str, document: JSONObject) -> int:
+    async def model_add_version(self, key: str, document: JSONObject, digest: str) -> tuple[int, bool]:
         versions = self._versions.setdefault(key, {})
+        for v, doc in versions.items():
+            if doc.get("digest") == digest:
+                return v, False
         p = self._pointers.get(key) or ModelPointers(None, None, (), 0)
         version = p.latest + 1
-        versions[version] = {**document, "version": version, "state": "draft", "created_ms": int(time.time() * 1000)}
+        versions[version] = {
+            **document,
+            "digest": digest,
+            "version": version,
+            "state": "draft",
+            "created_ms": int(time.time() * 1000),
+        }
         self._pointers[key] = ModelPointers(p.production, p.test, p.history, version)
-        return version
+        return version, True
 
     async def model_get_version(self, key: str, version: int) -> JSONObject | None:
         doc = self._versions.get(key, {}).get(version)

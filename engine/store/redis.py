@@ -67,17 +67,17 @@ class RedisStore:
         await self.client.aclose()
 
     # --- models ---------------------------------------------------------------------------------
-    async def model_add_version(self, key: str, document: JSONObject) -> int:
-        doc = {**document, "created_ms": int(time.time() * 1000)}
+    async def model_add_version(self, key: str, document: JSONObject, digest: str) -> tuple[int, bool]:
+        doc = {**document, "digest": digest, "created_ms": int(time.time() * 1000)}
         try:
-            version = await self._add_version(
+            version, created = await self._add_version(
                 keys=[keys.model_meta(key), keys.model_versions(key), keys.model_states(key)],
-                args=[orjson.dumps(doc)],
+                args=[orjson.dumps(doc), digest],
             )
             await self.client.sadd(keys.MODEL_INDEX, key)
         except RedisError as exc:
             raise Unavailable(f"model store unavailable: {exc}") from exc
-        return int(version)
+        return int(version), bool(created)
 
     async def model_get_version(self, key: str, version: int) -> JSONObject | None:
         try:
