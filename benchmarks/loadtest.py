@@ -169,11 +169,14 @@ def node_timings(port: int) -> list[dict[str, Any]]:
     text = http_get(port, "/metrics").decode()
     sums: dict[tuple[str, str], float] = {}
     counts: dict[tuple[str, str], float] = {}
-    pattern = r'^arbiter_(node|decision)_seconds_(sum|count)\{([^}]*)\} (\S+)$'
+    pattern = r"^arbiter_(node|decision)_seconds_(sum|count)\{([^}]*)\} (\S+)$"
     for kind_, stat, labels, value in re.findall(pattern, text, re.M):
         lab = dict(re.findall(r'(\w+)="([^"]*)"', labels))
-        key = (lab.get("node", "(decision: fetch+evaluate)"), lab.get("kind", "-")) if kind_ == "node" else (
-            "(decision: fetch+evaluate)", "-")
+        key = (
+            (lab.get("node", "(decision: fetch+evaluate)"), lab.get("kind", "-"))
+            if kind_ == "node"
+            else ("(decision: fetch+evaluate)", "-")
+        )
         (sums if stat == "sum" else counts)[key] = float(value)
     return [
         {"node": n, "kind": k, "count": int(counts[(n, k)]), "mean_us": round(sums[(n, k)] / counts[(n, k)] * 1e6, 1)}
@@ -194,21 +197,51 @@ def server_env(redis_url: str) -> dict[str, str]:
 
 def floor_cmd(port: int, workers: int) -> list[str]:
     return [
-        sys.executable, "-m", "uvicorn", "benchmarks.floor_app:app", "--host", LOOPBACK, "--port", str(port),
-        "--workers", str(workers), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-        "--log-level", "warning",
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "benchmarks.floor_app:app",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
     ]
 
 
 def arbiter_cmd(port: int, workers: int, redis_url: str, models_dir: Path) -> list[str]:
     return [
-        sys.executable, "-m", "engine", "serve", "--port", str(port), "--models", str(models_dir),
-        "--redis", redis_url, "--workers", str(workers), "--quiet",
+        sys.executable,
+        "-m",
+        "engine",
+        "serve",
+        "--port",
+        str(port),
+        "--models",
+        str(models_dir),
+        "--redis",
+        redis_url,
+        "--workers",
+        str(workers),
+        "--quiet",
     ]
 
 
 def measure(
-    name: str, port: int, path: str, bodies: list[bytes], floor_rps: float | None, args: argparse.Namespace,
+    name: str,
+    port: int,
+    path: str,
+    bodies: list[bytes],
+    floor_rps: float | None,
+    args: argparse.Namespace,
     mode: str = "decide",
 ) -> dict[str, Any]:
     """Warm up, saturate with wrk, then open-loop runs at fractions of the floor's saturation rate."""
@@ -222,8 +255,10 @@ def measure(
         run = open_loop(port, path, bodies, rate, args.duration)
         run["fraction_of_floor"] = frac
         fixed.append(run)
-        print(f"  {name}: {rate:.0f} req/s open loop → p99 {run['p99_ms']} ms, p99.9 {run['p99.9_ms']} ms",
-              file=sys.stderr)
+        print(
+            f"  {name}: {rate:.0f} req/s open loop → p99 {run['p99_ms']} ms, p99.9 {run['p99.9_ms']} ms",
+            file=sys.stderr,
+        )
     return {"saturation": sat, "fixed_rate": fixed}
 
 
@@ -304,7 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32, help="wrk connections at saturation")
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument(
-        "--fractions", type=lambda s: [float(x) for x in s.split(",")], default=[0.25, 0.5],
+        "--fractions",
+        type=lambda s: [float(x) for x in s.split(",")],
+        default=[0.25, 0.5],
         help="open-loop rates as fractions of the floor's saturation throughput",
     )
     parser.add_argument("--models", type=Path, default=SCENARIO_DIR)

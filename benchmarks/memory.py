@@ -88,7 +88,9 @@ def publish_copies(port: int, count: int) -> None:
     for i in range(count):
         key = f"mem-{i:03d}"
         req = urllib.request.Request(  # noqa: S310 — loopback only
-            f"http://{LOOPBACK}:{port}/v1/models/{key}?publish=1", data=body, method="PUT",
+            f"http://{LOOPBACK}:{port}/v1/models/{key}?publish=1",
+            data=body,
+            method="PUT",
             headers={"Content-Type": "application/json", "Authorization": f"Bearer {ADMIN_KEY}"},
         )
         urllib.request.urlopen(req, timeout=10).close()  # noqa: S310
