@@ -92,7 +92,7 @@ def http_post(port: int, path: str, body: bytes, timeout_s: float = 5.0) -> int:
 def process(cmd: list[str], env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
     """A child in its own process group (uvicorn forks workers), stopped with the whole group."""
     proc = subprocess.Popen(
-        cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     try:
         yield proc
@@ -143,7 +143,7 @@ def wrk(port: int, mode: str, guests: int, duration_s: float, connections: int, 
     exe = shutil.which("wrk")
     if exe is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
-    cmd = [exe, f"-t{threads}", f"-c{connections}", f"-d{duration_s:g}s", "--timeout", "5s"]
+    cmd = [exe, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration_s))}s", "--timeout", "5s"]
     cmd += ["-s", str(HERE / "wrk_decide.lua"), f"http://{LOOPBACK}:{port}", "--", mode, MODEL, str(guests)]
     env = {**os.environ, "ARBITER_PUBLIC_KEY": PUBLIC_KEY}
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration_s + 30, check=True).stdout

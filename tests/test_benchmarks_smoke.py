@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("wrk") is None, r
 
 def test_load_harness_reports(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
-    args = ["--guests", "300", "--duration", "1", "--warmup", "0.5", "--connections", "4", "--fractions", "0.1"]
+    args = ["--guests", "300", "--duration", "1", "--warmup", "1", "--connections", "4", "--fractions", "0.1"]
     assert loadtest.main([*args, "--workers", "1", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     for target in ("floor", "decide"):
