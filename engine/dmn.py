@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator
 
 from engine.errors import FeelError, Problem, ValidationError
-from engine.feel import coerce, compile_expression, compile_unary_tests, to_feel
+from engine.feel import compile_expression, compile_unary_tests
 from engine.types import JSONObject
 
 _DMN_NAMESPACE = re.compile(r"omg\.org/spec/DMN/\d{8}/")
@@ -285,29 +284,3 @@ def dmn_to_model(xml: bytes, *, key: str | None = None) -> JSONObject:
         "types": {el.get("name", ""): _item_definition(el) for el in _children(root, "itemDefinition")},
         "nodes": nodes,
     }
-
-
-def coerce_input(value: Any, type_ref: str | JSONObject | None, types: Mapping[str, Any]) -> Any:
-    """Convert a request value to a DMN input's declared type, resolving the model's item definitions.
-
-    Built-in type names go to :func:`engine.feel.coerce`; a structure coerces each component it declares
-    (undeclared keys pass through as FEEL values); a collection coerces each item.
-    """
-    spec: Any = types.get(type_ref) if isinstance(type_ref, str) else type_ref
-    if spec is None:
-        return coerce(value, type_ref if isinstance(type_ref, str) else None)
-    if value is None:
-        return None
-    if spec.get("list"):
-        items = value if isinstance(value, list) else [value]
-        return [coerce_input(v, {**spec, "list": False}, types) for v in items]
-    components = spec.get("components")
-    if components:
-        if not isinstance(value, Mapping):
-            return None
-        out = {k: to_feel(v) for k, v in value.items()}
-        for k, t in components.items():
-            if k in value:
-                out[k] = coerce_input(value[k], t, types)
-        return out
-    return coerce_input(value, spec.get("base"), types)

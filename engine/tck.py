@@ -20,9 +20,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from engine.dmn import coerce_input, dmn_to_model
+from engine.dmn import dmn_to_model
 from engine.errors import ArbiterError, FeelError, Problem, ValidationError
 from engine.feel import compile_unary_tests, ops
+from engine.feel.convert import coerce_input
 from engine.feel.lexer import END, NAME, OP, tokenize
 from engine.feel.values import number, parse_date, parse_datetime, parse_duration, parse_time
 from engine.model import compile_model

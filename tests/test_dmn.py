@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from engine.dmn import coerce_input, dmn_to_model
+from engine.dmn import dmn_to_model
 from engine.errors import ValidationError
+from engine.feel.convert import coerce_input
 from tests.dmn_harness import evaluate, load
 
 
