@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TCK ?= ../shared/dmn-tck
 
-.PHONY: run test check bench redis-server node-deps tck clean
+.PHONY: run test check bench bench-load bench-memory redis-server node-deps tck clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -38,3 +38,11 @@ bench: $(STAMP) redis-server
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Load harness (real Redis + floor app + Arbiter, wrk and the open-loop generator): benchmarks/RESULTS.md.
+BENCH_LOAD_ARGS ?= --workers 1 --guests 20000 --duration 10
+bench-load: $(STAMP) redis-server
+	$(BIN)/python -m benchmarks.loadtest $(BENCH_LOAD_ARGS) --json benchmarks/last-load.json
+
+bench-memory: $(STAMP) redis-server
+	$(BIN)/python -m benchmarks.memory

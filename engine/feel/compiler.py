@@ -152,11 +152,9 @@ def _compile(node: s.Expr, text: str) -> Code:  # noqa: C901 - one dispatch over
             o = _compile(operand, text)
             return _fold(Code(lambda sc: ops.negate(o.fn(sc))), [o])
         case s.Arithmetic(op, left, right):
-            fn, lf, rf = _ARITH[op], _compile(left, text), _compile(right, text)
-            return _fold(Code(lambda sc: fn(lf.fn(sc), rf.fn(sc))), [lf, rf])
+            return _binary(_ARITH[op], _compile(left, text), _compile(right, text))
         case s.Comparison(op, left, right):
-            cmp, lc, rc = _compare_fn(op), _compile(left, text), _compile(right, text)
-            return _fold(Code(lambda sc: cmp(lc.fn(sc), rc.fn(sc))), [lc, rc])
+            return _binary(_compare_fn(op), _compile(left, text), _compile(right, text))
         case s.Logical(op, left, right):
             return _logical(op, _compile(left, text), _compile(right, text))
         case s.If(cond, then, otherwise):
@@ -190,6 +188,32 @@ def _compile(node: s.Expr, text: str) -> Code:  # noqa: C901 - one dispatch over
     raise FeelError(f"cannot compile {type(node).__name__}", source=text)
 
 
+def _binary(fn: Callable[[Any, Any], Any], lc: Code, rc: Code) -> Code:
+    """``fn(left, right)``; a constant operand is captured as a value, not called as a closure per request
+    (the offers node's folded conditions are mostly ``<constant> op <path>``)."""
+    if lc.constant and rc.constant:
+        return constant(fn(lc.value, rc.value))
+    lf, rf = lc.fn, rc.fn
+    if rc.constant:
+        rv = rc.value
+        return Code(lambda sc: fn(lf(sc), rv))
+    if lc.constant:
+        lv = lc.value
+        return Code(lambda sc: fn(lv, rf(sc)))
+    return Code(lambda sc: fn(lf(sc), rf(sc)))
+
+
+def _boolean(code: Code) -> Code:
+    """``x and true`` / ``x or false``: x itself when it is a boolean, else null (FEEL's connectives)."""
+    f = code.fn
+
+    def as_bool(sc: Scope) -> bool | None:
+        v = f(sc)
+        return v if v is True or v is False else None
+
+    return Code(as_bool)
+
+
 def _and(a: Any, b: Any) -> bool | None:
     if a is False or b is False:
         return False
@@ -207,6 +231,15 @@ def _or(a: Any, b: Any) -> bool | None:
 
 
 def _logical(op: str, lf: Code, rf: Code) -> Code:
+    # A constant that decides the result folds the whole connective, whatever the other side is:
+    # in FEEL's three-valued logic false and x = false, true or x = true.
+    decisive = op == "or"
+    if (lf.constant and lf.value is decisive) or (rf.constant and rf.value is decisive):
+        return constant(decisive)
+    if lf.constant and lf.value is (not decisive) and not rf.constant:
+        return _boolean(rf)
+    if rf.constant and rf.value is (not decisive) and not lf.constant:
+        return _boolean(lf)
     if op == "and":
 
         def conj(sc: Scope) -> bool | None:

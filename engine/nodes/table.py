@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from engine.errors import EvaluationError, FeelError, Problem
-from engine.feel import Expression, UnaryTests, compile_unary_tests
+from engine.errors import EvaluationError, Problem
+from engine.feel import Expression, UnaryTests
 from engine.feel.builtins import BUILTINS
 from engine.feel.convert import coerce
 from engine.feel.ops import equal
@@ -226,17 +226,6 @@ def _policy(defn: JSONObject, pointer: str, ctx: CompileContext) -> str | None:
     return policy
 
 
-def _tests(text: Any, pointer: str, ctx: CompileContext) -> UnaryTests | None:
-    if not isinstance(text, str):
-        ctx.problems.append(Problem(pointer, "must be a FEEL unary-tests string"))
-        return None
-    try:
-        return compile_unary_tests(text, names=ctx.names)
-    except FeelError as exc:
-        ctx.problems.append(Problem(pointer, f"{exc.detail} in {text!r}"))
-        return None
-
-
 def _converter(type_name: Any) -> Callable[[Any], Any] | None:
     """Table inputs of a temporal type accept ISO strings (JSON has no dates); numbers become Decimal."""
     if type_name in _TEMPORAL:
@@ -256,7 +245,7 @@ def _columns(raw: list[Any], pointer: str, ctx: CompileContext) -> list[Column |
             continue
         known_keys(col, ("expr", "type", "values"), p, ctx)
         expr = ctx.expression(col.get("expr"), f"{p}/expr")
-        allowed = _tests(col["values"], f"{p}/values", ctx) if "values" in col else None
+        allowed = ctx.unary_tests(col["values"], f"{p}/values") if "values" in col else None
         label = str(col.get("label") or col.get("expr"))
         out.append(None if expr is None else Column(expr, label, allowed, _converter(col.get("type"))))
     return out
@@ -276,7 +265,7 @@ def _outputs(raw: list[Any], pointer: str, ctx: CompileContext) -> list[Output |
             if len(raw) > 1 or name is not None:
                 ctx.problems.append(Problem(f"{p}/name", "each output of a multi-output table needs a 'name'"))
             name = "output"
-        allowed = _tests(o["values"], f"{p}/values", ctx) if "values" in o else None
+        allowed = ctx.unary_tests(o["values"], f"{p}/values") if "values" in o else None
         default = ctx.expression(o["default"], f"{p}/default") if "default" in o else None
         literals = allowed.literals if allowed is not None else None
         ranks = {literal_key(v): k for k, v in reversed(list(enumerate(literals or ())))}
@@ -364,7 +353,7 @@ def _rules(raw: list[Any], widths: tuple[int, int], pointer: str, ctx: CompileCo
             ctx.problems.append(Problem(f"{p}/id", f"duplicate rule id '{rid}'"))
         out.ids.append(rid)
         when = _cells(rule, "when", widths[0], p, ctx) or []
-        tests = [_tests(cell, f"{p}/when/{c}", ctx) for c, cell in enumerate(when)]
+        tests = [ctx.unary_tests(cell, f"{p}/when/{c}") for c, cell in enumerate(when)]
         out.tests.append([None if t is None or t.is_wildcard else t for t in tests])
         then = _cells(rule, "then", widths[1], p, ctx) or []
         exprs = [ctx.expression(cell, f"{p}/then/{c}") for c, cell in enumerate(then)]
