@@ -157,12 +157,12 @@ class Egress:
         if not self.shared:
             async with guarded_client(allow_private=allow_private, max_connections=4) as client:
                 return await asyncio.wait_for(_exchange(client, request, max_bytes), timeout_s)
-        client = self._clients.get(allow_private)
-        if client is None:
-            client = self._clients[allow_private] = guarded_client(
+        pooled = self._clients.get(allow_private)
+        if pooled is None:
+            pooled = self._clients[allow_private] = guarded_client(
                 allow_private=allow_private, max_connections=self.max_connections
             )
-        return await asyncio.wait_for(_exchange(client, request, max_bytes), timeout_s)
+        return await asyncio.wait_for(_exchange(pooled, request, max_bytes), timeout_s)
 
     async def aclose(self) -> None:
         for client in self._clients.values():
@@ -191,5 +191,5 @@ def egress_for(services: Any) -> Egress:
         egress = services.get(SERVICE)
         if egress is None:
             egress = services[SERVICE] = Egress()
-        return egress  # type: ignore[no-any-return]
+        return egress
     return Egress(shared=False)

@@ -205,5 +205,5 @@ def sandbox_for(services: Any) -> Sandbox:
         sandbox = services.get(SERVICE)
         if sandbox is None:
             sandbox = services[SERVICE] = Sandbox()
-        return sandbox  # type: ignore[no-any-return]
+        return sandbox
     return Sandbox()

@@ -25,7 +25,13 @@ from tests.conftest import free_port, wait_until
 
 PRODUCTS = [
     {"id": "p1", "name": "Trail shoe", "categoryID": "shoes", "price": 120, "tiers": ["gold", "silver", "regular"]},
-    {"id": "p2", "name": "Road shoe", "categoryID": "shoes", "price": 90, "tiers": ["gold", "silver", "regular", "new"]},
+    {
+        "id": "p2",
+        "name": "Road shoe",
+        "categoryID": "shoes",
+        "price": 90,
+        "tiers": ["gold", "silver", "regular", "new"],
+    },
     {"id": "p3", "name": "Carbon racer", "categoryID": "shoes", "price": 260, "tiers": ["gold"]},
     {"id": "p4", "name": "Rain jacket", "categoryID": "jackets", "price": 150, "tiers": ["gold", "silver"]},
 ]

@@ -308,7 +308,7 @@ async def test_without_services_the_node_takes_its_fallback(commerce: StubServer
 
 async def test_gated_node_is_skipped_without_a_call(world: World, commerce: StubServer) -> None:
     await world.connect(commerce)
-    result = await world.run(world.plan(products(when="context.tier = \"platinum\"")), SHOES_GOLD)
+    result = await world.run(world.plan(products(when='context.tier = "platinum"')), SHOES_GOLD)
     assert entry(result, "products")["skipped"] is True
     assert commerce.knobs.calls["/products"] == 0
 
@@ -337,3 +337,11 @@ async def test_commerce_example_model_against_the_stub(world: World, commerce: S
     silver = {**guest, "facts": {"lifetime_value": 500}}
     result = await plan.evaluate_async(silver, {"category": "shoes", "now": "2026-06-01"}, 1000)
     assert result.outputs["products"] == ["p2", "p1"] and result.outputs["promotion"] == "promo-silver"
+
+
+async def test_null_path_placeholder_yields_the_fallback(world: World, commerce: StubServer) -> None:
+    await world.connect(commerce)
+    result = await world.run(world.plan(products(path="/products/{context.sku}")), {})
+    t = entry(result, "products")
+    assert t["fallback"] == "error" and "{context.sku} evaluated to None" in t["reason"]
+    assert commerce.knobs.calls["/products"] == 0

@@ -52,7 +52,10 @@ def test_escape_attempts_fail_clearly(sandbox: Sandbox, body: str, message: str 
 
 
 def test_pairs_over_a_library_does_not_hand_out_the_table(sandbox: Sandbox) -> None:
-    body = "local f, t = pairs(string); local names = {} for k in pairs(string) do names[#names+1] = k end return t == nil and #names > 5"
+    body = (
+        "local f, t = pairs(string); local names = {} "
+        "for k in pairs(string) do names[#names+1] = k end return t == nil and #names > 5"
+    )
     assert run(sandbox, body) is True
 
 

@@ -103,7 +103,7 @@ class ExternalNode:
                 continue
             value = to_json(part(scope))
             if value is None or isinstance(value, dict | list) or str(value) in (".", ".."):
-                raise ExternalCallFailed(f"path placeholder {{{part.text}}} evaluated to {value!r}")
+                raise ExternalCallFailed(f"path placeholder {{{part.source}}} evaluated to {value!r}")
             segments.append(quote(_text(value), safe=""))
         query = []
         for name, expr in self.query:

@@ -15,6 +15,7 @@ The script runs in :mod:`engine.sandbox` with its instruction budget and memory 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +33,7 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-_CHECKS = {
+_CHECKS: dict[str, Callable[[Any], bool]] = {
     "string": lambda v: isinstance(v, str),
     "number": _is_number,
     "integer": lambda v: _is_number(v) and float(v).is_integer(),
@@ -84,7 +85,9 @@ def _json_type(value: Any) -> str:
         return f"an integer ({value})"
     if isinstance(value, float):
         return f"a number ({value})"
-    return {str: "a string", list: "a list", dict: "a map"}.get(type(value), type(value).__name__)
+    if isinstance(value, str):
+        return "a string"
+    return "a list" if isinstance(value, list) else "a map"
 
 
 def _returns(raw: Any, pointer: str, ctx: CompileContext) -> tuple[str, ...]:
