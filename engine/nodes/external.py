@@ -32,8 +32,7 @@ from engine.errors import ExternalCallFailed, Problem
 from engine.feel import Expression, to_feel, to_json
 from engine.feel.scope import Bound
 from engine.nodes.base import CompileContext, Node, TraceEntry, known_keys, require
-from engine.nodes.output import Builder
-from engine.nodes.output import _template as template
+from engine.nodes.output import Builder, template
 from engine.types import JSONObject, Scope
 
 KIND = "external"
