@@ -10,6 +10,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from engine import listen
+from engine import integrations, listen
 
-FEATURES: tuple[ModuleType, ...] = (listen,)
+FEATURES: tuple[ModuleType, ...] = (integrations, listen)
