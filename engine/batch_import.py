@@ -13,7 +13,7 @@ import asyncio
 import gzip
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -75,7 +75,9 @@ def open_lines(path: Path) -> tuple[IO[bytes], IO[bytes]]:
     return (gzip.GzipFile(fileobj=raw) if gzipped else raw), raw  # type: ignore[return-value]
 
 
-def _batches(stream: IO[bytes], raw_size: Callable[[], int]) -> Iterator[tuple[list[tuple[int, bytes]], int]]:
+def _batches(
+    stream: IO[bytes], raw_size: Callable[[], int]
+) -> Generator[tuple[list[tuple[int, bytes]], int], None, None]:
     number, batch = 0, []
     for line in stream:
         number += 1

@@ -94,7 +94,7 @@ class Settings:
             s = replace(s, context_ids=_parse_pairs(v))
         for name in ("session_timeout_ms", "max_sessions", "max_events_per_session", "max_orders", "event_log_shards"):
             if v := env.get(f"ARBITER_{name.upper()}"):
-                s = replace(s, **{name: int(v)})
+                s = replace(s, **{name: int(v)})  # type: ignore[arg-type]
         return replace(s, **{k: v for k, v in overrides.items() if v is not None})
 
     def check_bind(self) -> None:

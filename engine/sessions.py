@@ -125,9 +125,10 @@ def identify(guest: JSONObject, event: Event) -> None:
 
 def _open_session(guest: JSONObject, event: Event, limits: Limits) -> JSONObject:
     sessions = guest.setdefault("sessions", [])
-    for session in reversed(sessions):
-        if session["status"] == "open" and session["channel"] == event.channel and session["pos"] == event.pos:
-            return session
+    for existing in reversed(sessions):
+        if existing["status"] == "open" and existing["channel"] == event.channel and existing["pos"] == event.pos:
+            found: JSONObject = existing
+            return found
     session: JSONObject = {
         "ref": f"s-{event.ref}",
         "channel": event.channel,

@@ -115,8 +115,8 @@ def _lookup(body: JSONObject) -> GuestLookup:
 
 
 def _context(body: JSONObject, pos: str) -> JSONObject:
-    params = body.get("params") if isinstance(body.get("params"), dict) else {}
-    context: JSONObject = {**params}
+    params = body.get("params")
+    context: JSONObject = dict(params) if isinstance(params, dict) else {}
     for wire, name in (("channel", "channel"), ("language", "language"), ("currencyCode", "currency"),
                        ("friendlyId", "friendly_id"), ("variants", "variants")):  # fmt: skip
         if body.get(wire) is not None:
