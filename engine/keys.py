@@ -81,6 +81,3 @@ ACTIVE_SESSIONS = f"{PREFIX}:sessions:active"
 
 ABANDONED = f"{PREFIX}:abandoned"
 """Stream: abandoned-cart records (a session closed with a cart and no order), for the cart trigger."""
-
-IMPORT_JOBS = f"{PREFIX}:imports"
-"""Hash: import job id → status document (JSON)."""
