@@ -10,4 +10,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-FEATURES: tuple[ModuleType, ...] = ()
+from engine import experimentation
+
+FEATURES: tuple[ModuleType, ...] = (experimentation,)
