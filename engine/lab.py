@@ -58,6 +58,8 @@ class Lab:
         self.allocations: dict[str, Allocation] = {}
         self._pending: list[Exposure] = []
         self._wake = asyncio.Event()
+        self._flushing = asyncio.Lock()
+        self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     # --- the request path: memory only ------------------------------------------------------------
@@ -102,21 +104,29 @@ class Lab:
         self._tasks = [loop.create_task(self._refresh_loop()), loop.create_task(self._flush_loop())]
 
     async def stop(self) -> None:
+        # Loops end at their next turn rather than by cancellation: cancelling a task inside a Redis
+        # pipeline can leave the connection half-used, and a swallowed CancelledError would hang here.
+        self._stopping.set()
+        self._wake.set()
         for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            try:
+                await asyncio.wait_for(task, timeout=5)
+            except (TimeoutError, asyncio.CancelledError):
+                log.warning("experiments task did not stop in time")
         with contextlib.suppress(Unavailable):
             await self.flush()
 
     async def flush(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending[:512], self._pending[512:]
-            try:
-                await self.ledger.expose(batch)
-            except Unavailable as exc:
-                self._pending[:0] = batch
-                raise exc
+        """Write every queued exposure; returns only when those queued before the call are written."""
+        # The lock makes a reader's flush (results, rewards) wait for a batch the flusher has in flight.
+        async with self._flushing:
+            while self._pending:
+                batch, self._pending = self._pending[:512], self._pending[512:]
+                try:
+                    await self.ledger.expose(batch)
+                except Unavailable:
+                    self._pending[:0] = batch
+                    raise
 
     async def refresh(self) -> None:
         docs = await self.rt.store.resource_list(RESOURCE)
@@ -159,24 +169,29 @@ class Lab:
         return min([self.refresh_s, *(s / 4 for s in bandit_epochs)])
 
     async def _refresh_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s())
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._interval_s())
+                return
             try:
                 await self.refresh()
             except Unavailable as exc:
                 log.warning("experiment refresh failed; serving the cached allocation: %s", exc.detail)
 
     async def _flush_loop(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             await self._wake.wait()
-            await asyncio.sleep(self.flush_interval_s)  # gather a batch: one pipeline for many decisions
+            with contextlib.suppress(TimeoutError):
+                # Gather a batch (one pipeline for many decisions), unless we are stopping.
+                await asyncio.wait_for(self._stopping.wait(), self.flush_interval_s)
             self._wake.clear()
             try:
                 await self.flush()
             except Unavailable as exc:
                 log.warning("exposure write failed, will retry: %s", exc.detail)
                 self._wake.set()
-                await asyncio.sleep(0.5)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), 0.5)
 
     # --- admin ----------------------------------------------------------------------------------
     async def put(self, key: str, doc: JSONObject) -> Experiment:

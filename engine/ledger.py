@@ -219,12 +219,15 @@ class MemoryLedger:
             if x.unit != x.decision_id:
                 self.aliases[(x.experiment, x.decision_id)] = x.unit
             if x.guest_ref:
-                assignments = self.store.extra.setdefault("assignments", {}).setdefault(x.guest_ref, {})
-                if not (x.keep_assignment and x.experiment in assignments):
-                    assignments[x.experiment] = x.assignment()
+                # The guest document holds the assignment when the guest exists (merges move it); a guest
+                # with no document yet keeps it here until one exists.
                 guest = self.store._guests.get(x.guest_ref)  # noqa: SLF001 — the embedded store's own document
                 if guest is not None:
-                    guest.setdefault("assignments", {})[x.experiment] = assignments[x.experiment]
+                    target = guest.setdefault("assignments", {})
+                else:
+                    target = self.store.extra.setdefault("assignments", {}).setdefault(x.guest_ref, {})
+                if not (x.keep_assignment and x.experiment in target):
+                    target[x.experiment] = x.assignment()
 
     async def claim(self, experiment: str, unit: str, now_ms: int) -> tuple[str, str, str]:
         u = self.units.get((experiment, unit))
