@@ -79,7 +79,7 @@ def redis_server() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def engines(redis_url: str, count: int, log_dir: Path) -> Iterator[list[str]]:
+def engines(redis_url: str, count: int, log_dir: Path, models: Path | None = None) -> Iterator[list[str]]:
     """``count`` real ``python -m engine serve`` processes on free ports, sharing ``redis_url``."""
     env = {**os.environ, "ARBITER_ADMIN_KEY": ADMIN_KEY, "ARBITER_PUBLIC_KEY": PUBLIC_KEY}
     procs, bases = [], []
@@ -87,12 +87,13 @@ def engines(redis_url: str, count: int, log_dir: Path) -> Iterator[list[str]]:
         for i in range(count):
             port = free_port()
             log = open(log_dir / f"engine-{i}.log", "wb")  # noqa: SIM115 — closed with the process
-            procs.append((subprocess.Popen(
-                [sys.executable, "-m", "engine", "serve", "--port", str(port), "--redis", redis_url, "--quiet"],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+            args = [sys.executable, "-m", "engine", "serve", "--port", str(port), "--redis", redis_url, "--quiet"]
+            if models is not None:
+                args += ["--models", str(models)]
+            procs.append((subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), log))
             bases.append(f"http://127.0.0.1:{port}")
         for base in bases:
-            _wait(lambda b=base: httpx.get(f"{b}/health", timeout=1).status_code == 200, 30, f"engine at {base}")
+            _wait(lambda b=base: httpx.get(f"{b}/ready", timeout=1).status_code == 200, 30, f"engine at {base}")
         yield bases
     finally:
         for proc, log in procs:

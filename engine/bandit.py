@@ -102,18 +102,21 @@ def _normal_gamma_draws(tallies: Sequence[Tally], rng: np.random.Generator, draw
     alpha_n = alpha0 + n / 2
     beta_n = beta0 + ss / 2 + kappa0 * n * (xbar - mu0) ** 2 / (2 * kappa_n)
     tau = rng.gamma(alpha_n, 1.0 / beta_n, size=(draws, len(tallies)))
-    return rng.normal(mu_n, 1.0 / np.sqrt(kappa_n * tau))
+    means: np.ndarray = rng.normal(mu_n, 1.0 / np.sqrt(kappa_n * tau))
+    return means
 
 
 def probability_best(samples: np.ndarray) -> np.ndarray:
     """P(arm is best) from posterior samples; ties (rare, continuous draws) go to the lower index."""
     winners = np.argmax(samples, axis=1)
-    return np.bincount(winners, minlength=samples.shape[1]) / samples.shape[0]
+    shares: np.ndarray = np.bincount(winners, minlength=samples.shape[1]) / samples.shape[0]
+    return shares
 
 
 def expected_loss(samples: np.ndarray) -> np.ndarray:
     """E[max_j θ_j − θ_i]: what choosing arm i costs, in reward per exposure, if it is not the best."""
-    return np.mean(samples.max(axis=1, keepdims=True) - samples, axis=0)
+    loss: np.ndarray = np.mean(samples.max(axis=1, keepdims=True) - samples, axis=0)
+    return loss
 
 
 def top_two_probabilities(samples: np.ndarray, leader_share: float) -> np.ndarray:
@@ -126,7 +129,8 @@ def top_two_probabilities(samples: np.ndarray, leader_share: float) -> np.ndarra
     k = samples.shape[1]
     first = np.bincount(order[:, -1], minlength=k)
     second = np.bincount(order[:, -2], minlength=k)
-    return (leader_share * first + (1 - leader_share) * second) / samples.shape[0]
+    shares: np.ndarray = (leader_share * first + (1 - leader_share) * second) / samples.shape[0]
+    return shares
 
 
 def allocate(policy: Policy, tallies: Sequence[Tally], rng: np.random.Generator, draws: int = MC_DRAWS) -> list[float]:

@@ -46,8 +46,8 @@ def seeded(settings: Settings, store: Store, tmp_path: Path) -> Iterator[TestCli
     (tmp_path / "experiments").mkdir()
     (tmp_path / "hero.json").write_bytes(HERO_MODEL)
     (tmp_path / "experiments" / "hero-banner.json").write_bytes(orjson.dumps(HERO_EXPERIMENT))
-    app = create_app(Settings(**{**{f: getattr(settings, f) for f in ("admin_key", "public_keys")}, "models_dir": tmp_path}),
-                     store=store)
+    keys = {f: getattr(settings, f) for f in ("admin_key", "public_keys")}
+    app = create_app(Settings(**keys, models_dir=tmp_path), store=store)
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 
@@ -110,7 +110,8 @@ def test_goal_event_is_attributed_to_the_guests_fixed_assignment_once(client: Te
     event = {"guest_ref": "shopper", "event": {"type": "ORDER_CHECKOUT", "ref": "e1"}}
     got = client.post("/v1/experiments/_events", headers=ADMIN, json=event).json()["attributed"]
     assert [(a["status"], a["arm"]) for a in got] == [("counted", arms.pop())]
-    assert client.post("/v1/experiments/_events", headers=ADMIN, json=event).json()["attributed"][0]["status"] == "duplicate"
+    replay = client.post("/v1/experiments/_events", headers=ADMIN, json=event).json()["attributed"]
+    assert replay[0]["status"] == "duplicate"
     r = results(client, "ab")
     # A fixed split counts guests, not page views: five decisions, one exposure.
     assert r["exposures"] == 1 and sum(a["conversions"] for a in r["arms"]) == 1

@@ -29,7 +29,9 @@ def test_aa_two_proportion_false_positive_rate_is_nominal() -> None:
     rng = np.random.default_rng(SEED)
     runs, n = 4000, 2000
     a, b = rng.binomial(n, 0.1, runs), rng.binomial(n, 0.1, runs)
-    rejections = sum(stats.two_proportion_z(binary(n, x), binary(n, y)).p_value < 0.05 for x, y in zip(a, b, strict=True))
+    rejections = sum(
+        stats.two_proportion_z(binary(n, x), binary(n, y)).p_value < 0.05 for x, y in zip(a, b, strict=True)
+    )
     # Nominal 5 %; sd over 4000 runs is 0.34 %: ±1.5 % is over four sd.
     assert abs(rejections / runs - 0.05) < 0.015
 
