@@ -3,9 +3,9 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-TCK ?= ../shared/dmn-tck/TestCases
+TCK ?= ../shared/dmn-tck
 
-.PHONY: run test check bench redis-server node-deps tck clean
+.PHONY: run test check bench bench-load bench-memory redis-server node-deps tck clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,8 +25,9 @@ redis-server:
 test: $(STAMP) redis-server
 	$(BIN)/python -m pytest -q
 
+# The DMN conformance gate: every case of the tiers we claim must pass (exit 1 on any regression).
 tck: $(STAMP)
-	$(BIN)/arbiter tck $(TCK)
+	$(BIN)/arbiter tck $(TCK) --tier A --tier A3 --tier B --tier D --failures-only
 
 check: $(STAMP)
 	$(BIN)/ruff check engine tests benchmarks
@@ -37,3 +38,11 @@ bench: $(STAMP) redis-server
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Load harness (real Redis + floor app + Arbiter, wrk and the open-loop generator): benchmarks/RESULTS.md.
+BENCH_LOAD_ARGS ?= --workers 1 --guests 20000 --duration 10
+bench-load: $(STAMP) redis-server
+	$(BIN)/python -m benchmarks.loadtest $(BENCH_LOAD_ARGS) --json benchmarks/last-load.json
+
+bench-memory: $(STAMP) redis-server
+	$(BIN)/python -m benchmarks.memory

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
+import redis
 
+from engine import keys
 from engine.model import parse_document
+from engine.store.redis import GUEST_PARTS
+from engine.types import JSONObject
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = 20261123
@@ -64,3 +70,134 @@ def big_table_model(rules: int = 200, seed: int = SEED) -> dict[str, Any]:
             }
         ]
     }
+
+
+# --- the load scenario: guests with history, stored as the Redis store lays them out ------------------
+CHANNELS = ("WEB", "APP", "STORE")
+CATEGORIES = ("shoes", "outerwear", "denim", "accessories", "knitwear", "sport", "kids", "home")
+COUNTRIES = ("DE", "FR", "NL", "GB", "IT", "ES", "SE", "PL")
+
+
+def guest_ref(i: int) -> str:
+    """The browser id / guest ref of guest ``i``: load generators and seeders agree through this."""
+    return f"bench-{i:07d}"
+
+
+def guest_documents(n: int, seed: int = SEED, start: int = 0) -> Iterator[JSONObject]:
+    """``n`` guests with history (sessions, orders, cart), as a storefront would have built them.
+
+    Sizes follow a real shop's long tail: most guests have a few sessions and no or one order; a few
+    have dozens. A typical document is ~0.7 KB of JSON, the tail ~3 KB. Lazy, so a million guests never sit in memory.
+    """
+    rng = np.random.default_rng([seed, start])
+    for i in range(start, start + n):
+        n_orders = min(int(rng.poisson(1.5) if rng.random() < 0.8 else rng.poisson(12)), 40)
+        n_sessions = min(1 + int(rng.geometric(0.25)), 30)
+        orders = [
+            {
+                "id": f"o{i}-{k}",
+                "at": f"2026-{1 + int(rng.integers(0, 10)):02d}-{1 + int(rng.integers(0, 28)):02d}",
+                "total": round(float(rng.lognormal(4.0, 0.8)), 2),
+                "items": int(rng.integers(1, 6)),
+                "category": CATEGORIES[int(rng.integers(0, len(CATEGORIES)))],
+            }
+            for k in range(n_orders)
+        ]
+        sessions = [
+            {
+                "at": f"2026-10-{1 + int(rng.integers(0, 28)):02d}T{int(rng.integers(0, 24)):02d}:00:00Z",
+                "channel": CHANNELS[int(rng.integers(0, 3))],
+                "pages": int(rng.integers(1, 30)),
+            }
+            for _ in range(n_sessions)
+        ]
+        cart_items = [
+            {"sku": f"sku-{int(rng.integers(0, 5000))}", "price": round(float(rng.lognormal(3.5, 0.6)), 2), "qty": 1}
+            for _ in range(int(rng.choice([0, 0, 0, 1, 2, 3])))
+        ]
+        ltv = round(sum(o["total"] for o in orders), 2)
+        yield {
+            "ref": guest_ref(i),
+            "type": "customer" if n_orders else "visitor",
+            "known": bool(n_orders),
+            "attributes": {
+                "country": COUNTRIES[int(rng.integers(0, len(COUNTRIES)))],
+                "newsletter": bool(rng.random() < 0.3),
+                "favourite_category": CATEGORIES[int(rng.integers(0, len(CATEGORIES)))],
+            },
+            "ext": {},
+            "identifiers": [],
+            "segments": [s for s in ("returning", "app-user", "discount-seeker") if rng.random() < 0.3],
+            "facts": {"lifetime_value": ltv, "order_count": n_orders, "sessions_30d": n_sessions},
+            "cart": {"items": cart_items, "value": round(sum(c["price"] for c in cart_items), 2)},
+            "sessions": sessions,
+            "orders": orders,
+            "assignments": {},
+        }
+
+
+def redis_fields(guest: JSONObject) -> dict[str, bytes]:
+    """The hash fields ``RedisStore.guest_save`` writes for ``guest`` (one HSET, pipelinable)."""
+    fields = {"profile": orjson.dumps({k: v for k, v in guest.items() if k not in GUEST_PARTS})}
+    fields.update({part: orjson.dumps(guest[part]) for part in GUEST_PARTS if part in guest})
+    return fields
+
+
+def seed_guests(url: str, n: int, *, seed: int = SEED, batch: int = 2000) -> int:
+    """Write ``n`` guests to the Redis at ``url`` in pipelined batches; returns the bytes written."""
+    client = redis.Redis.from_url(url)
+    written = 0
+    try:
+        pipe = client.pipeline(transaction=False)
+        for k, guest in enumerate(guest_documents(n, seed), 1):
+            fields = redis_fields(guest)
+            written += sum(len(v) for v in fields.values())
+            pipe.hset(keys.guest(guest["ref"]), mapping=fields)  # type: ignore[arg-type]
+            if k % batch == 0:
+                pipe.execute()
+        pipe.execute()
+    finally:
+        client.close()
+    return written
+
+
+def decide_bodies(n: int, guests_n: int, seed: int = SEED) -> list[bytes]:
+    """``n`` decide request bodies spread over ``guests_n`` guests (a few unknown ones, as in real traffic)."""
+    rng = np.random.default_rng([seed, 7])
+    out = []
+    for _ in range(n):
+        i = int(rng.integers(0, guests_n * 1.02))  # ~2 % unknown browsers: a fresh visitor, no stored guest
+        out.append(
+            orjson.dumps(
+                {
+                    "guest": {"browser_id": guest_ref(i)},
+                    "context": {
+                        "channel": CHANNELS[int(rng.integers(0, 3))],
+                        "page": "product",
+                        "category": CATEGORIES[int(rng.integers(0, len(CATEGORIES)))],
+                        "price": round(float(rng.lognormal(3.5, 0.7)), 2),
+                        "now": "2026-11-23",
+                    },
+                }
+            )
+        )
+    return out
+
+
+def event_bodies(n: int, guests_n: int, seed: int = SEED) -> list[bytes]:
+    """``n`` storefront events (views, add-to-cart) over ``guests_n`` guests, each with its own ref."""
+    rng = np.random.default_rng([seed, 11])
+    kinds = ("VIEW", "VIEW", "VIEW", "ADD", "SEARCH")
+    return [
+        orjson.dumps(
+            {
+                "ref": f"ev-{seed}-{k}",
+                "type": kinds[int(rng.integers(0, len(kinds)))],
+                "browser_id": guest_ref(int(rng.integers(0, guests_n))),
+                "channel": CHANNELS[int(rng.integers(0, 3))],
+                "page": "product",
+                "category": CATEGORIES[int(rng.integers(0, len(CATEGORIES)))],
+            }
+        )
+        for k in range(n)
+    ]

@@ -145,8 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--explain", action="store_true", help="include the per-node trace")
     ev.set_defaults(func=cmd_eval)
     tck = sub.add_parser("tck", help="run the DMN TCK conformance cases")
-    tck.add_argument("path", help="the TCK TestCases directory")
-    tck.add_argument("--tier", action="append", help="only these tiers (repeatable)")
+    tck.add_argument("path", help="the TCK directory (holding SUBSETS.csv) or its TestCases folder")
+    tck.add_argument("--tier", action="append", help="only these tiers (repeatable): A, A3, B, C, D, D_not_sfeel")
+    tck.add_argument("--failures-only", action="store_true", help="print only failing cases and the summary")
     tck.set_defaults(func=lambda a: _tck(a))
     args = parser.parse_args(argv)
     return int(args.func(args))
@@ -155,7 +156,12 @@ def main(argv: list[str] | None = None) -> int:
 def _tck(args: argparse.Namespace) -> int:
     from engine import tck
 
-    argv = [args.path] + [x for t in (args.tier or []) for x in ("--tier", t)]
+    path = Path(args.path)
+    if path.name == "TestCases" and (path.parent / "SUBSETS.csv").is_file():
+        path = path.parent
+    argv = ["--dir", str(path)] + [x for t in (args.tier or []) for x in ("--tier", t)]
+    if args.failures_only:
+        argv.append("--failures-only")
     return int(tck.main(argv))
 
 

@@ -123,3 +123,26 @@ class Unavailable(ArbiterError):
     """A dependency (Redis, an external system) is down; writes are refused rather than dropped."""
 
     status, slug, title = 503, "unavailable", "Service unavailable"
+
+
+# --- scripts and external calls (issue 4) --------------------------------------------------------
+class ScriptError(EvaluationError):
+    """A Lua script failed to compile or run: its message, the line where known, or a broken limit."""
+
+    slug, title = "script", "Script failed"
+
+    def __init__(self, detail: str, *, line: int | None = None, pointer: str | None = None) -> None:
+        super().__init__(detail, pointer=pointer)
+        self.line = line
+        if line is not None:
+            self.extra["line"] = line
+
+
+class ExternalCallFailed(EvaluationError):
+    """An external data call failed (refused, timed out, bad status, unreadable body); ``reason`` says how."""
+
+    slug, title = "external-call", "External call failed"
+
+    def __init__(self, detail: str, *, reason: str = "error") -> None:
+        super().__init__(detail)
+        self.reason = reason

@@ -10,6 +10,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from engine import experimentation
+from engine import experimentation, integrations
 
-FEATURES: tuple[ModuleType, ...] = (experimentation,)
+FEATURES: tuple[ModuleType, ...] = (integrations, experimentation)

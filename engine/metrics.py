@@ -87,6 +87,8 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        """(route, method, status) → (latency histogram child, request counter child): see the module doc."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -106,5 +108,12 @@ class MetricsMiddleware:
         finally:
             endpoint = scope.get("endpoint")
             route = getattr(endpoint, "__name__", "unmatched")
-            self.metrics.request_s.labels(route).observe(time.perf_counter() - t0)
-            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            key = (route, scope["method"], status)
+            children = self._children.get(key)
+            if children is None:
+                children = self._children[key] = (
+                    self.metrics.request_s.labels(route),
+                    self.metrics.requests.labels(route, scope["method"], str(status)),
+                )
+            children[0].observe(time.perf_counter() - t0)
+            children[1].inc()

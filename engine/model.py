@@ -105,6 +105,10 @@ def compile_model(
     outputs = [i for i, n in compiled if n.kind == "output"]
     if len(outputs) > 1:
         problems.append(Problem(f"/nodes/{outputs[1]}", "a model has at most one output node"))
+    types = defn.get("types", {})
+    if not isinstance(types, dict):
+        problems.append(Problem("/types", "must be an object of type name → definition"))
+        types = {}
     deadline_ms = defn.get("deadline_ms")
     if deadline_ms is not None and (not isinstance(deadline_ms, int) or not 1 <= deadline_ms <= 10_000):
         problems.append(Problem("/deadline_ms", "must be an integer number of milliseconds, 1 to 10000"))
@@ -119,6 +123,7 @@ def compile_model(
         inputs=tuple(inputs),
         deadline_ms=deadline_ms,
         max_result_bytes=max_result_bytes,
+        types=types,
     )
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import ArbiterError, EvaluationError
-from engine.feel import coerce, to_json
+from engine.feel import to_json
+from engine.feel.convert import coerce_input
 from engine.nodes.base import TraceEntry
 from engine.types import JSONObject
 
@@ -40,6 +42,8 @@ class Plan:
     inputs: tuple[tuple[str, str], ...]
     deadline_ms: int | None
     max_result_bytes: int
+    types: Mapping[str, Any] = field(default_factory=dict)
+    """The model's item definitions: declared inputs are coerced through them (DMN structures, lists)."""
     is_async: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -48,7 +52,7 @@ class Plan:
     def scope(self, guest: JSONObject, context: JSONObject) -> dict[str, Any]:
         scope: dict[str, Any] = {"guest": guest, "context": context}
         for name, type_name in self.inputs:
-            scope[name] = coerce(context.get(name), type_name)
+            scope[name] = coerce_input(context.get(name), type_name, self.types)
         return scope
 
     def evaluate(self, guest: JSONObject, context: JSONObject) -> Result:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -39,8 +40,8 @@ def test_every_example_has_test_cases() -> None:
 def test_example_case(path: Path, case: dict) -> None:
     plan = compile_model(parse_document(path.read_bytes()), key=path.stem)
     guest, context = split_input(plan, case.get("input", {}))
-    result = plan.evaluate(guest, context) if not plan.is_async else None
-    assert result is not None
+    # Async plans (external calls) run without connections here, so their calls take the fallbacks.
+    result = asyncio.run(plan.evaluate_async(guest, context, 1000)) if plan.is_async else plan.evaluate(guest, context)
     assert result.errors == []
     assert result.outputs == case["expect"]
 

@@ -50,6 +50,7 @@ EXPRESSIONS: list[tuple[str, dict[str, Any], Any]] = [
     ("guest.missing.deeper", {"guest": {}}, None),
     ("unknown", {}, None),
     ("structA.price > 10", {"structA": {"price": 20}}, True),
+    ("Applicant.member since < x", {"Applicant": {"member since": 1}, "x": 2}, True),
     ('date("2018-07-30").year', {}, Decimal(2018)),
     # comparisons, including mixed number types and mismatched kinds
     ("x = 1", {"x": 1.0}, True),
@@ -164,6 +165,12 @@ UNARY: list[tuple[str, Any, dict[str, Any], bool]] = [
     ('not("a","b")', "c", {}, True),
     ('not("a","b")', "a", {}, False),
     ("not(< 5)", 7, {}, True),
+    ("not(< 5)", None, {}, False),  # not(null) is null: no match
+    ('not("a")', None, {}, True),  # null = "a" is false, so not(...) is true
+    ("not([1..10])", "x", {}, False),
+    ("= [1, 2]", [1, 2], {}, True),  # `=` compares whole lists…
+    ("= [1, 2]", 1, {}, False),
+    ("[1, 2]", 1, {}, True),  # …a bare list is membership
     ("10", Decimal("10.0"), {}, True),
     ("10", 10.0, {}, True),
     ("true", True, {}, True),

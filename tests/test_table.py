@@ -261,13 +261,34 @@ def test_compile_problems_carry_pointers(change: dict[str, Any], pointer: str) -
 
 
 def test_index_agrees_with_a_plain_scan() -> None:
-    """Random tables mixing literal, list, range, negated and wildcard cells: the indexed evaluation must
-    match every rule a cell-by-cell scan matches."""
+    """Random tables mixing literal, list, comparison, range, negated and wildcard cells: the indexed
+    evaluation must match exactly the rules a cell-by-cell scan matches."""
     seed = 20240611
     rng = random.Random(seed)
-    cells = ['"a"', '"b"', '"a","c"', "-", 'not("a")', "1", "2", "[1..2]", "< 2", "null", "true"]
-    values = ["a", "b", "c", 1, 2, Decimal("1.0"), 1.0, True, None, [1]]
-    for _ in range(200):
+    cells = [
+        '"a"',
+        '"b"',
+        '"a","c"',
+        "-",
+        'not("a")',
+        "1",
+        "2",
+        "[1..2]",
+        "< 2",
+        "null",
+        "true",
+        "> 1",
+        "<= 1",
+        "(1..2]",
+        "]0..1[",
+        "[1..1]",
+        "2.5",
+        ">= 2.5",
+        "< 0, > 2",
+        "= 1",
+    ]
+    values = ["a", "b", "c", 0, 1, 2, 3, Decimal("1.0"), 1.0, 1.5, 2.5, -1, True, None, [1]]
+    for _ in range(400):
         rules = [
             {"id": str(i), "when": [rng.choice(cells) for _ in range(3)], "then": [str(i)]}
             for i in range(rng.randint(1, 12))

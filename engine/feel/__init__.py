@@ -15,14 +15,16 @@ Syntax errors raise :class:`engine.errors.FeelError` with the position of the of
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from engine.feel.compiler import Expression, compile_node, references
 from engine.feel.convert import coerce, to_feel, to_json
 from engine.feel.lexer import complex_names
 from engine.feel.parser import parse_expression, parse_unary_tests
+from engine.feel.partial import bind
 from engine.feel.syntax import AnyTest
-from engine.feel.unary import UnaryTests, compile_tests, equality_literals
+from engine.feel.unary import UnaryTests, compile_tests, equality_literals, numeric_interval
 
 __all__ = ["Expression", "UnaryTests", "coerce", "compile_expression", "compile_unary_tests", "to_feel", "to_json"]
 
@@ -31,9 +33,14 @@ def _names(names: Iterable[str]) -> frozenset[str]:
     return complex_names(names if isinstance(names, frozenset) else frozenset(names))
 
 
-def compile_expression(text: str, *, names: Iterable[str] = ()) -> Expression:
-    """Compile a FEEL expression. ``names`` are the names in scope, needed to read multi-word names."""
+def compile_expression(
+    text: str, *, names: Iterable[str] = (), bindings: Mapping[str, Any] | None = None
+) -> Expression:
+    """Compile a FEEL expression. ``names`` are the names in scope, needed to read multi-word names;
+    ``bindings`` are names whose values are known now (partial evaluation: they fold into constants)."""
     tree = parse_expression(text, _names(names))
+    if bindings:
+        tree = bind(tree, bindings)
     code = compile_node(tree, text)
     return Expression(text, references(tree), code.fn, code.constant, code.value)
 
@@ -42,10 +49,13 @@ def compile_unary_tests(text: str, *, names: Iterable[str] = ()) -> UnaryTests:
     """Compile a decision-table input entry (``< 18``, ``[1..10]``, ``"a","b"``, ``not("x")``, ``-``)."""
     tests = parse_unary_tests(text, _names(names))
     wildcard = len(tests) == 1 and isinstance(tests[0], AnyTest)
+    if wildcard:
+        return UnaryTests(text, frozenset(), True, compile_tests(tests, text))
     return UnaryTests(
         text,
         references(tests),
-        wildcard,
+        False,
         compile_tests(tests, text),
-        None if wildcard else equality_literals(tests, text),
+        equality_literals(tests, text),
+        numeric_interval(tests, text),
     )

@@ -8,17 +8,16 @@ guards the call because a FEEL evaluation must never raise out of ``expr(scope)`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, time, timedelta
-from decimal import Decimal
 from typing import Any, NamedTuple
 
 from engine.errors import FeelError
 from engine.feel import ops
 from engine.feel import syntax as s
 from engine.feel.builtins import BUILTINS, IMPURE
-from engine.feel.values import YearsMonthsDuration, as_int
+from engine.feel.scope import Bound, member, reads_input, references
+from engine.feel.values import as_int
 
 Scope = Mapping[str, Any]
 Fn = Callable[[Scope], Any]
@@ -46,32 +45,6 @@ def constant(value: Any) -> Code:
     return Code(const, True, value)
 
 
-class Bound(Mapping[str, Any]):
-    """A scope with a few names bound on top: ``?`` in unary tests, ``item`` in filters, context entries."""
-
-    __slots__ = ("local", "outer")
-
-    def __init__(self, local: Mapping[str, Any], outer: Mapping[str, Any]) -> None:
-        self.local = local
-        self.outer = outer
-
-    def __getitem__(self, key: str) -> Any:
-        if key in self.local:
-            return self.local[key]
-        return self.outer[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        if key in self.local:
-            return self.local[key]
-        return self.outer.get(key, default)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter({**self.outer, **self.local})
-
-    def __len__(self) -> int:
-        return len({**self.outer, **self.local})
-
-
 @dataclass(frozen=True, slots=True)
 class Expression:
     """A compiled FEEL expression. Call it with a scope mapping names to values."""
@@ -87,76 +60,6 @@ class Expression:
             return self.fn(scope)
         except Exception:  # a FEEL evaluation yields null rather than raising
             return None
-
-
-_TEMPORAL_PROPS: dict[str, Callable[[Any], Any]] = {
-    "year": lambda v: Decimal(v.year),
-    "month": lambda v: Decimal(v.month),
-    "day": lambda v: Decimal(v.day),
-    "hour": lambda v: Decimal(v.hour),
-    "minute": lambda v: Decimal(v.minute),
-    "second": lambda v: Decimal(v.second),
-    "weekday": lambda v: Decimal(v.isoweekday()),
-}
-_DURATION_PROPS: dict[str, Callable[[timedelta], Any]] = {
-    "days": lambda d: Decimal(d.days),
-    "hours": lambda d: Decimal(d.seconds // 3600),
-    "minutes": lambda d: Decimal(d.seconds // 60 % 60),
-    "seconds": lambda d: Decimal(d.seconds % 60),
-}
-
-
-def member(v: Any, key: str) -> Any:
-    """``v.key``: a context entry, a temporal component, or the key of every item of a list."""
-    if type(v) is dict:
-        return v.get(key)
-    if v is None:
-        return None
-    if isinstance(v, Mapping):
-        return v.get(key)
-    if isinstance(v, list):
-        return [member(x, key) for x in v]
-    if isinstance(v, (date, time)) and key in _TEMPORAL_PROPS:
-        if isinstance(v, time) and key in ("year", "month", "day", "weekday"):
-            return None
-        if type(v) is date and key in ("hour", "minute", "second"):
-            return None
-        return _TEMPORAL_PROPS[key](v)
-    if isinstance(v, timedelta) and key in _DURATION_PROPS:
-        return _DURATION_PROPS[key](v)
-    if isinstance(v, YearsMonthsDuration) and key in ("years", "months"):
-        return Decimal(int(v.months / 12) if key == "years" else v.months - int(v.months / 12) * 12)
-    return None
-
-
-def references(node: Any) -> frozenset[str]:
-    """The root names an expression or test reads (``?`` and ``item`` are bindings, not references)."""
-    out: set[str] = set()
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, s.Name):
-            if n.name not in ("?", "item"):
-                out.add(n.name)
-        elif isinstance(n, tuple):
-            stack.extend(n)
-        elif hasattr(n, "__slots__"):
-            stack.extend(getattr(n, slot) for slot in n.__slots__)
-    return frozenset(out)
-
-
-def reads_input(node: Any) -> bool:
-    """Does this tree mention ``?`` (the input value of a unary test)?"""
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, s.Name) and n.name == "?":
-            return True
-        if isinstance(n, tuple):
-            stack.extend(n)
-        elif hasattr(n, "__slots__"):
-            stack.extend(getattr(n, slot) for slot in n.__slots__)
-    return False
 
 
 def _path(node: s.Path) -> Code | None:
@@ -249,11 +152,9 @@ def _compile(node: s.Expr, text: str) -> Code:  # noqa: C901 - one dispatch over
             o = _compile(operand, text)
             return _fold(Code(lambda sc: ops.negate(o.fn(sc))), [o])
         case s.Arithmetic(op, left, right):
-            fn, lf, rf = _ARITH[op], _compile(left, text), _compile(right, text)
-            return _fold(Code(lambda sc: fn(lf.fn(sc), rf.fn(sc))), [lf, rf])
+            return _binary(_ARITH[op], _compile(left, text), _compile(right, text))
         case s.Comparison(op, left, right):
-            cmp, lc, rc = _compare_fn(op), _compile(left, text), _compile(right, text)
-            return _fold(Code(lambda sc: cmp(lc.fn(sc), rc.fn(sc))), [lc, rc])
+            return _binary(_compare_fn(op), _compile(left, text), _compile(right, text))
         case s.Logical(op, left, right):
             return _logical(op, _compile(left, text), _compile(right, text))
         case s.If(cond, then, otherwise):
@@ -287,6 +188,32 @@ def _compile(node: s.Expr, text: str) -> Code:  # noqa: C901 - one dispatch over
     raise FeelError(f"cannot compile {type(node).__name__}", source=text)
 
 
+def _binary(fn: Callable[[Any, Any], Any], lc: Code, rc: Code) -> Code:
+    """``fn(left, right)``; a constant operand is captured as a value, not called as a closure per request
+    (the offers node's folded conditions are mostly ``<constant> op <path>``)."""
+    if lc.constant and rc.constant:
+        return constant(fn(lc.value, rc.value))
+    lf, rf = lc.fn, rc.fn
+    if rc.constant:
+        rv = rc.value
+        return Code(lambda sc: fn(lf(sc), rv))
+    if lc.constant:
+        lv = lc.value
+        return Code(lambda sc: fn(lv, rf(sc)))
+    return Code(lambda sc: fn(lf(sc), rf(sc)))
+
+
+def _boolean(code: Code) -> Code:
+    """``x and true`` / ``x or false``: x itself when it is a boolean, else null (FEEL's connectives)."""
+    f = code.fn
+
+    def as_bool(sc: Scope) -> bool | None:
+        v = f(sc)
+        return v if v is True or v is False else None
+
+    return Code(as_bool)
+
+
 def _and(a: Any, b: Any) -> bool | None:
     if a is False or b is False:
         return False
@@ -304,6 +231,15 @@ def _or(a: Any, b: Any) -> bool | None:
 
 
 def _logical(op: str, lf: Code, rf: Code) -> Code:
+    # A constant that decides the result folds the whole connective, whatever the other side is:
+    # in FEEL's three-valued logic false and x = false, true or x = true.
+    decisive = op == "or"
+    if (lf.constant and lf.value is decisive) or (rf.constant and rf.value is decisive):
+        return constant(decisive)
+    if lf.constant and lf.value is (not decisive) and not rf.constant:
+        return _boolean(rf)
+    if rf.constant and rf.value is (not decisive) and not lf.constant:
+        return _boolean(lf)
     if op == "and":
 
         def conj(sc: Scope) -> bool | None:
@@ -396,4 +332,4 @@ def _context(entries: tuple[tuple[str, s.Expr], ...], text: str) -> Code:
     return Code(build)
 
 
-__all__ = ["Code", "Expression", "compile_node", "member", "reads_input", "references"]
+__all__ = ["Bound", "Code", "Expression", "compile_node", "member", "reads_input", "references"]

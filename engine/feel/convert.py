@@ -20,6 +20,7 @@ from engine.feel.values import (
     parse_duration,
     parse_time,
 )
+from engine.types import JSONObject
 
 
 def to_feel(value: Any) -> Any:
@@ -116,6 +117,9 @@ def _to_context(v: Any) -> dict[str, Any] | None:
 
 _COERCE: dict[str, Callable[[Any], Any]] = {
     "number": _to_number,
+    "integer": _to_number,  # Camunda's type names
+    "long": _to_number,
+    "double": _to_number,
     "string": lambda v: v if isinstance(v, str) else None,
     "boolean": _to_bool,
     "date": _to_date,
@@ -148,3 +152,29 @@ def coerce(value: Any, type_name: str | None) -> Any:
         return to_feel(value)
     convert = _COERCE.get(type_name.removeprefix("feel:"))
     return to_feel(value) if convert is None else convert(value)
+
+
+def coerce_input(value: Any, type_ref: str | JSONObject | None, types: Mapping[str, Any]) -> Any:
+    """Convert a request value to a DMN input's declared type, resolving the model's item definitions.
+
+    Built-in type names go to :func:`engine.feel.coerce`; a structure coerces each component it declares
+    (undeclared keys pass through as FEEL values); a collection coerces each item.
+    """
+    spec: Any = types.get(type_ref) if isinstance(type_ref, str) else type_ref
+    if spec is None:
+        return coerce(value, type_ref if isinstance(type_ref, str) else None)
+    if value is None:
+        return None
+    if spec.get("list"):
+        items = value if isinstance(value, list) else [value]
+        return [coerce_input(v, {**spec, "list": False}, types) for v in items]
+    components = spec.get("components")
+    if components:
+        if not isinstance(value, Mapping):
+            return None
+        out = {k: to_feel(v) for k, v in value.items()}
+        for k, t in components.items():
+            if k in value:
+                out[k] = coerce_input(value[k], t, types)
+        return out
+    return coerce_input(value, spec.get("base"), types)

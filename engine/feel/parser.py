@@ -124,7 +124,12 @@ class Parser:
                 self.advance()
                 if self.tok.kind != NAME:
                     raise self.error("expected a name after '.'")
-                node = s.Path(node, self.advance().text)
+                first = last = self.advance()
+                # `Applicant.member since`: a member name may have spaces; words run on until a keyword,
+                # and two plain words in a row could mean nothing else.
+                while self.tok.kind == NAME and self.tok.text not in KEYWORDS:
+                    last = self.advance()
+                node = s.Path(node, self.text[first.pos : last.pos + len(last.text)])
             elif self.at("[") and not self._closes_range():
                 self.advance()
                 cond = self.expression()

@@ -7,7 +7,7 @@ shapes fall back to :mod:`engine.feel.ops`. A FEEL null result counts as "no mat
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -20,19 +20,28 @@ from engine.feel.values import number
 
 @dataclass(frozen=True, slots=True)
 class UnaryTests:
-    """A compiled list of unary tests. ``literals`` lists the values of a pure equality test (index use)."""
+    """A compiled list of unary tests.
+
+    For the indexes of decision tables: ``literals`` lists the values of a test made only of equalities
+    (``"a","b"``), ``interval`` is the one numeric interval a constant comparison or range accepts.
+    """
 
     source: str
     references: frozenset[str]
     is_wildcard: bool
     test: TestFn = field(repr=False, compare=False)
     literals: tuple[Any, ...] | None = None
+    interval: Interval | None = None
 
     def matches(self, value: Any, scope: Scope) -> bool:
         try:
             return self.test(value, scope)
         except Exception:  # a FEEL evaluation never raises; a failing test just does not match
             return False
+
+
+Interval = tuple[Decimal | None, bool, Decimal | None, bool]
+"""(low, low closed, high, high closed); None is unbounded."""
 
 
 def literal_key(v: Any) -> Any:
@@ -114,7 +123,7 @@ def _equals_constant(k: Any) -> TestFn:
 
 def _compare_test(op: str, operand: Code) -> TestFn:
     if op == "=":
-        if operand.constant:
+        if operand.constant and not isinstance(operand.value, list):  # `= [1, 2]` is equality, not membership
             return _equals_constant(operand.value)
         f = operand.fn
         return lambda v, sc: ops.equal(v, f(sc)) is True
@@ -200,9 +209,82 @@ def _one(test: s.Test, text: str) -> TestFn:
         case s.ExprTest(expr):
             return _expr_test(expr, text)
         case s.NotTest(tests):
-            inner = compile_tests(tests, text)
-            return lambda v, sc: not inner(v, sc)
+            # not(null) is null: `not(< 5)` does not match a null input, while `not("a")` does (null = "a"
+            # is false, not null). So the negated tests are evaluated three-valued.
+            inner = compile_tests_3vl(tests, text)
+            return lambda v, sc: inner(v, sc) is False
     raise TypeError(test)
+
+
+TestFn3 = Callable[[Any, Scope], "bool | None"]
+
+
+def _ordered(op: str) -> Callable[[Any, Any], bool | None]:
+    check = _CHECKS[op]
+
+    def ordered(a: Any, b: Any) -> bool | None:
+        c = ops.compare(a, b)
+        return None if c is None else check(c)
+
+    return ordered
+
+
+def _one_3vl(test: s.Test, text: str) -> TestFn3:
+    """A positive unary test as FEEL's ``?`` in test: true, false or null (incomparable values)."""
+    match test:
+        case s.AnyTest():
+            return lambda _v, _s: True
+        case s.CompareTest(op, operand):
+            f = _compile(operand, text).fn
+            if op in ("=", "!="):
+                negate = op == "!="
+
+                def equality(v: Any, sc: Scope) -> bool | None:
+                    e = ops.equal(v, f(sc))
+                    return None if e is None else e != negate
+
+                return equality
+            cmp = _ordered(op)
+            return lambda v, sc: cmp(v, f(sc))
+        case s.RangeTest(low, high, low_closed, high_closed):
+            lo, hi = _compile(low, text).fn, _compile(high, text).fn
+            above, below = _ordered(">=" if low_closed else ">"), _ordered("<=" if high_closed else "<")
+
+            def in_range(v: Any, sc: Scope) -> bool | None:
+                a, b = above(v, lo(sc)), below(v, hi(sc))
+                return False if a is False or b is False else (None if a is None or b is None else True)
+
+            return in_range
+        case s.ExprTest(expr):
+            g = _compile(expr, text).fn
+            if reads_input(expr):
+                return lambda v, sc: g(Bound({"?": v}, sc))
+
+            def equals(v: Any, sc: Scope) -> bool | None:
+                x = g(sc)
+                if isinstance(x, list):  # membership, as `list contains`: not found is false, never null
+                    return any(ops.equal(v, i) is True for i in x)
+                return ops.equal(v, x)
+
+            return equals
+    raise TypeError(test)
+
+
+def _disjunction(results: Iterable[Any]) -> bool | None:
+    unknown = False
+    for r in results:
+        if r is True:
+            return True
+        unknown = unknown or r is not False
+    return None if unknown else False
+
+
+def compile_tests_3vl(tests: tuple[s.Test, ...], text: str) -> TestFn3:
+    """The tests of a ``not(...)``, as a three-valued disjunction."""
+    fns = tuple(_one_3vl(t, text) for t in tests)
+    if len(fns) == 1:
+        return fns[0]
+    return lambda v, sc: _disjunction(f(v, sc) for f in fns)
 
 
 def compile_tests(tests: tuple[s.Test, ...], text: str) -> TestFn:
@@ -234,3 +316,34 @@ def equality_literals(tests: tuple[s.Test, ...], text: str) -> tuple[Any, ...] |
             return None
         out.append(code.value)
     return tuple(out)
+
+
+def numeric_interval(tests: tuple[s.Test, ...], text: str) -> Interval | None:
+    """The interval of a single comparison, range or number literal with constant numeric ends, else None."""
+    if len(tests) != 1:
+        return None
+    t = tests[0]
+    if isinstance(t, s.RangeTest):
+        lo, hi = _compile(t.low, text), _compile(t.high, text)
+        if lo.constant and hi.constant and type(lo.value) is Decimal and type(hi.value) is Decimal:
+            return (lo.value, t.low_closed, hi.value, t.high_closed)
+        return None
+    if isinstance(t, s.CompareTest):
+        op, expr = t.op, t.operand
+    elif isinstance(t, s.ExprTest):
+        op, expr = "=", t.expr
+    else:
+        return None
+    if reads_input(expr):
+        return None
+    code = _compile(expr, text)
+    if not code.constant or type(code.value) is not Decimal:
+        return None
+    k = code.value
+    return {
+        "<": (None, False, k, False),
+        "<=": (None, False, k, True),
+        ">": (k, False, None, False),
+        ">=": (k, True, None, False),
+        "=": (k, True, k, True),
+    }.get(op)

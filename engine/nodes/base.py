@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from engine.errors import Problem
-from engine.feel import Expression, compile_expression
+from engine.errors import FeelError, Problem
+from engine.feel import Expression, UnaryTests, compile_expression, compile_unary_tests
 from engine.types import JSONObject, Scope
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -97,13 +99,18 @@ class CompileContext:
 
     def expression(self, text: Any, pointer: str) -> Expression | None:
         """Compile ``text`` as a FEEL expression, recording a located problem instead of raising."""
-        from engine.errors import FeelError
+        return self._compile(compile_expression, "a FEEL expression", text, pointer)
 
+    def unary_tests(self, text: Any, pointer: str) -> UnaryTests | None:
+        """Compile ``text`` as FEEL unary tests (a decision-table cell), recording a problem instead of raising."""
+        return self._compile(compile_unary_tests, "FEEL unary tests", text, pointer)
+
+    def _compile(self, compiler: Callable[..., T], what: str, text: Any, pointer: str) -> T | None:
         if not isinstance(text, str):
-            self.problems.append(Problem(pointer, "must be a FEEL expression string"))
+            self.problems.append(Problem(pointer, f"must be {what} (a string)"))
             return None
         try:
-            return compile_expression(text, names=self.names)
+            return compiler(text, names=self.names)
         except FeelError as exc:
             self.problems.append(Problem(pointer, f"{exc.detail} in {text!r}"))
             return None

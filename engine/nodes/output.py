@@ -32,7 +32,8 @@ class OutputNode:
         return self.build(scope)
 
 
-def _template(value: Any, pointer: str, ctx: CompileContext, refs: set[str]) -> Builder:
+def template(value: Any, pointer: str, ctx: CompileContext, refs: set[str]) -> Builder:
+    """Compile a JSON template whose string leaves are FEEL expressions; shared with request templates."""
     if isinstance(value, str):
         expr = ctx.expression(value, pointer)
         if expr is None:
@@ -40,10 +41,10 @@ def _template(value: Any, pointer: str, ctx: CompileContext, refs: set[str]) -> 
         refs |= expr.references
         return expr
     if isinstance(value, dict):
-        parts = [(k, _template(v, f"{pointer}/{k}", ctx, refs)) for k, v in value.items()]
+        parts = [(k, template(v, f"{pointer}/{k}", ctx, refs)) for k, v in value.items()]
         return lambda scope: {k: build(scope) for k, build in parts}
     if isinstance(value, list):
-        items = [_template(v, f"{pointer}/{i}", ctx, refs) for i, v in enumerate(value)]
+        items = [template(v, f"{pointer}/{i}", ctx, refs) for i, v in enumerate(value)]
         return lambda scope: [build(scope) for build in items]
     if value is None or isinstance(value, bool | int | float):
         return lambda scope: value
@@ -58,7 +59,7 @@ def compile(defn: JSONObject, pointer: str, ctx: CompileContext) -> Node | None:
         return None
     refs: set[str] = set()
     before = len(ctx.problems)
-    build = _template(defn["value"], f"{pointer}/value", ctx, refs)
+    build = template(defn["value"], f"{pointer}/value", ctx, refs)
     gate = ctx.expression(defn["when"], f"{pointer}/when") if "when" in defn else None
     if gate is not None:
         refs |= gate.references

@@ -1,0 +1,58 @@
+-- wrk script: decide (or event) requests spread over many guests, and a JSON summary on stdout.
+-- Usage: wrk -t1 -c32 -d10s -s benchmarks/wrk_decide.lua http://127.0.0.1:PORT -- decide realistic 20000
+--        wrk ... -- events - 20000
+-- The guest ids match benchmarks/data.py guest_ref(); ~2 % of requests name an unknown browser, as in
+-- benchmarks/data.py decide_bodies(). Seeded per thread, so runs send the same mix.
+local channels = {"WEB", "APP", "STORE"}
+local categories = {"shoes", "outerwear", "denim", "accessories", "knitwear", "sport", "kids", "home"}
+local kinds = {"VIEW", "VIEW", "VIEW", "ADD", "SEARCH"}
+local mode, model, guests, path = "decide", "realistic", 20000, nil
+local counter, thread_id = 0, 0
+local threads = {}
+
+function setup(thread)
+  thread:set("thread_id", #threads + 1)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  mode = args[1] or mode
+  model = args[2] or model
+  guests = tonumber(args[3] or guests)
+  math.randomseed(20261123 + (thread_id or 0))
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+  wrk.headers["X-API-Key"] = os.getenv("ARBITER_PUBLIC_KEY") or "demo-public"
+  path = (mode == "events") and "/v1/events" or ("/v1/decide/" .. model)
+end
+
+local function guest()
+  return string.format("bench-%07d", math.random(0, math.floor(guests * 1.02) - 1))
+end
+
+function request()
+  counter = counter + 1
+  local body
+  if mode == "events" then
+    body = string.format(
+      '{"ref":"wrk-%d-%d-%d","type":"%s","browser_id":"%s","channel":"%s","page":"product","category":"%s"}',
+      thread_id or 0, os.time(), counter, kinds[math.random(#kinds)], guest(),
+      channels[math.random(#channels)], categories[math.random(#categories)])
+  else
+    body = string.format(
+      '{"guest":{"browser_id":"%s"},"context":{"channel":"%s","page":"product","category":"%s","price":%.2f,"now":"2026-11-23"}}',
+      guest(), channels[math.random(#channels)], categories[math.random(#categories)], 10 + math.random() * 90)
+  end
+  return wrk.format(nil, path, nil, body)
+end
+
+function done(summary, latency, requests)
+  local non2xx = summary.errors.status
+  local errs = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
+  io.write(string.format(
+    'WRK_JSON {"requests":%d,"duration_s":%.3f,"rps":%.1f,"non2xx":%d,"socket_errors":%d,' ..
+    '"p50_ms":%.3f,"p90_ms":%.3f,"p99_ms":%.3f,"p99.9_ms":%.3f,"max_ms":%.3f}\n',
+    summary.requests, summary.duration / 1e6, summary.requests / (summary.duration / 1e6), non2xx, errs,
+    latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(99) / 1000,
+    latency:percentile(99.9) / 1000, latency.max / 1000))
+end

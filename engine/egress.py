@@ -1,0 +1,195 @@
+"""Outbound HTTP for external data calls: the SSRF guard, the shared connection pool, per-worker state.
+
+The guard sits in the connection layer, not in front of it: a custom httpcore network backend resolves
+the host itself, refuses the connection if *any* address is loopback, private, link-local (the cloud
+metadata service at 169.254.169.254), multicast or otherwise not globally routable, and then connects to
+the very address it checked. Checking a URL and letting the client resolve it again would leave a DNS
+rebinding window; this leaves none, whichever request or redirect opened the connection.
+
+One :class:`Egress` per worker (``rt.services["egress"]``) owns the pools (one guarded, one for
+connections that declare ``allow_private``), the circuit breakers and the response cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import httpcore
+import httpx
+from cachetools import TLRUCache
+
+from engine.breaker import Breaker
+from engine.errors import ExternalCallFailed
+
+SERVICE = "egress"
+RESOLVE_TIMEOUT_S = 2.0
+CACHE_ENTRIES = 10_000
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def is_public(ip: Address) -> bool:
+    """True for globally routable unicast addresses; IPv4 embedded in IPv6 is judged as IPv4."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is not None:
+            return is_public(embedded)
+    return ip.is_global and not ip.is_multicast
+
+
+def refused_addresses(addresses: Iterable[str]) -> list[str]:
+    return [a for a in addresses if not is_public(ipaddress.ip_address(a.split("%")[0]))]
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to (an IP literal resolves to itself)."""
+    try:
+        return [str(ipaddress.ip_address(host.strip("[]")))]
+    except ValueError:
+        pass
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT_S)
+    except (OSError, TimeoutError) as exc:
+        raise ExternalCallFailed(f"cannot resolve host '{host}': {exc}", reason="error") from exc
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+async def check_host(host: str, port: int, *, allow_private: bool) -> list[str]:
+    """Resolve ``host`` and refuse it unless every address is public (or private ones are allowed)."""
+    addresses = await resolve(host, port)
+    if not allow_private:
+        bad = refused_addresses(addresses)
+        if bad:
+            raise ExternalCallFailed(
+                f"host '{host}' resolves to a non-public address ({', '.join(bad)}); refused "
+                "(set allow_private on the connection to call loopback or private networks)",
+                reason="refused",
+            )
+    return addresses
+
+
+class GuardedBackend(httpcore.AsyncNetworkBackend):
+    """A network backend that connects only to addresses the SSRF policy allows."""
+
+    def __init__(self, *, allow_private: bool) -> None:
+        self.allow_private = allow_private
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 — httpcore's backend signature
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        addresses = await check_host(host, port, allow_private=self.allow_private)
+        # Connect to the checked address; TLS still verifies the certificate against the host name,
+        # because httpcore takes the SNI name from the request's origin, not from this address.
+        return await self._inner.connect_tcp(addresses[0], port, timeout, local_address, socket_options)
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise ExternalCallFailed("unix sockets are not an external data system", reason="refused")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def guarded_client(*, allow_private: bool, max_connections: int = 100) -> httpx.AsyncClient:
+    """An httpx client whose every connection goes through :class:`GuardedBackend`.
+
+    No proxies from the environment (a proxy would make the guard check the proxy, not the target) and
+    no redirects (a 302 to an internal address is a classic SSRF hop).
+    """
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+    # httpx does not expose httpcore's network_backend, so the pool is rebuilt with the guarded one.
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=transport._pool._ssl_context,
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=GuardedBackend(allow_private=allow_private),
+    )
+    return httpx.AsyncClient(transport=transport, trust_env=False, follow_redirects=False)
+
+
+class Egress:
+    """Per-worker outbound state: connection pools, circuit breakers and the response cache.
+
+    ``shared=False`` (the CLI, which runs each evaluation in its own event loop) opens a client per
+    request instead of pooling, because pooled connections belong to the loop that opened them.
+    """
+
+    def __init__(self, *, shared: bool = True, max_connections: int = 100) -> None:
+        self.shared = shared
+        self.max_connections = max_connections
+        self._clients: dict[bool, httpx.AsyncClient] = {}
+        self.breakers: dict[str, Breaker] = {}
+        # TLRU rather than TTLCache: each node declares its own TTL, stored with the entry.
+        self.cache: TLRUCache[Any, tuple[Any, float]] = TLRUCache(
+            CACHE_ENTRIES, ttu=lambda _key, value, now: now + value[1], timer=time.monotonic
+        )
+
+    def breaker(self, key: str, failures: int, cooldown_s: float) -> Breaker:
+        breaker = self.breakers.get(key)
+        if breaker is None:
+            breaker = self.breakers[key] = Breaker(failures, cooldown_s)
+        else:
+            breaker.failure_threshold, breaker.cooldown_s = failures, cooldown_s
+        return breaker
+
+    async def send(
+        self, request: httpx.Request, *, allow_private: bool, timeout_s: float, max_bytes: int
+    ) -> tuple[int, bytes]:
+        """Send ``request``; its status and body, read within ``timeout_s``. httpx errors pass through."""
+        if not self.shared:
+            async with guarded_client(allow_private=allow_private, max_connections=4) as client:
+                return await asyncio.wait_for(_exchange(client, request, max_bytes), timeout_s)
+        pooled = self._clients.get(allow_private)
+        if pooled is None:
+            pooled = self._clients[allow_private] = guarded_client(
+                allow_private=allow_private, max_connections=self.max_connections
+            )
+        return await asyncio.wait_for(_exchange(pooled, request, max_bytes), timeout_s)
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+
+async def _exchange(client: httpx.AsyncClient, request: httpx.Request, max_bytes: int) -> tuple[int, bytes]:
+    # Streamed so an oversized body is cut off at max_bytes instead of being read into memory whole.
+    response = await client.send(request, stream=True)
+    try:
+        chunks, size = [], 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > max_bytes:
+                raise ExternalCallFailed(f"response larger than {max_bytes} bytes", reason="error")
+            chunks.append(chunk)
+    finally:
+        await response.aclose()
+    return response.status_code, b"".join(chunks)
+
+
+def egress_for(services: Any) -> Egress:
+    """The worker's egress; without app services (the CLI) an unpooled one."""
+    if isinstance(services, dict):
+        egress = services.get(SERVICE)
+        if egress is None:
+            egress = services[SERVICE] = Egress()
+        return egress
+    return Egress(shared=False)

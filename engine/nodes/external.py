@@ -1,0 +1,269 @@
+"""``external``: a templated HTTP call to a declared connection, with a fallback for every failure.
+
+Definition::
+
+    {"id": "products", "kind": "external", "connection": "commerce",
+     "method": "GET", "path": "/products/{context.category}",
+     "query": {"tier": "tier.name", "limit": "3"}, "body": {...FEEL template...},
+     "output": {"items": "response.products", "count": "count(response.products)"},
+     "timeout_ms": 150, "retries": 1, "backoff_ms": 20, "cache_ttl_s": 30, "fallback": {"items": []}}
+
+``{…}`` in the path, ``query`` values and ``body`` leaves are FEEL expressions over the scope; ``output``
+is a FEEL template over the scope plus ``response`` (the parsed JSON body). The node never fails a
+decision: on timeout, error, an open circuit or an exhausted budget it yields ``fallback`` and the trace
+says why (``fallback``) with the details (``attempts``, ``cache``, ``status``, ``reason``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from engine.connections import KEY_PATTERN, Connection, directory_for
+from engine.egress import Egress, egress_for
+from engine.errors import ExternalCallFailed, Problem
+from engine.feel import Expression, to_feel, to_json
+from engine.feel.scope import Bound
+from engine.nodes.base import CompileContext, Node, TraceEntry, known_keys, require
+from engine.nodes.output import Builder, template
+from engine.types import JSONObject, Scope
+
+KIND = "external"
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+RESPONSE = "response"
+MIN_ATTEMPT_S = 0.005
+"""A retry is only worth starting with at least this much of the budget left after its back-off."""
+MAX_RESPONSE_BYTES = 1_048_576
+_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+
+
+class Retryable(ExternalCallFailed):
+    """A failure another attempt may cure: timeouts, connection errors, 5xx, 408 and 429."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What one evaluation asks for, rendered; also the cache key."""
+
+    method: str
+    path: str
+    query: tuple[tuple[str, str], ...]
+    body: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalNode:
+    id: str
+    kind: str
+    deps: frozenset[str]
+    gate: Expression | None
+    connection: str
+    method: str
+    path: tuple[str | Expression, ...]
+    query: tuple[tuple[str, Expression], ...]
+    body: Builder | None
+    output: Builder
+    timeout_ms: int | None
+    retries: int
+    backoff_ms: int
+    cache_ttl_s: float
+    fallback: Any
+    egress: Egress
+    services: Any
+
+    def evaluate(self, scope: Scope, trace: TraceEntry) -> Any:
+        # The executor calls evaluate_async; a synchronous caller gets the fallback, as with a timeout.
+        trace.fallback = "sync"
+        return self.fallback
+
+    async def evaluate_async(self, scope: Scope, trace: TraceEntry, deadline_s: float) -> Any:
+        trace.detail["attempts"] = 0
+        try:
+            request = self._render(scope)
+            response = await self._fetch(request, trace, deadline_s)
+            return self.output(Bound({RESPONSE: response}, scope))
+        except ExternalCallFailed as exc:
+            trace.fallback = exc.reason
+            trace.detail["reason"] = exc.detail
+            return self.fallback
+
+    def _render(self, scope: Scope) -> Request:
+        segments = []
+        for part in self.path:
+            if isinstance(part, str):
+                segments.append(part)
+                continue
+            value = to_json(part(scope))
+            if value is None or isinstance(value, dict | list) or str(value) in (".", ".."):
+                raise ExternalCallFailed(f"path placeholder {{{part.source}}} evaluated to {value!r}")
+            segments.append(quote(_text(value), safe=""))
+        query = []
+        for name, expr in self.query:
+            value = to_json(expr(scope))
+            for item in value if isinstance(value, list) else [value]:
+                if item is not None:
+                    query.append((name, _text(item)))
+        body = orjson.dumps(to_json(self.body(scope))) if self.body is not None else None
+        return Request(self.method, "".join(segments), tuple(query), body)
+
+    async def _fetch(self, request: Request, trace: TraceEntry, deadline_s: float) -> Any:
+        cache_key = (self.connection, request) if self.cache_ttl_s > 0 else None
+        if cache_key is not None:
+            hit = self.egress.cache.get(cache_key)
+            trace.detail["cache"] = "hit" if hit is not None else "miss"
+            if hit is not None:
+                return hit[0]
+        directory = directory_for(self.services)
+        if directory is None:
+            raise ExternalCallFailed("no connection directory in this process (the CLI runs without one)")
+        conn = await directory.get(self.connection)
+        breaker = self.egress.breaker(conn.key, conn.circuit_failures, conn.circuit_cooldown_ms / 1000)
+        timeout_s = (self.timeout_ms or conn.timeout_ms) / 1000
+        attempt = 0
+        while True:
+            if not breaker.allow():
+                trace.detail["circuit"] = "open"
+                raise ExternalCallFailed(f"circuit for connection '{conn.key}' is open", reason="circuit-open")
+            remaining_s = deadline_s - time.monotonic()
+            if remaining_s <= 0:
+                breaker.release()
+                raise ExternalCallFailed("no time left before the request deadline", reason="deadline")
+            attempt += 1
+            trace.detail["attempts"] = attempt
+            try:
+                value = await self._attempt(conn, request, trace, min(timeout_s, remaining_s))
+            except Retryable as exc:
+                breaker.failure()
+                backoff_s = self.backoff_ms * 2 ** (attempt - 1) / 1000
+                if attempt > self.retries:
+                    raise
+                if time.monotonic() + backoff_s + MIN_ATTEMPT_S >= deadline_s:
+                    exc.detail += "; no time left for a retry"
+                    raise
+                await asyncio.sleep(backoff_s)
+                continue
+            except ExternalCallFailed:
+                breaker.release()  # a 4xx or a refusal says nothing about the dependency's health
+                raise
+            except asyncio.CancelledError:
+                breaker.release()
+                raise
+            breaker.success()
+            if cache_key is not None:
+                self.egress.cache[cache_key] = (value, self.cache_ttl_s)
+            return value
+
+    async def _attempt(self, conn: Connection, request: Request, trace: TraceEntry, timeout_s: float) -> Any:
+        url = httpx.URL(conn.base_url + request.path, params=request.query)
+        if url.host != conn.host or not conn.host_allowed(url.host):
+            raise ExternalCallFailed(f"host '{url.host}' is not allowed for '{conn.key}'", reason="refused")
+        headers = dict(conn.headers)
+        headers["accept"] = "application/json"
+        if request.body is not None:
+            headers["content-type"] = "application/json"
+        auth = conn.auth()
+        if auth is not None:
+            headers[auth[0]] = auth[1]
+        http_request = httpx.Request(request.method, url, headers=headers, content=request.body)
+        try:
+            status, content = await self.egress.send(
+                http_request, allow_private=conn.allow_private, timeout_s=timeout_s, max_bytes=MAX_RESPONSE_BYTES
+            )
+        except TimeoutError as exc:
+            raise Retryable(f"no answer within {timeout_s * 1000:.0f} ms", reason="timeout") from exc
+        except httpx.TimeoutException as exc:
+            raise Retryable(f"timed out: {type(exc).__name__}", reason="timeout") from exc
+        except httpx.HTTPError as exc:
+            raise Retryable(f"{type(exc).__name__}: {exc}", reason="error") from exc
+        trace.detail["status"] = status
+        if status >= 500 or status in (408, 429):
+            raise Retryable(f"HTTP {status}", reason="error")
+        if status >= 400:
+            raise ExternalCallFailed(f"HTTP {status}", reason="error")
+        try:
+            return to_feel(orjson.loads(content)) if content else None
+        except orjson.JSONDecodeError as exc:
+            raise ExternalCallFailed(f"response is not JSON: {exc}", reason="error") from exc
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _path(raw: str, pointer: str, ctx: CompileContext) -> tuple[str | Expression, ...]:
+    # The path is appended to the connection's base URL: it may never name another host or scheme.
+    if not raw.startswith("/") or raw.startswith("//") or "\\" in raw or "?" in raw or "#" in raw:
+        ctx.problems.append(Problem(pointer, "must be a path starting with '/' (no host, query or fragment)"))
+        return ()
+    parts: list[str | Expression] = []
+    last = 0
+    for m in _PLACEHOLDER.finditer(raw):
+        parts.append(raw[last : m.start()])
+        expr = ctx.expression(m.group(1), pointer)
+        if expr is not None:
+            parts.append(expr)
+        last = m.end()
+    parts.append(raw[last:])
+    literal = "".join(p for p in parts if isinstance(p, str))
+    if "{" in literal or "}" in literal or "@" in literal or ":" in literal.split("/")[1]:
+        ctx.problems.append(Problem(pointer, "unbalanced '{}' or a host-like path"))
+    return tuple(p for p in parts if p != "")
+
+
+def _number(defn: JSONObject, key: str, lo: float, hi: float, pointer: str, ctx: CompileContext) -> Any:
+    value = defn.get(key)
+    if value is not None and (not isinstance(value, int | float) or isinstance(value, bool) or not lo <= value <= hi):
+        ctx.problems.append(Problem(f"{pointer}/{key}", f"must be a number from {lo:g} to {hi:g}"))
+        return None
+    return value
+
+
+def compile(defn: JSONObject, pointer: str, ctx: CompileContext) -> Node | None:
+    fields = ("connection", "method", "path", "query", "body", "output", "timeout_ms", "retries", "backoff_ms")
+    known_keys(defn, (*fields, "cache_ttl_s", "fallback"), pointer, ctx)
+    before = len(ctx.problems)
+    connection = require(defn, "connection", pointer, ctx, str)
+    if isinstance(connection, str) and not KEY_PATTERN.match(connection):
+        ctx.problems.append(Problem(f"{pointer}/connection", "not a valid connection key"))
+    method = str(defn.get("method", "GET")).upper()
+    if method not in METHODS:
+        ctx.problems.append(Problem(f"{pointer}/method", f"one of {', '.join(METHODS)}"))
+    raw_path = require(defn, "path", pointer, ctx, str)
+    path = _path(raw_path, f"{pointer}/path", ctx) if isinstance(raw_path, str) else ()
+    refs: set[str] = set()
+    raw_query = defn.get("query", {})
+    query: list[tuple[str, Expression]] = []
+    if not isinstance(raw_query, dict):
+        ctx.problems.append(Problem(f"{pointer}/query", "must map parameter names to FEEL expressions"))
+    else:
+        for name, text in raw_query.items():
+            expr = ctx.expression(text, f"{pointer}/query/{name}")
+            if expr is not None:
+                query.append((name, expr))
+    body = template(defn["body"], f"{pointer}/body", ctx, refs) if "body" in defn else None
+    local = CompileContext(ctx.names | {RESPONSE}, ctx.model, ctx.problems, ctx.services)
+    output = template(defn.get("output", RESPONSE), f"{pointer}/output", local, refs)
+    gate = ctx.expression(defn["when"], f"{pointer}/when") if "when" in defn else None
+    timeout_ms = _number(defn, "timeout_ms", 1, 60_000, pointer, ctx)
+    retries = _number(defn, "retries", 0, 5, pointer, ctx)
+    backoff_ms = _number(defn, "backoff_ms", 0, 10_000, pointer, ctx)
+    cache_ttl_s = _number(defn, "cache_ttl_s", 0, 86_400, pointer, ctx)
+    if len(ctx.problems) > before:
+        return None
+    for part in (*path, *(e for _, e in query), gate):
+        if part is not None and not isinstance(part, str):
+            refs |= part.references
+    return ExternalNode(
+        defn["id"], KIND, frozenset(refs) & ctx.names, gate, connection, method, path, tuple(query), body, output,
+        int(timeout_ms) if timeout_ms else None, int(retries or 0), int(backoff_ms if backoff_ms is not None else 10),
+        float(cache_ttl_s or 0), to_feel(defn.get("fallback")), egress_for(ctx.services), ctx.services,
+    )  # fmt: skip

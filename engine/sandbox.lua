@@ -1,0 +1,181 @@
+-- The script sandbox, run once per LuaRuntime before anything else (engine/sandbox.py).
+--
+-- It captures the few dangerous functions it needs (debug.sethook, debug.setupvalue, load) as upvalues
+-- and hands Python a table of three functions; scripts never see the real globals, only SAFE below,
+-- through a fresh environment table per call.
+local sethook, setupvalue, getinfo = debug.sethook, debug.setupvalue, debug.getinfo
+local load, pcall, error, type, select, next = load, pcall, error, type, select, next
+local setmetatable, getmetatable, rawget, tostring = setmetatable, getmetatable, rawget, tostring
+local string_rep, string_format, string_sub = string.rep, string.format, string.sub
+local ipairs, pairs, unpack, math_max, math_min = ipairs, pairs, table.unpack, math.max, math.min
+local os_time, os_date, math_floor = os.time, os.date, math.floor
+
+local MAX_STRING_BYTES = tonumber(...) or 1048576
+local BUDGET_EXHAUSTED = "instruction budget exhausted"
+
+-- Read-only views: a script may read string.upper but never replace it for the next request.
+local function frozen(name, t)
+  return setmetatable({}, {
+    __index = t,
+    __newindex = function() error("cannot modify the standard library table '" .. name .. "'", 2) end,
+    -- An iterator closure rather than (next, t): handing out t itself would make it writable.
+    __pairs = function()
+      local k
+      return function() local v; k, v = next(t, k); return k, v end
+    end,
+    __metatable = false,
+  })
+end
+
+local function pick(lib, names)
+  local out = {}
+  for _, n in ipairs(names) do out[n] = lib[n] end
+  return out
+end
+
+local function safe_rep(s, n, sep)
+  local size = #tostring(s) * (tonumber(n) or 0) + #(sep or "") * math_max((tonumber(n) or 0) - 1, 0)
+  if size > MAX_STRING_BYTES then
+    error(string_format("string.rep would build %d bytes; the limit is %d", size, MAX_STRING_BYTES), 2)
+  end
+  return string_rep(s, n, sep)
+end
+
+local strings = pick(string, {"byte", "char", "find", "format", "gmatch", "gsub", "len", "lower", "match",
+                               "reverse", "sub", "upper"})
+strings.rep = safe_rep
+function strings.split(s, sep)
+  local out, from = {}, 1
+  sep = sep or ","
+  if sep == "" then error("split: empty separator", 2) end
+  while true do
+    local i, j = s:find(sep, from, true)
+    if not i then out[#out + 1] = string_sub(s, from); return out end
+    out[#out + 1] = string_sub(s, from, i - 1)
+    from = j + 1
+  end
+end
+function strings.trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
+function strings.startswith(s, prefix) return string_sub(s, 1, #prefix) == prefix end
+
+-- Strings index their methods through the shared string metatable: point it at the safe table and
+-- lock it, so ("").rep is the capped rep and getmetatable("") reveals nothing.
+local string_mt = getmetatable("")
+string_mt.__index = strings
+string_mt.__metatable = false
+
+-- Marks a table as a JSON array so an empty one comes back as [] rather than {}.
+local ARRAY_MT = {__metatable = "array"}
+local function array(t)
+  t = t or {}
+  if type(t) ~= "table" then error("array() takes a table", 2) end
+  return setmetatable(t, ARRAY_MT)
+end
+
+local tables = pick(table, {"concat", "insert", "remove", "sort", "unpack", "pack", "move"})
+function tables.map(t, f) local out = array() for i, v in ipairs(t) do out[i] = f(v, i) end return out end
+function tables.filter(t, f)
+  local out = array() for _, v in ipairs(t) do if f(v) then out[#out + 1] = v end end return out
+end
+function tables.keys(t) local out = array() for k in pairs(t) do out[#out + 1] = k end return out end
+function tables.contains(t, x) for _, v in ipairs(t) do if v == x then return true end end return false end
+
+local maths = pick(math, {"abs", "ceil", "floor", "fmod", "huge", "max", "min", "modf", "pi", "sqrt", "exp",
+                          "log", "tointeger", "type", "ult", "maxinteger", "mininteger"})
+function maths.round(x, places)
+  local m = 10 ^ (places or 0)
+  return math_floor(x * m + 0.5) / m
+end
+function maths.clamp(x, lo, hi) return math_max(lo, math_min(hi, x)) end
+
+-- Dates are ISO strings in and out (that is how guests and contexts carry them); arithmetic in UTC.
+local dates = {}
+function dates.parse(s)
+  local y, mo, d, h, mi, sec = string.match(s or "", "^(%d%d%d%d)-(%d%d)-(%d%d)[T ]?(%d?%d?):?(%d?%d?):?(%d?%d?)")
+  if not y then return nil end
+  local t = {year = tonumber(y), month = tonumber(mo), day = tonumber(d), hour = tonumber(h) or 0,
+             min = tonumber(mi) or 0, sec = tonumber(sec) or 0, isdst = false}
+  -- os.time reads its table as local time; subtracting the epoch's local reading makes it UTC.
+  local epoch = os_time({year = 1970, month = 1, day = 1, hour = 0, isdst = false})
+  return os_time(t) - epoch
+end
+function dates.format(epoch_s, with_time)
+  return os_date(with_time and "!%Y-%m-%dT%H:%M:%SZ" or "!%Y-%m-%d", math_floor(epoch_s))
+end
+function dates.days_between(a, b)
+  local ta, tb = dates.parse(a), dates.parse(b)
+  if not ta or not tb then return nil end
+  return math_floor((tb - ta) / 86400)
+end
+function dates.add_days(s, n)
+  local t = dates.parse(s)
+  return t and dates.format(t + n * 86400, #s > 10) or nil
+end
+
+local function safe_getmetatable(v)
+  if type(v) ~= "table" then return nil end
+  return getmetatable(v)
+end
+
+local function safe_setmetatable(t, mt)
+  -- A __gc finaliser would run later, during some other request's garbage collection and outside its
+  -- budget; refusing it here is enough because Lua marks objects for finalisation only at this call.
+  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then error("__gc metamethods are not allowed", 2) end
+  return setmetatable(t, mt)
+end
+
+local SAFE = {
+  assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs, pcall = pcall, xpcall = xpcall,
+  select = select, tonumber = tonumber, tostring = tostring, type = type, rawequal = rawequal, rawlen = rawlen,
+  getmetatable = safe_getmetatable, setmetatable = safe_setmetatable, array = array,
+  unpack = table.unpack, _VERSION = _VERSION,
+  string = frozen("string", strings), table = frozen("table", tables), math = frozen("math", maths),
+  utf8 = frozen("utf8", pick(utf8, {"char", "charpattern", "codepoint", "len", "offset", "codes"})),
+  date = frozen("date", dates),
+}
+SAFE._G = nil
+local ENV_MT = {__index = SAFE, __metatable = false}
+
+local run, finish
+
+local function on_budget_exhausted()
+  local info = getinfo(2, "fSl")
+  -- After exhaustion the hook fires on every instruction (below) until run's own epilogue clears it.
+  if info.func == run or info.func == finish then return end
+  -- From now on every instruction fails, so neither a script's pcall nor a __close handler can go on.
+  sethook(on_budget_exhausted, "", 1)
+  error(BUDGET_EXHAUSTED .. " at " .. info.short_src .. ":" .. tostring(info.currentline), 0)
+end
+
+local function compile(source, name)
+  local chunk, err = load(source, "=" .. name, "t", {})
+  return chunk, err
+end
+
+function finish(ok, ...)
+  sethook()
+  if ok then return true, select("#", ...), ... end
+  local err = ...
+  return false, tostring(err)
+end
+
+-- Run a compiled chunk: a fresh global table for this call, the instruction hook, then the function the
+-- chunk returns, called with the inputs. Returns ok, count, results… or false, message.
+function run(chunk, budget, ...)
+  setupvalue(chunk, 1, setmetatable({}, ENV_MT))
+  local n, args = select("#", ...), {...}
+  sethook(on_budget_exhausted, "", budget)
+  return finish(pcall(function()
+    local fn = chunk()
+    if type(fn) ~= "function" then
+      error("the script must return a function (got " .. type(fn) .. ")", 0)
+    end
+    return fn(unpack(args, 1, n))
+  end))
+end
+
+local function is_array(t)
+  return getmetatable(t) == "array"
+end
+
+return {compile = compile, run = run, is_array = is_array, budget_exhausted = BUDGET_EXHAUSTED}

@@ -1,0 +1,347 @@
+"""External nodes against the real commerce stub on loopback: success, timeouts, errors, retries, cache,
+circuit breaker, the request deadline, and the SSRF guard."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from engine.breaker import Breaker
+from engine.connections import KIND, Directory
+from engine.egress import Egress, is_public
+from engine.errors import ValidationError
+from engine.model import compile_model
+from engine.plan import Plan, Result
+from engine.store import empty_guest
+from engine.store.memory import MemoryStore
+from tests.commerce_stub import StubServer
+from tests.commerce_stub import commerce as commerce  # noqa: F401 — fixtures
+from tests.commerce_stub import commerce_server as commerce_server  # noqa: F401
+
+
+class World:
+    """Per-test services as a worker has them: a store with connections, the egress, the directory."""
+
+    def __init__(self) -> None:
+        self.store = MemoryStore()
+        self.egress = Egress()
+        self.services: dict[str, Any] = {"egress": self.egress, "connections": Directory(self.store)}
+
+    async def connect(self, stub: StubServer, key: str = "commerce", **overrides: Any) -> None:
+        doc = {"key": key, "base_url": stub.url, "allow_private": True, **overrides}
+        await self.store.resource_put(KIND, key, doc)
+        self.services["connections"].forget(key)
+
+    def plan(self, *nodes: dict[str, Any], deadline_ms: int | None = None) -> Plan:
+        model: dict[str, Any] = {"nodes": list(nodes)}
+        if deadline_ms is not None:
+            model["deadline_ms"] = deadline_ms
+        return compile_model(model, services=self.services)
+
+    async def run(self, plan: Plan, context: dict[str, Any] | None = None, deadline_ms: int = 2000) -> Result:
+        return await plan.evaluate_async(empty_guest("g1"), context or {}, deadline_ms)
+
+
+def products(**overrides: Any) -> dict[str, Any]:
+    node = {
+        "id": "products",
+        "kind": "external",
+        "connection": "commerce",
+        "path": "/products",
+        "query": {"categoryID": "context.category", "tier": "context.tier"},
+        "output": "response.products.id",
+        "timeout_ms": 1000,
+        "fallback": ["fallback"],
+    }
+    return {**node, **overrides}
+
+
+def entry(result: Result, node_id: str) -> dict[str, Any]:
+    return next(e.as_dict() for e in result.trace if e.id == node_id)
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    w = World()
+    yield w
+    await w.egress.aclose()
+
+
+SHOES_GOLD = {"category": "shoes", "tier": "gold"}
+
+
+async def test_success_maps_the_response(world: World, commerce: StubServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COMMERCE_TOKEN", "s3cret")
+    await world.connect(commerce, auth={"header": "Authorization", "scheme": "Bearer", "secret_env": "COMMERCE_TOKEN"})
+    result = await world.run(world.plan(products()), SHOES_GOLD)
+    assert result.outputs == {"products": ["p1", "p2", "p3"]}
+    t = entry(result, "products")
+    assert t["attempts"] == 1 and t["status"] == 200 and "fallback" not in t
+    assert commerce.knobs.auth == "Bearer s3cret"
+
+
+async def test_output_template_and_upstream_inputs(world: World, commerce: StubServer) -> None:
+    await world.connect(commerce)
+    tier = {"id": "tier", "kind": "expression", "expr": '"silver"'}
+    node = products(
+        query={"categoryID": '"shoes"', "tier": "tier"},
+        output={"names": "response.products.name", "count": "response.total", "tier": "tier"},
+    )
+    result = await world.run(world.plan(tier, node))
+    assert result.outputs["products"] == {"names": ["Trail shoe", "Road shoe"], "count": 2, "tier": "silver"}
+
+
+async def test_slow_response_past_the_node_timeout_yields_the_fallback(world: World, commerce: StubServer) -> None:
+    await world.connect(commerce)
+    commerce.knobs.delay_s = 0.3
+    t0 = time.monotonic()
+    result = await world.run(world.plan(products(timeout_ms=50)), SHOES_GOLD)
+    assert time.monotonic() - t0 < 0.25
+    assert result.outputs == {"products": ["fallback"]}
+    assert entry(result, "products")["fallback"] == "timeout"
+    assert result.errors == []
+
+
+async def test_server_error_yields_the_fallback_with_its_reason(world: World, commerce: StubServer) -> None:
+    await world.connect(commerce)
+    commerce.knobs.fail(times=None, status=500)
+    result = await world.run(world.plan(products()), SHOES_GOLD)
+    t = entry(result, "products")
+    assert result.outputs == {"products": ["fallback"]}
+    assert t["fallback"] == "error" and t["reason"] == "HTTP 500" and t["status"] == 500
+
+
+async def test_client_errors_are_not_retried(world: World, commerce: StubServer) -> None:
+    await world.connect(commerce)
+    commerce.knobs.fail(times=None, status=404)
+    result = await world.run(world.plan(products(retries=3, backoff_ms=1)), SHOES_GOLD)
+    assert entry(result, "products")["fallback"] == "error"
+    assert commerce.knobs.calls["/products"] == 1
+
+
+async def test_retries_recover_from_transient_failures(world: World, commerce: StubServer) -> None:
+    await world.connect(commerce)
+    commerce.knobs.fail(times=2, status=503)
+    result = await world.run(world.plan(products(retries=2, backoff_ms=1)), SHOES_GOLD)
+    assert result.outputs == {"products": ["p1", "p2", "p3"]}
+    assert entry(result, "products")["attempts"] == 3
+    assert commerce.knobs.calls["/products"] == 3
+
+
+async def test_retries_stop_when_the_budget_is_spent(world: World, commerce: StubServer) -> None:
+    await world.connect(commerce)
+    commerce.knobs.fail(times=None, status=503)
+    t0 = time.monotonic()
+    result = await world.run(world.plan(products(retries=5, backoff_ms=40)), SHOES_GOLD, deadline_ms=100)
+    elapsed_s = time.monotonic() - t0
+    t = entry(result, "products")
+    assert t["fallback"] == "error" and "no time left for a retry" in t["reason"]
+    assert t["attempts"] < 6 and elapsed_s < 0.25
+
+
+async def test_cache_hits_skip_the_call(world: World, commerce: StubServer) -> None:
+    await world.connect(commerce)
+    plan = world.plan(products(cache_ttl_s=30))
+    first = await world.run(plan, SHOES_GOLD)
+    second = await world.run(plan, SHOES_GOLD)
+    other = await world.run(plan, {"category": "jackets", "tier": "gold"})
+    assert first.outputs == second.outputs == {"products": ["p1", "p2", "p3"]}
+    assert other.outputs == {"products": ["p4"]}
+    assert [entry(r, "products")["cache"] for r in (first, second, other)] == ["miss", "hit", "miss"]
+    assert commerce.knobs.calls["/products"] == 2
+
+
+async def test_failures_are_not_cached(world: World, commerce: StubServer) -> None:
+    await world.connect(commerce)
+    plan = world.plan(products(cache_ttl_s=30))
+    commerce.knobs.fail(times=1)
+    assert (await world.run(plan, SHOES_GOLD)).outputs == {"products": ["fallback"]}
+    assert (await world.run(plan, SHOES_GOLD)).outputs == {"products": ["p1", "p2", "p3"]}
+
+
+async def test_circuit_opens_after_consecutive_failures_and_recovers(world: World, commerce: StubServer) -> None:
+    await world.connect(commerce, circuit={"failures": 3, "cooldown_ms": 60_000})
+    plan = world.plan(products())
+    commerce.knobs.fail(times=None)
+    for _ in range(3):
+        assert entry(await world.run(plan, SHOES_GOLD), "products")["fallback"] == "error"
+    opened = await world.run(plan, SHOES_GOLD)
+    assert entry(opened, "products")["fallback"] == "circuit-open"
+    assert commerce.knobs.calls["/products"] == 3  # the open circuit sent nothing
+
+    # Cool-down over (moved back in time rather than slept through): one probe; it fails, so it reopens.
+    breaker = world.egress.breakers["commerce"]
+    breaker.opened_at_s -= 61
+    assert entry(await world.run(plan, SHOES_GOLD), "products")["fallback"] == "error"
+    assert breaker.state() == "open" and commerce.knobs.calls["/products"] == 4
+
+    # The dependency is back: the next probe succeeds and closes the circuit.
+    commerce.knobs.fail(times=0)
+    breaker.opened_at_s -= 61
+    assert (await world.run(plan, SHOES_GOLD)).outputs == {"products": ["p1", "p2", "p3"]}
+    assert breaker.state() == "closed"
+    assert (await world.run(plan, SHOES_GOLD)).outputs == {"products": ["p1", "p2", "p3"]}
+
+
+def test_half_open_lets_exactly_one_probe_through() -> None:
+    b = Breaker(failure_threshold=2, cooldown_s=10)
+    b.failure(now_s=0)
+    assert b.state(now_s=0) == "closed"
+    b.failure(now_s=1)
+    assert b.state(now_s=5) == "open" and not b.allow(now_s=5)
+    assert b.allow(now_s=11) and not b.allow(now_s=11)
+    b.release()
+    assert b.allow(now_s=11)
+    b.success()
+    assert b.state(now_s=11) == "closed" and b.failures == 0
+
+
+async def test_deadline_bounds_several_slow_calls(world: World, commerce: StubServer) -> None:
+    await world.connect(commerce)
+    commerce.knobs.delay_s = 0.3
+    nodes = [products(id=f"slow{i}", query={"tier": f'"t{i}"'}) for i in range(3)]
+    plan = world.plan(*nodes, deadline_ms=100)
+    t0 = time.monotonic()
+    result = await world.run(plan)
+    elapsed_s = time.monotonic() - t0
+    assert elapsed_s < 0.25, f"three 300 ms calls under a 100 ms deadline took {elapsed_s * 1000:.0f} ms"
+    assert result.outputs == {f"slow{i}": ["fallback"] for i in range(3)}
+    assert {entry(result, f"slow{i}")["fallback"] for i in range(3)} <= {"deadline", "timeout"}
+
+
+async def test_independent_calls_run_concurrently(world: World, commerce: StubServer) -> None:
+    await world.connect(commerce)
+    commerce.knobs.delay_s = 0.2
+    a = products(id="a")
+    b = {**products(id="b"), "path": "/promotions", "query": {"segment": '"gold"'}, "output": "response.promotions.id"}
+    t0 = time.monotonic()
+    result = await world.run(world.plan(a, b), SHOES_GOLD)
+    assert time.monotonic() - t0 < 0.35  # the sum would be 0.4 s
+    assert result.outputs == {"a": ["p1", "p2", "p3"], "b": ["promo-gold", "promo-all"]}
+
+
+async def test_a_node_reading_an_external_result_waits_for_it(world: World, commerce: StubServer) -> None:
+    await world.connect(commerce)
+    count = {"id": "count", "kind": "expression", "expr": "count(products)"}
+    result = await world.run(world.plan(products(), count), SHOES_GOLD)
+    assert result.outputs["count"] == 3
+
+
+async def test_loopback_is_refused_unless_the_connection_allows_it(world: World, commerce: StubServer) -> None:
+    await world.connect(commerce, allow_private=False)
+    result = await world.run(world.plan(products()), SHOES_GOLD)
+    t = entry(result, "products")
+    assert t["fallback"] == "refused" and "non-public address (127.0.0.1)" in t["reason"]
+    assert commerce.knobs.calls["/products"] == 0
+
+
+@pytest.mark.parametrize("base_url", ["http://localhost:9", "http://169.254.169.254", "http://[::ffff:127.0.0.1]:9"])
+async def test_private_and_metadata_addresses_are_refused(world: World, base_url: str) -> None:
+    await world.store.resource_put(KIND, "internal", {"base_url": base_url})
+    result = await world.run(world.plan(products(connection="internal")))
+    assert entry(result, "products")["fallback"] == "refused"
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("8.8.8.8", True),
+        ("2606:4700:4700::1111", True),
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("172.16.0.1", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),
+        ("100.64.0.1", False),
+        ("0.0.0.0", False),
+        ("224.0.0.1", False),
+        ("::1", False),
+        ("fd00:ec2::254", False),
+        ("fe80::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("::ffff:8.8.8.8", True),
+        ("2002:7f00:1::", False),  # 6to4 wrapping 127.0.0.1
+    ],
+)
+def test_address_policy(address: str, public: bool) -> None:
+    assert is_public(ipaddress.ip_address(address)) is public
+
+
+async def test_path_placeholders_are_encoded_as_one_segment(world: World, commerce: StubServer) -> None:
+    await world.connect(commerce)
+    node = products(path="/products/{context.sku}", query={})
+    result = await world.run(world.plan(node), {"sku": "../promotions"})
+    assert entry(result, "products")["fallback"] == "error"  # 404 from /products/..%2Fpromotions
+    assert commerce.knobs.calls["/promotions"] == 0
+
+
+@pytest.mark.parametrize("path", ["http://evil.example/x", "//evil.example/x", "products", "/a?b=1", "/{context.x"])
+def test_paths_that_could_leave_the_connection_are_rejected_at_publish(path: str) -> None:
+    with pytest.raises(ValidationError) as exc:
+        compile_model({"nodes": [products(path=path)]})
+    assert exc.value.problems[0].pointer == "/nodes/0/path"
+
+
+def test_node_definition_problems_are_located() -> None:
+    with pytest.raises(ValidationError) as exc:
+        compile_model({"nodes": [products(method="TRACE", timeout_ms=0, retries=9, connection="bad key!")]})
+    pointers = {p.pointer for p in exc.value.problems}
+    assert {"/nodes/0/method", "/nodes/0/timeout_ms", "/nodes/0/retries", "/nodes/0/connection"} <= pointers
+
+
+async def test_unknown_connection_yields_the_fallback(world: World) -> None:
+    result = await world.run(world.plan(products(connection="nope")))
+    assert result.outputs == {"products": ["fallback"]}
+    assert "no connection 'nope'" in entry(result, "products")["reason"]
+
+
+async def test_without_services_the_node_takes_its_fallback(commerce: StubServer) -> None:
+    plan = compile_model({"nodes": [products()]})
+    result = await plan.evaluate_async(empty_guest(None), SHOES_GOLD, 500)
+    assert result.outputs == {"products": ["fallback"]} and result.errors == []
+
+
+async def test_gated_node_is_skipped_without_a_call(world: World, commerce: StubServer) -> None:
+    await world.connect(commerce)
+    result = await world.run(world.plan(products(when='context.tier = "platinum"')), SHOES_GOLD)
+    assert entry(result, "products")["skipped"] is True
+    assert commerce.knobs.calls["/products"] == 0
+
+
+async def test_many_concurrent_decisions_share_the_pool(world: World, commerce: StubServer) -> None:
+    await world.connect(commerce)
+    plan = world.plan(products())
+    results = await asyncio.gather(*(world.run(plan, SHOES_GOLD) for _ in range(50)))
+    assert all(r.outputs == {"products": ["p1", "p2", "p3"]} for r in results)
+
+
+async def test_commerce_example_model_against_the_stub(world: World, commerce: StubServer) -> None:
+    from engine.model import parse_document
+    from tests.conftest import ROOT
+
+    await world.connect(commerce)
+    definition = parse_document((ROOT / "models" / "commerce-recommendations.json").read_bytes())
+    plan = compile_model(definition, services=world.services)
+    guest = {**empty_guest("g1"), "facts": {"lifetime_value": 2500, "last_order": "2026-05-01"}}
+    result = await plan.evaluate_async(guest, {"category": "shoes", "now": "2026-06-01"}, 1000)
+    assert result.errors == []
+    assert result.outputs == {
+        "tier": "gold", "products": ["p3", "p1", "p2"], "promotion": "promo-gold", "discount_pct": 15,
+        "source": "catalogue",
+    }  # fmt: skip
+    silver = {**guest, "facts": {"lifetime_value": 500}}
+    result = await plan.evaluate_async(silver, {"category": "shoes", "now": "2026-06-01"}, 1000)
+    assert result.outputs["products"] == ["p2", "p1"] and result.outputs["promotion"] == "promo-silver"
+
+
+async def test_null_path_placeholder_yields_the_fallback(world: World, commerce: StubServer) -> None:
+    await world.connect(commerce)
+    result = await world.run(world.plan(products(path="/products/{context.sku}")), {})
+    t = entry(result, "products")
+    assert t["fallback"] == "error" and "{context.sku} evaluated to None" in t["reason"]
+    assert commerce.knobs.calls["/products"] == 0

@@ -1,0 +1,191 @@
+"""The Lua sandbox: escapes fail with a clear error, limits hold, nothing leaks between calls."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.errors import ScriptError
+from engine.sandbox import Limits, Sandbox
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Sandbox:
+    return Sandbox(Limits(instructions=200_000, memory_bytes=4 * 1024 * 1024, string_bytes=64 * 1024))
+
+
+def run(sandbox: Sandbox, body: str, *args: object) -> object:
+    return sandbox.compile(f"return function(...)\n{body}\nend", "t")(*args)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("return io.open('/etc/passwd')", "global 'io'"),
+        ("return os.execute('id')", "global 'os'"),
+        ("return require('os')", "global 'require'"),
+        ("return load('return 1')()", "global 'load'"),
+        ("return loadstring('return 1')", "global 'loadstring'"),
+        ("return dofile('/etc/passwd')", "global 'dofile'"),
+        ("return debug.getinfo(1)", "global 'debug'"),
+        ("return package.loaded", "global 'package'"),
+        ("return collectgarbage('count')", "global 'collectgarbage'"),
+        ("return python.eval('1')", "global 'python'"),
+        ("return coroutine.create(print)", "global 'coroutine'"),
+        ("return string.dump(function() end)", "field 'dump'"),
+        ("return getmetatable('').__index", "attempt to index a nil value"),
+        ("return getmetatable(string)", None),
+        ("string.upper = nil", "cannot modify the standard library table 'string'"),
+        ("math.pi = 3", "cannot modify the standard library table 'math'"),
+        ("setmetatable(string, {})", "protected metatable"),
+        ("setmetatable({}, {__gc = function() end})", "__gc metamethods are not allowed"),
+        ("return _G.os", "global '_G'"),
+        ("return rawset(string, 'upper', 1)", "global 'rawset'"),
+    ],
+)
+def test_escape_attempts_fail_clearly(sandbox: Sandbox, body: str, message: str | None) -> None:
+    if message is None:
+        assert run(sandbox, body) is False  # the frozen library hides its metatable
+        return
+    with pytest.raises(ScriptError) as exc:
+        run(sandbox, body)
+    assert message in exc.value.detail
+
+
+def test_pairs_over_a_library_does_not_hand_out_the_table(sandbox: Sandbox) -> None:
+    body = (
+        "local f, t = pairs(string); local names = {} "
+        "for k in pairs(string) do names[#names+1] = k end return t == nil and #names > 5"
+    )
+    assert run(sandbox, body) is True
+
+
+def test_runaway_loop_is_stopped_by_the_instruction_budget(sandbox: Sandbox) -> None:
+    with pytest.raises(ScriptError) as exc:
+        run(sandbox, "local n = 0\nwhile true do n = n + 1 end")
+    assert "instruction budget of 200000 exhausted at t:3" in exc.value.detail and exc.value.line == 3
+
+
+def test_pcall_cannot_swallow_the_budget(sandbox: Sandbox) -> None:
+    with pytest.raises(ScriptError, match="instruction budget"):
+        run(sandbox, "while true do pcall(function() while true do end end) end")
+
+
+def test_close_handlers_cannot_extend_the_budget(sandbox: Sandbox) -> None:
+    body = """
+    local function deep(n)
+      local guard <close> = setmetatable({}, {__close = function() while true do end end})
+      if n > 0 then deep(n - 1) end
+      while true do end
+    end
+    deep(100)"""
+    with pytest.raises(ScriptError, match="instruction budget"):
+        run(sandbox, body)
+
+
+def test_table_bomb_is_stopped_by_the_memory_cap() -> None:
+    roomy = Sandbox(Limits(instructions=100_000_000, memory_bytes=4 * 1024 * 1024))
+    with pytest.raises(ScriptError, match="memory limit of 4194304 bytes exceeded"):
+        run(roomy, "local t = {} for i = 1, 1e8 do t[i] = {i} end")
+    assert run(roomy, "return 1") == 1
+
+
+def test_string_concatenation_bomb_is_stopped(sandbox: Sandbox) -> None:
+    with pytest.raises(ScriptError, match="memory limit|instruction budget"):
+        run(sandbox, "local s = 'x' while true do s = s .. s end")
+
+
+def test_string_rep_is_capped(sandbox: Sandbox) -> None:
+    with pytest.raises(ScriptError, match="string.rep would build 1000000000 bytes"):
+        run(sandbox, "return ('x'):rep(1e9)")
+    assert run(sandbox, "return string.rep('ab', 3, '-')") == "ab-ab-ab"
+
+
+def test_runtime_keeps_serving_after_a_bomb(sandbox: Sandbox) -> None:
+    with pytest.raises(ScriptError):
+        run(sandbox, "local t = {} for i = 1, 1e8 do t[i] = ('x'):rep(1000) .. i end")
+    assert run(sandbox, "local t = {} for i = 1, 1000 do t[i] = i end return #t") == 1000
+
+
+def test_globals_do_not_persist_between_calls(sandbox: Sandbox) -> None:
+    script = sandbox.compile("return function() counter = (counter or 0) + 1 return counter end", "c")
+    assert [script(), script(), script()] == [1, 1, 1]
+
+
+def test_chunk_locals_do_not_persist_between_calls(sandbox: Sandbox) -> None:
+    script = sandbox.compile("local n = 0 return function() n = n + 1 return n end", "c")
+    assert [script(), script()] == [1, 1]
+
+
+def test_scripts_do_not_see_each_other(sandbox: Sandbox) -> None:
+    a = sandbox.compile("return function() shared = 'from a' return shared end", "a")
+    b = sandbox.compile("return function() return shared end", "b")
+    assert a() == "from a" and b() is None
+
+
+def test_inputs_are_plain_tables_not_python_objects(sandbox: Sandbox) -> None:
+    body = "local g = ... return {type(g), type(g.facts), g.facts.ltv, #g.tags, g.tags[1], type(g.missing)}"
+    assert run(sandbox, body, {"facts": {"ltv": 12.5}, "tags": ["a", "b"]}) == ["table", "table", 12.5, 2, "a", "nil"]
+
+
+def test_results_are_converted_to_json_values(sandbox: Sandbox) -> None:
+    assert run(sandbox, "return {a = 1, b = {1, 2}, c = array(), d = {}, e = 'x', f = true, g = 1.5}") == {
+        "a": 1, "b": [1, 2], "c": [], "d": {}, "e": "x", "f": True, "g": 1.5,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("return type", "returned a function"),
+        ("return {1, nil, 3}", "list with holes"),
+        ("return {[true] = 1}", "non-string key"),
+        ("return 0/0", "non-finite"),
+        ("local t = {} t.t = t return t", "nested deeper"),
+        ("return '\\xff'", "not valid UTF-8"),
+    ],
+)
+def test_unrepresentable_results_are_errors(sandbox: Sandbox, body: str, message: str) -> None:
+    with pytest.raises(ScriptError, match=message):
+        run(sandbox, body)
+
+
+def test_runtime_errors_carry_the_message_and_line(sandbox: Sandbox) -> None:
+    script = sandbox.compile("return function(x)\n  local y = 1\n  return x.field.deeper\nend", "score")
+    with pytest.raises(ScriptError) as exc:
+        script({})
+    assert exc.value.detail.startswith("score:3: attempt to index a nil value") and exc.value.line == 3
+
+
+def test_compile_errors_carry_the_line(sandbox: Sandbox) -> None:
+    with pytest.raises(ScriptError) as exc:
+        sandbox.compile("return function()\n  local = 1\nend", "bad")
+    assert "does not compile: bad:2:" in exc.value.detail and exc.value.line == 2
+
+
+def test_a_chunk_must_return_a_function(sandbox: Sandbox) -> None:
+    with pytest.raises(ScriptError, match="must return a function"):
+        sandbox.compile("return 5", "five")()
+
+
+def test_bytecode_is_not_loaded(sandbox: Sandbox) -> None:
+    with pytest.raises(ScriptError, match="attempt to load a binary chunk"):
+        sandbox.compile("\x1bLua", "bin")
+
+
+def test_standard_library_helpers(sandbox: Sandbox) -> None:
+    body = """
+    return {
+      split = string.split("a,b,,c", ","), trim = string.trim("  x "), up = ("abc"):upper(),
+      starts = string.startswith("guest-1", "guest"),
+      mapped = table.map({1, 2, 3}, function(v) return v * 2 end),
+      kept = table.filter({1, 2, 3, 4}, function(v) return v % 2 == 0 end),
+      has = table.contains({"a", "b"}, "b"),
+      round = math.round(2.345, 2), clamp = math.clamp(15, 0, 10),
+      later = date.add_days("2026-02-27", 3), span = date.days_between("2026-01-01", "2026-03-01"),
+      stamp = date.format(date.parse("2026-05-04T10:20:30Z"), true),
+    }"""
+    assert run(sandbox, body) == {
+        "split": ["a", "b", "", "c"], "trim": "x", "up": "ABC", "starts": True, "mapped": [2, 4, 6],
+        "kept": [2, 4], "has": True, "round": 2.35, "clamp": 10, "later": "2026-03-02", "span": 59,
+        "stamp": "2026-05-04T10:20:30Z",
+    }  # fmt: skip
