@@ -6,6 +6,7 @@ personalize calls, OFREP flags), so they all behave alike.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -96,7 +97,10 @@ async def decide(rt: Runtime, model_key: str, lookup: GuestLookup, context: JSON
     result = await evaluate(rt, plan, guest, context)
     check_size(plan, result)
     decision = Decision(uuid.uuid4().hex, plan, result, guest.get("ref") or lookup.direct_ref, degraded, guest)
-    rt.recorder.record(record(decision, shadow=False))
+    served = record(decision, shadow=False)
+    rt.recorder.record(served)
+    for listener in rt.services.get("decision_listeners", ()):
+        listener(served)  # e.g. experiments count the exposure; must not block
     rt.metrics.observe_decision(plan.key, time.perf_counter() - t0, result.trace)
     if degraded:
         rt.metrics.degraded.labels(plan.key).inc()
@@ -113,7 +117,13 @@ async def run_shadow(rt: Runtime, shadow: Plan, decision: Decision, context: JSO
 
 
 def record(decision: Decision, *, shadow: bool) -> DecisionRecord:
-    extra = {"errors": decision.result.errors} if decision.result.errors else None
+    extra: JSONObject = {"errors": decision.result.errors} if decision.result.errors else {}
+    arms = [e.output for e in decision.result.trace if e.kind == "experiment" and isinstance(e.output, dict)]
+    if arms:
+        # Logged with every decision so policies can be evaluated off-line; experiments are independent
+        # draws, so the decision's propensity is the product.
+        extra["experiments"] = arms
+        extra["propensity"] = math.prod(a["propensity"] for a in arms)
     return DecisionRecord(
         decision.decision_id,
         decision.plan.key,

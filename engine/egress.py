@@ -54,7 +54,8 @@ async def resolve(host: str, port: int) -> list[str]:
         pass
     loop = asyncio.get_running_loop()
     try:
-        infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT_S)
+        async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, TimeoutError) as exc:
         raise ExternalCallFailed(f"cannot resolve host '{host}': {exc}", reason="error") from exc
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
@@ -156,13 +157,15 @@ class Egress:
         """Send ``request``; its status and body, read within ``timeout_s``. httpx errors pass through."""
         if not self.shared:
             async with guarded_client(allow_private=allow_private, max_connections=4) as client:
-                return await asyncio.wait_for(_exchange(client, request, max_bytes), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    return await _exchange(client, request, max_bytes)
         pooled = self._clients.get(allow_private)
         if pooled is None:
             pooled = self._clients[allow_private] = guarded_client(
                 allow_private=allow_private, max_connections=self.max_connections
             )
-        return await asyncio.wait_for(_exchange(pooled, request, max_bytes), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            return await _exchange(pooled, request, max_bytes)
 
     async def aclose(self) -> None:
         for client in self._clients.values():

@@ -10,6 +10,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from engine import integrations, listen
+from engine import experimentation, integrations, listen
 
-FEATURES: tuple[ModuleType, ...] = (integrations, listen)
+FEATURES: tuple[ModuleType, ...] = (integrations, listen, experimentation)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,12 +43,24 @@ class Receipt:
         return {"ref": self.ref, "guest_ref": self.guest_ref, "status": "duplicate" if self.duplicate else "accepted"}
 
 
+AppliedListener = Callable[[str, Event], Awaitable[Any]]
+"""Called with (surviving guest ref, event) once per event actually applied — e.g. experiment rewards."""
+
+
 class Ingest:
-    def __init__(self, profiles: Profiles, log: EventLog, limits: Limits, clock: Clock = wall_clock_ms) -> None:
+    def __init__(
+        self,
+        profiles: Profiles,
+        log: EventLog,
+        limits: Limits,
+        clock: Clock = wall_clock_ms,
+        listeners: tuple[AppliedListener, ...] = (),
+    ) -> None:
         self.profiles = profiles
         self.log = log
         self.limits = limits
         self.clock = clock
+        self.listeners = listeners
 
     async def record(self, event: Event) -> Receipt:
         """Log then apply one validated event. Raises :class:`~engine.errors.Unavailable` if either write fails."""
@@ -92,6 +104,8 @@ class Ingest:
             if redirect is None:
                 if outcome is Commit.OK:
                     await self._after(ref, result)
+                    for listener in self.listeners:
+                        await listener(ref, event)
                 return ref, outcome is Commit.OK
             # Retired (merged into another guest, maybe this very moment): follow it, finishing the fold.
             ref = await identity.resolve(self.profiles, ref, now_ms, self.limits)

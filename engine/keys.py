@@ -81,3 +81,27 @@ ACTIVE_SESSIONS = f"{PREFIX}:sessions:active"
 
 ABANDONED = f"{PREFIX}:abandoned"
 """Stream: abandoned-cart records (a session closed with a cart and no order), for the cart trigger."""
+
+
+# --- experiments --------------------------------------------------------------------------------
+# Per-arm keys each get their own hash tag so a busy experiment's counters spread across cluster slots.
+def experiment_tally(experiment: str, arm: str) -> str:
+    """Hash of one arm's counters: totals ``n`` (exposures), ``c`` (rewarded), ``s`` (reward sum),
+    ``q`` (sum of squares), and the same per allocation epoch as ``n@<epoch>``, ``c@<epoch>``…"""
+    return f"{PREFIX}:{{x:{experiment}:{arm}}}:tally"
+
+
+def experiment_epochs(experiment: str) -> str:
+    """Hash: allocation epoch → the arms' weights in that epoch (JSON), written once per epoch."""
+    return f"{PREFIX}:{{x:{experiment}}}:epochs"
+
+
+def experiment_unit(experiment: str, unit: str) -> str:
+    """Hash of one attribution unit (a decision, or a guest in a fixed split): ``arm``, ``epoch``,
+    ``at_ms``, ``deadline_ms``, ``rewarded``; expires after the attribution window."""
+    return f"{PREFIX}:{{xu:{experiment}:{unit}}}"
+
+
+def experiment_decision(experiment: str, decision_id: str) -> str:
+    """String: decision id → its attribution unit, where the unit is not the decision itself."""
+    return f"{PREFIX}:{{xu:{experiment}:{decision_id}}}:unit"

@@ -11,12 +11,14 @@ import asyncio
 import contextlib
 import logging
 
+from engine import rewards
 from engine.api import events as events_api
 from engine.api import guests as guests_api
 from engine.api import sdk as sdk_api
 from engine.api._listen import Listen, listen
 from engine.errors import Unavailable
 from engine.eventlog import open_event_log
+from engine.events import Event
 from engine.guests import Guests
 from engine.ingest import Ingest
 from engine.profiles import open_profiles
@@ -35,7 +37,13 @@ async def startup(rt: Runtime) -> None:
     s = rt.settings
     limits = Limits(s.session_timeout_ms, s.max_sessions, s.max_events_per_session, s.max_orders)
     profiles = open_profiles(rt.store)
-    service = Listen(Ingest(profiles, open_event_log(rt.store, s.event_log_shards), limits), Guests(profiles, limits))
+
+    async def reward_experiments(guest_ref: str, event: Event) -> None:
+        # Goal events reward the experiments that exposed this guest; a no-op without the experiments feature.
+        await rewards.on_event(rt, guest_ref, event.as_json())
+
+    ingest = Ingest(profiles, open_event_log(rt.store, s.event_log_shards), limits, listeners=(reward_experiments,))
+    service = Listen(ingest, Guests(profiles, limits))
     rt.services["listen"] = service
     task = asyncio.get_running_loop().create_task(_housekeeping(service.ingest))
     service.tasks.add(task)

@@ -112,7 +112,8 @@ class Plan:
                 remaining_s = deadline_s - time.monotonic()
                 if remaining_s <= 0:
                     raise TimeoutError
-                value = await asyncio.wait_for(node.evaluate_async(scope, entry, deadline_s), remaining_s)
+                async with asyncio.timeout(remaining_s):
+                    value = await node.evaluate_async(scope, entry, deadline_s)
         except TimeoutError:
             entry.fallback = entry.fallback or "deadline"
         except ArbiterError as exc:

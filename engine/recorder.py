@@ -70,6 +70,9 @@ class Recorder:
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a cancel that races the inner
+                # wait finishing, and this task then never stops (seen as app shutdowns hanging in tests).
+                async with asyncio.timeout(self.flush_interval_s):
+                    await self._wake.wait()
             self._wake.clear()
             await self.flush()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from engine.nodes import expression, external, offers, output, rule, script, table
+from engine.nodes import experiment, expression, external, offers, output, rule, script, table
 from engine.nodes.base import NodeCompiler
 
-_MODULES: tuple[ModuleType, ...] = (table, expression, rule, offers, output, script, external)
+_MODULES: tuple[ModuleType, ...] = (table, expression, rule, offers, experiment, output, script, external)
 
 COMPILERS: dict[str, NodeCompiler] = {m.KIND: m.compile for m in _MODULES}
