@@ -75,8 +75,8 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
             yield
         finally:
             follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+            # Wait without awaiting the task itself: a cancel Python 3.11 swallows must not hang shutdown.
+            await asyncio.wait({follower}, timeout=2)
             for feature in reversed(FEATURES):
                 if hasattr(feature, "shutdown"):
                     await feature.shutdown(rt)

@@ -102,6 +102,11 @@ def experiment_unit(experiment: str, unit: str) -> str:
     return f"{PREFIX}:{{xu:{experiment}:{unit}}}"
 
 
+def experiment_parked(experiment: str, unit: str) -> str:
+    """String: a reward that arrived before its unit was written (value), same slot as the unit."""
+    return f"{experiment_unit(experiment, unit)}:parked"
+
+
 def experiment_decision(experiment: str, decision_id: str) -> str:
     """String: decision id → its attribution unit, where the unit is not the decision itself."""
     return f"{PREFIX}:{{xu:{experiment}:{decision_id}}}:unit"

@@ -41,11 +41,22 @@ TallyMap = dict[str, dict[str, Tally]]
 """epoch → arm → tally."""
 
 
+PARK_TTL_MS = 60_000
+"""How long a reward may wait for its exposure to be written (exposures flush within milliseconds)."""
+
+
+def _reward_counts(value: float | None) -> list[float]:
+    """Tally increments (rewarded, sum, sum of squares) for a reward, or none."""
+    return [0, 0, 0] if value is None else [1, value, value * value]
+
+
 class Ledger(Protocol):
     async def expose(self, batch: list[Exposure]) -> None: ...
 
-    async def claim(self, experiment: str, unit: str, now_ms: int) -> tuple[str, str, str]:
-        """Mark a unit rewarded once: ``(counted|duplicate|late|unknown, arm, epoch)``."""
+    async def claim(self, experiment: str, unit: str, now_ms: int, value: float | None = None) -> tuple[str, str, str]:
+        """Mark a unit rewarded once: ``(counted|duplicate|late|unknown|parked, arm, epoch)``.
+
+        With a ``value``, a reward for a unit not written yet is parked and counted when it opens."""
         ...
 
     async def add_reward(self, experiment: str, arm: str, epoch: str, value: float) -> None: ...
@@ -69,8 +80,10 @@ class Ledger(Protocol):
 
 def _parse_tally(fields: dict[str, float], suffix: str = "") -> Tally:
     return Tally(
-        int(fields.get("n" + suffix, 0)), int(fields.get("c" + suffix, 0)),
-        float(fields.get("s" + suffix, 0.0)), float(fields.get("q" + suffix, 0.0)),
+        int(fields.get("n" + suffix, 0)),
+        int(fields.get("c" + suffix, 0)),
+        float(fields.get("s" + suffix, 0.0)),
+        float(fields.get("q" + suffix, 0.0)),
     )
 
 
@@ -96,26 +109,36 @@ class RedisLedger:
                 deadline_ms = x.at_ms + x.window_s * 1000
                 # A fixed-split guest's unit outlives one window: a returning guest is not a new exposure.
                 ttl_s = x.window_s + (90 * 86400 if x.keep_assignment else 3600)
-                await self._expose(keys=[keys.experiment_unit(x.experiment, x.unit)],
-                                   args=[x.arm, x.epoch, x.at_ms, deadline_ms, ttl_s], client=pipe)
+                unit_keys = [keys.experiment_unit(x.experiment, x.unit), keys.experiment_parked(x.experiment, x.unit)]
+                await self._expose(keys=unit_keys, args=[x.arm, x.epoch, x.at_ms, deadline_ms, ttl_s], client=pipe)
             opened = await pipe.execute()
             pipe = self.client.pipeline(transaction=False)
-            for x, new in zip(batch, opened, strict=True):
+            for x, (new, parked) in zip(batch, opened, strict=True):
                 if new:
-                    await self._tally(keys=[keys.experiment_tally(x.experiment, x.arm)],
-                                      args=[x.epoch, 1, 0, 0, 0], client=pipe)
+                    rewarded = float(parked) if parked else None
+                    await self._tally(
+                        keys=[keys.experiment_tally(x.experiment, x.arm)],
+                        client=pipe,
+                        args=[x.epoch, 1, *_reward_counts(rewarded)],
+                    )
                 if x.unit != x.decision_id:
                     pipe.set(keys.experiment_decision(x.experiment, x.decision_id), x.unit, ex=x.window_s)
                 if x.guest_ref:
-                    await self._assign(keys=[keys.guest(x.guest_ref)], client=pipe, args=[
-                        x.experiment, orjson.dumps(x.assignment()), "1" if x.keep_assignment else "0"])
+                    await self._assign(
+                        keys=[keys.guest(x.guest_ref)],
+                        client=pipe,
+                        args=[x.experiment, orjson.dumps(x.assignment()), "1" if x.keep_assignment else "0"],
+                    )
             await pipe.execute()
         except RedisError as exc:
             raise Unavailable(f"experiment ledger unavailable: {exc}") from exc
 
-    async def claim(self, experiment: str, unit: str, now_ms: int) -> tuple[str, str, str]:
+    async def claim(self, experiment: str, unit: str, now_ms: int, value: float | None = None) -> tuple[str, str, str]:
+        unit_keys = [keys.experiment_unit(experiment, unit), keys.experiment_parked(experiment, unit)]
         try:
-            status, arm, epoch = await self._claim(keys=[keys.experiment_unit(experiment, unit)], args=[now_ms])
+            status, arm, epoch = await self._claim(
+                keys=unit_keys, args=[now_ms, "" if value is None else repr(value), PARK_TTL_MS]
+            )
         except RedisError as exc:
             raise Unavailable(f"experiment ledger unavailable: {exc}") from exc
         return status.decode(), arm.decode(), epoch.decode()
@@ -214,7 +237,11 @@ class MemoryLedger:
         for x in batch:
             if (x.experiment, x.unit) not in self.units:
                 self.units[(x.experiment, x.unit)] = {
-                    "arm": x.arm, "epoch": x.epoch, "deadline_ms": x.at_ms + x.window_s * 1000, "rewarded": False}
+                    "arm": x.arm,
+                    "epoch": x.epoch,
+                    "deadline_ms": x.at_ms + x.window_s * 1000,
+                    "rewarded": False,
+                }
                 self._add(x.experiment, x.arm, x.epoch, {"n": 1})
             if x.unit != x.decision_id:
                 self.aliases[(x.experiment, x.decision_id)] = x.unit
@@ -229,7 +256,8 @@ class MemoryLedger:
                 if not (x.keep_assignment and x.experiment in target):
                     target[x.experiment] = x.assignment()
 
-    async def claim(self, experiment: str, unit: str, now_ms: int) -> tuple[str, str, str]:
+    async def claim(self, experiment: str, unit: str, now_ms: int, value: float | None = None) -> tuple[str, str, str]:
+        # One process owns the embedded ledger and rewards flush its exposures first: nothing to park.
         u = self.units.get((experiment, unit))
         if u is None:
             return "unknown", "", ""

@@ -18,6 +18,7 @@ from engine.metrics import Metrics
 from engine.store import DecisionRecord, Store
 
 log = logging.getLogger("arbiter.recorder")
+STOP_TIMEOUT_S = 5.0
 
 
 class Recorder:
@@ -38,6 +39,7 @@ class Recorder:
         self._capacity = capacity
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def record(self, rec: DecisionRecord) -> None:
         if len(self._buffer) >= self._capacity:
@@ -51,10 +53,14 @@ class Recorder:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
+        # A stop flag, not Task.cancel(): on Python 3.11 a cancel landing as asyncio.timeout fires is
+        # swallowed, and with a 5 ms timer that race is common (app shutdowns hung in tests).
+        self._stopping = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task}, timeout=STOP_TIMEOUT_S)
+            if not self._task.done():
+                self._task.cancel()
         await self.flush()
 
     async def flush(self) -> None:
@@ -68,10 +74,8 @@ class Recorder:
                 return
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a cancel that races the inner
-                # wait finishing, and this task then never stops (seen as app shutdowns hanging in tests).
                 async with asyncio.timeout(self.flush_interval_s):
                     await self._wake.wait()
             self._wake.clear()

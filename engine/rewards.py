@@ -47,7 +47,7 @@ def reward_value(exp: Experiment, value: Any, pointer: str = "/value") -> float:
 async def reward_unit(lab: Lab, exp: Experiment, unit: str, value: float, now_ms: int | None = None) -> JSONObject:
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     await lab.flush()  # a reward right after its decision must find the exposure written
-    status, arm, epoch = await lab.ledger.claim(exp.key, unit, now_ms)
+    status, arm, epoch = await lab.ledger.claim(exp.key, unit, now_ms, value)
     if status == "counted":
         await lab.ledger.add_reward(exp.key, arm, epoch, value)
     return {"experiment": exp.key, "status": status, "arm": arm or None, "epoch": epoch or None}

@@ -93,7 +93,7 @@ def test_eligibility_narrows_arms_and_propensity(seeded: TestClient) -> None:
     assert set(seen) == {"classic", "bold"}
 
 
-def test_reward_is_counted_once_within_the_window(client: TestClient) -> None:
+def test_reward_is_counted_once_within_the_window(client: TestClient, store: Store) -> None:
     assert client.put("/v1/experiments/hero-banner", headers=ADMIN, json=HERO_EXPERIMENT).status_code == 201
     assert client.put("/v1/models/hero?publish=1", headers=ADMIN, content=HERO_MODEL).status_code == 201
     d = decide(client, "guest-r")
@@ -103,12 +103,10 @@ def test_reward_is_counted_once_within_the_window(client: TestClient) -> None:
     assert first.json()["arm"] == d["outputs"]["banner"]
     again = client.post("/v1/experiments/hero-banner/rewards", headers=PUBLIC, json=body)
     assert again.json()["status"] == "duplicate"
-    assert (
-        client.post("/v1/experiments/hero-banner/rewards", headers=PUBLIC, json={"decision_id": "nope"}).json()[
-            "status"
-        ]
-        == "unknown"
-    )
+    # A decision not (yet) on record: on Redis its exposure may still be in the serving process's flush
+    # buffer, so the reward is parked until it lands; the embedded store has no other process to wait for.
+    early = client.post("/v1/experiments/hero-banner/rewards", headers=PUBLIC, json={"decision_id": "nope"})
+    assert early.json()["status"] == ("parked" if store.name == "redis" else "unknown")
     arm = next(a for a in results(client, "hero-banner")["arms"] if a["arm"] == d["outputs"]["banner"])
     assert arm["conversions"] == 1 and arm["rate"] == 1.0
 
