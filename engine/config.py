@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,22 @@ def _parse_pairs(raw: str) -> dict[str, str]:
             key, sep, value = part.partition("=")
             out[key.strip()] = value.strip() if sep else DEFAULT_POS
     return out
+
+
+_INT_FIELDS = (
+    "port", "deadline_ms", "max_body_bytes", "redis_timeout_ms", "workers", "session_timeout_ms", "max_sessions",
+    "max_events_per_session", "max_orders", "event_log_shards", "max_batch_events", "max_import_bytes",
+)  # fmt: skip
+_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "ARBITER_HOST": ("host", str),
+    "ARBITER_REDIS_URL": ("redis_url", str),
+    "ARBITER_ADMIN_KEY": ("admin_key", str),
+    "ARBITER_PUBLIC_KEY": ("public_keys", lambda v: _parse_public_keys(v)),
+    "ARBITER_MODELS_DIR": ("models_dir", Path),
+    "ARBITER_CONTEXT_IDS": ("context_ids", lambda v: _parse_pairs(v)),
+    **{f"ARBITER_{name.upper()}": (name, int) for name in _INT_FIELDS},
+}
+"""Environment variable → (settings field, parser)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,32 +86,8 @@ class Settings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
         env = dict(os.environ if env is None else env)
-        s = cls()
-        if v := env.get("ARBITER_HOST"):
-            s = replace(s, host=v)
-        if v := env.get("ARBITER_PORT"):
-            s = replace(s, port=int(v))
-        if v := env.get("ARBITER_REDIS_URL"):
-            s = replace(s, redis_url=v)
-        if v := env.get("ARBITER_ADMIN_KEY"):
-            s = replace(s, admin_key=v)
-        if v := env.get("ARBITER_PUBLIC_KEY"):
-            s = replace(s, public_keys=_parse_public_keys(v))
-        if v := env.get("ARBITER_MODELS_DIR"):
-            s = replace(s, models_dir=Path(v))
-        if v := env.get("ARBITER_DEADLINE_MS"):
-            s = replace(s, deadline_ms=int(v))
-        if v := env.get("ARBITER_MAX_BODY_BYTES"):
-            s = replace(s, max_body_bytes=int(v))
-        if v := env.get("ARBITER_REDIS_TIMEOUT_MS"):
-            s = replace(s, redis_timeout_ms=int(v))
-        if v := env.get("ARBITER_WORKERS"):
-            s = replace(s, workers=int(v))
-        if v := env.get("ARBITER_CONTEXT_IDS"):
-            s = replace(s, context_ids=_parse_pairs(v))
-        for name in ("session_timeout_ms", "max_sessions", "max_events_per_session", "max_orders", "event_log_shards"):
-            if v := env.get(f"ARBITER_{name.upper()}"):
-                s = replace(s, **{name: int(v)})  # type: ignore[arg-type]
+        found = {field: parse(env[name]) for name, (field, parse) in _ENV.items() if env.get(name)}
+        s = replace(cls(), **found)
         return replace(s, **{k: v for k, v in overrides.items() if v is not None})
 
     def check_bind(self) -> None:
