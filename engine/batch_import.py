@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import inspect
 import time
 import uuid
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -61,7 +62,8 @@ class ImportJob:
             self.errors.append({"line": line, "pointer": pointer, "message": message})
 
 
-Progress = Callable[[ImportJob], None]
+Progress = Callable[[ImportJob], Awaitable[None] | None]
+"""Called after each batch: a CLI progress bar (sync) or publishing the job's status to the store (async)."""
 
 
 def open_lines(path: Path) -> tuple[IO[bytes], IO[bytes]]:
@@ -126,7 +128,9 @@ async def run_import(
 
             await asyncio.gather(*(one_ref(r) for r in by_ref.values()))
             if progress is not None:
-                progress(job)
+                reported = progress(job)
+                if inspect.isawaitable(reported):
+                    await reported
             if len(batch) < BATCH_LINES:
                 break
         job.state = "done"

@@ -12,12 +12,15 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
+from engine.app import create_app
 from engine.batch_import import ImportJob, run_import
+from engine.config import Settings
 from engine.guests import Guests
 from engine.profiles import open_profiles
 from engine.sessions import Limits
 from engine.store import Store
 from engine.store.memory import MemoryStore
+from engine.store.redis import RedisStore
 from tests.conftest import ADMIN, ROOT, wait_until
 
 
@@ -75,6 +78,18 @@ def test_upload_and_poll(client: TestClient) -> None:
     assert client.get("/v1/guests/g1", headers=ADMIN).json()["attributes"]["city"] == "Oslo"
     assert client.post("/v1/imports", content=b"", headers=ADMIN).status_code == 400
     assert client.get("/v1/imports/nope", headers=ADMIN).status_code == 404
+
+
+def test_another_worker_answers_the_status_poll(redis_url: str, settings: Settings) -> None:
+    """Behind a load balancer the poll may reach a worker that did not take the upload."""
+    with (
+        TestClient(create_app(settings, store=RedisStore(redis_url))) as taker,
+        TestClient(create_app(settings, store=RedisStore(redis_url))) as other,
+    ):
+        r = taker.post("/v1/imports", content=ndjson(RECORDS[:2]), headers=ADMIN)
+        status_url = r.headers["location"]
+        wait_until(lambda: other.get(status_url, headers=ADMIN).json()["state"] == "done", what="import job")
+        assert other.get(status_url, headers=ADMIN).json()["changed"] == 2
 
 
 def test_cli_import_with_progress(redis_url: str, tmp_path: Path) -> None:

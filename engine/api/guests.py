@@ -17,10 +17,13 @@ from engine.api.bodies import read_json
 from engine.api.responses import json_response
 from engine.auth import require_admin
 from engine.batch_import import ImportJob, run_import
-from engine.errors import BadRequest, NotFound, PayloadTooLarge
+from engine.errors import BadRequest, NotFound, PayloadTooLarge, Unavailable
 from engine.runtime import runtime
 
 MODES = ("upsert", "merge", "insert")
+
+IMPORT_RESOURCE = "import"
+"""Store resource kind holding each import job's status, readable by every worker."""
 
 
 def _admin(request: Request) -> Listen:
@@ -118,11 +121,20 @@ async def start_import(request: Request) -> Response:
     spool = await _spool(request, limit)
     job = ImportJob()
     svc.imports[job.id] = job
+    store = runtime(request).store
+
+    async def publish(j: ImportJob) -> None:
+        # Through the store, so a status poll answered by another worker sees the job too.
+        with contextlib.suppress(Unavailable):
+            await store.resource_put(IMPORT_RESOURCE, j.id, j.as_json())
+
+    await publish(job)
 
     async def run() -> None:
         try:
-            await run_import(svc.guests, spool, job)
+            await run_import(svc.guests, spool, job, progress=publish)
         finally:
+            await publish(job)
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(spool.unlink)
 
@@ -134,10 +146,14 @@ async def start_import(request: Request) -> Response:
 
 async def import_status(request: Request) -> Response:
     svc = _admin(request)
-    job = svc.imports.get(request.path_params["job_id"])
-    if job is None:
-        raise NotFound("no such import job in this process")
-    return json_response(job.as_json())
+    job_id = request.path_params["job_id"]
+    job = svc.imports.get(job_id)
+    if job is not None:
+        return json_response(job.as_json())
+    stored = await runtime(request).store.resource_get(IMPORT_RESOURCE, job_id)
+    if stored is None:
+        raise NotFound(f"no import job '{job_id}'")
+    return json_response(stored)
 
 
 routes = [
