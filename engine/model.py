@@ -14,6 +14,7 @@ import orjson
 import yaml
 
 from engine.errors import BadRequest, Problem, ValidationError
+from engine.feel import UnaryTests
 from engine.nodes import COMPILERS
 from engine.nodes.base import CompileContext, Node
 from engine.plan import Plan
@@ -112,6 +113,7 @@ def compile_model(
     deadline_ms = defn.get("deadline_ms")
     if deadline_ms is not None and (not isinstance(deadline_ms, int) or not 1 <= deadline_ms <= 10_000):
         problems.append(Problem("/deadline_ms", "must be an integer number of milliseconds, 1 to 10000"))
+    input_checks = _input_checks(inputs, types, ctx)
     if problems:
         raise ValidationError(problems)
     order = _topological(compiled, ids)
@@ -124,7 +126,22 @@ def compile_model(
         deadline_ms=deadline_ms,
         max_result_bytes=max_result_bytes,
         types=types,
+        input_checks=input_checks,
     )
+
+
+def _input_checks(
+    inputs: list[tuple[str, str]], types: JSONObject, ctx: CompileContext
+) -> tuple[tuple[str, UnaryTests], ...]:
+    """Allowed-value tests of the declared inputs whose (item definition) type lists them."""
+    checks = []
+    for name, type_name in inputs:
+        spec = types.get(type_name)
+        if isinstance(spec, dict) and isinstance(spec.get("values"), str) and not spec.get("list"):
+            tests = ctx.unary_tests(spec["values"], f"/types/{type_name}/values")
+            if tests is not None:
+                checks.append((name, tests))
+    return tuple(checks)
 
 
 def _inputs(raw: Any, problems: list[Problem]) -> list[tuple[str, str]]:

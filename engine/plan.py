@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import ArbiterError, EvaluationError
-from engine.feel import to_json
+from engine.feel import UnaryTests, to_json
 from engine.feel.convert import coerce_input
 from engine.nodes.base import TraceEntry
 from engine.types import JSONObject
@@ -43,6 +43,8 @@ class Plan:
     deadline_ms: int | None
     max_result_bytes: int
     types: Mapping[str, Any] = field(default_factory=dict)
+    input_checks: tuple[tuple[str, UnaryTests], ...] = ()
+    """Declared inputs whose type lists allowed values (DMN item definitions): checked on the way in."""
     """The model's item definitions: declared inputs are coerced through them (DMN structures, lists)."""
     is_async: bool = field(init=False)
 
@@ -58,14 +60,26 @@ class Plan:
     def evaluate(self, guest: JSONObject, context: JSONObject) -> Result:
         """Evaluate a plan without I/O nodes. Never raises for a node's failure: the trace records it."""
         scope = self.scope(guest, context)
+        rejected = self._check_inputs(scope)
         trace = [self._run(node, scope) for node in self.nodes]
-        return self._result(scope, trace)
+        return self._result(scope, trace, rejected)
+
+    def _check_inputs(self, scope: dict[str, Any]) -> list[JSONObject]:
+        """An input outside its type's allowed values is an error, and reaches the model as null."""
+        rejected = []
+        for name, allowed in self.input_checks:
+            value = scope.get(name)
+            if value is not None and not allowed.matches(value, scope):
+                scope[name] = None
+                rejected.append({"input": name, "error": f"{to_json(value)!r} is not allowed ({allowed.source})"})
+        return rejected
 
     async def evaluate_async(self, guest: JSONObject, context: JSONObject, deadline_ms: int) -> Result:
         """Evaluate a plan with I/O nodes within ``deadline_ms`` (the model's own deadline wins if set)."""
         budget_s = (self.deadline_ms or deadline_ms) / 1000
         deadline_s = time.monotonic() + budget_s
         scope = self.scope(guest, context)
+        rejected = self._check_inputs(scope)
         pending: dict[str, asyncio.Task[TraceEntry]] = {}
         trace: list[TraceEntry] = []
         for node in self.nodes:
@@ -79,7 +93,7 @@ class Plan:
                 trace.append(self._run(node, scope))
         for task in pending.values():
             trace.append(await task)
-        return self._result(scope, trace)
+        return self._result(scope, trace, rejected)
 
     def _run(self, node: Any, scope: dict[str, Any]) -> TraceEntry:
         entry = TraceEntry(node.id, node.kind)
@@ -127,12 +141,12 @@ class Plan:
         entry.time_us = (_perf_ns() - t0) // 1000
         return entry
 
-    def _result(self, scope: dict[str, Any], trace: list[TraceEntry]) -> Result:
+    def _result(self, scope: dict[str, Any], trace: list[TraceEntry], rejected: list[JSONObject]) -> Result:
         if self.output_id is not None:
             outputs = scope.get(self.output_id)
         else:
             outputs = {n.id: scope.get(n.id) for n in self.nodes}
-        errors = [{"node": e.id, "error": e.error} for e in trace if e.error is not None]
+        errors = rejected + [{"node": e.id, "error": e.error} for e in trace if e.error is not None]
         return Result(to_json(outputs), trace, errors)
 
 

@@ -162,3 +162,25 @@ def test_every_dmn_version_imports(ns: str) -> None:
     assert evaluate(model, {"Age": 40}) == ({"D": "adult"}, [])
     outputs, errors = evaluate(model, {"Age": None})
     assert outputs == {"D": None} and errors == []
+
+
+def test_item_definition_allowed_values_are_enforced_on_inputs() -> None:
+    """A value outside an input type's allowed values is an error and reaches the model as null."""
+    from engine.model import compile_model
+
+    model = {
+        "inputs": [{"name": "Risk", "type": "tRisk"}],
+        "types": {"tRisk": {"base": "string", "values": '"Low","Medium","High"'}},
+        "nodes": [{"id": "Echo", "kind": "expression", "expr": "Risk"}],
+    }
+    plan = compile_model(model)
+    ok = plan.evaluate({}, {"Risk": "Low"})
+    assert (ok.outputs, ok.errors) == ({"Echo": "Low"}, [])
+    bad = plan.evaluate({}, {"Risk": "Extreme"})
+    assert bad.outputs == {"Echo": None}
+    assert bad.errors[0]["input"] == "Risk" and "not allowed" in bad.errors[0]["error"]
+    assert plan.evaluate({}, {}).errors == []  # a missing input is null, not a violation
+    broken = {**model, "types": {"tRisk": {"base": "string", "values": '"Low",,'}}}
+    with pytest.raises(ValidationError) as info:
+        compile_model(broken)
+    assert info.value.problems[0].pointer == "/types/tRisk/values"
