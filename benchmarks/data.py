@@ -195,8 +195,12 @@ def event_bodies(n: int, guests_n: int, seed: int = SEED) -> list[bytes]:
                 "type": kinds[int(rng.integers(0, len(kinds)))],
                 "browser_id": guest_ref(int(rng.integers(0, guests_n))),
                 "channel": CHANNELS[int(rng.integers(0, 3))],
+                "language": "EN",
+                "currency": "EUR",
                 "page": "product",
                 "category": CATEGORIES[int(rng.integers(0, len(CATEGORIES)))],
+                # Every kind carries a product: ADD requires one, the others keep it as extra data.
+                "product": {"item_id": f"SKU-{int(rng.integers(1, 500))}", "price": 49.5, "quantity": 1},
             }
         )
         for k in range(n)

@@ -35,9 +35,11 @@ function request()
   local body
   if mode == "events" then
     body = string.format(
-      '{"ref":"wrk-%d-%d-%d","type":"%s","browser_id":"%s","channel":"%s","page":"product","category":"%s"}',
+      '{"ref":"wrk-%d-%d-%d","type":"%s","browser_id":"%s","channel":"%s","language":"EN","currency":"EUR",' ..
+      '"page":"product","category":"%s","product":{"item_id":"SKU-%d","price":%.2f,"quantity":1}}',
       thread_id or 0, os.time(), counter, kinds[math.random(#kinds)], guest(),
-      channels[math.random(#channels)], categories[math.random(#categories)])
+      channels[math.random(#channels)], categories[math.random(#categories)], math.random(1, 500),
+      5 + math.random() * 95)
   else
     body = string.format(
       '{"guest":{"browser_id":"%s"},"context":{"channel":"%s","page":"product","category":"%s","price":%.2f,"now":"2026-11-23"}}',

@@ -7,13 +7,16 @@ the Lua scripts that make writes atomic are exercised for real.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 from starlette.testclient import TestClient
@@ -68,6 +71,40 @@ def running_redis(workdir: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]
         client.close()
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def running_arbiter(
+    log_dir: Path,
+    *,
+    models: Path | str = "models",
+    keys: tuple[str, str] = ("e2e-admin", "e2e-public"),
+    redis_url: str | None = None,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """A real ``arbiter serve`` process (uvicorn, uvloop, httptools) on a free port; yields its base URL.
+
+    Ready means /ready answered 200; its output goes to ``log_dir/server.log``, shown if it never gets there.
+    """
+    port = free_port()
+    full_env = {**os.environ, "ARBITER_ADMIN_KEY": keys[0], "ARBITER_PUBLIC_KEY": keys[1], **(env or {})}
+    args = [sys.executable, "-m", "engine", "serve", "--port", str(port), "--models", str(models), "--quiet"]
+    if redis_url is not None:
+        args += ["--redis", redis_url, "--workers", str(workers)]
+    log_path = log_dir / "server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_until(lambda: httpx.get(f"{base}/ready", timeout=1).status_code == 200, timeout_s=30, what="arbiter")
+        except TimeoutError:
+            pytest.fail(f"arbiter did not become ready; its log:\n{log_path.read_text()}")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
 
 
 @pytest.fixture(scope="session")

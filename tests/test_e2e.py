@@ -2,38 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import ROOT, free_port, wait_until
+from tests.conftest import running_arbiter, wait_until
 
 
 @pytest.fixture(params=["embedded", "redis"])
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "ARBITER_ADMIN_KEY": "e2e-admin", "ARBITER_PUBLIC_KEY": "e2e-public"}
-    args = [sys.executable, "-m", "engine", "serve", "--port", str(port), "--models", "models", "--quiet"]
-    if request.param == "redis":
-        args += ["--redis", request.getfixturevalue("redis_url"), "--workers", "2"]
-    log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_until(lambda: httpx.get(f"{base}/ready", timeout=1).status_code == 200, timeout_s=30, what="arbiter")
-        except TimeoutError:
-            pytest.fail(f"arbiter did not become ready; its log:\n{log_path.read_text()}")
+    redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    with running_arbiter(tmp_path, redis_url=redis_url, workers=2) as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
 
 
 @pytest.mark.e2e

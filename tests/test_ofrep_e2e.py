@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +12,7 @@ from openfeature.contrib.provider.ofrep import OFREPProvider
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import ErrorCode
 
-from tests.conftest import ROOT, free_port, wait_until
+from tests.conftest import running_arbiter
 
 pytestmark = pytest.mark.e2e
 ADMIN = {"Authorization": "Bearer ofrep-admin"}
@@ -25,19 +22,8 @@ HERO_ARMS = {"classic", "bold", "story"}
 
 @pytest.fixture
 def server(redis_url: str, tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "ARBITER_ADMIN_KEY": "ofrep-admin", "ARBITER_PUBLIC_KEY": "ofrep-public"}
-    args = [sys.executable, "-m", "engine", "serve", "--port", str(port), "--models", "models", "--redis", redis_url,
-            "--quiet"]
-    with open(tmp_path / "server.log", "wb") as log:
-        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_until(lambda: httpx.get(f"{base}/ready", timeout=1).status_code == 200, timeout_s=30, what="arbiter")
-            yield base
-        finally:
-            proc.terminate()
-            proc.wait(timeout=15)
+    with running_arbiter(tmp_path, keys=("ofrep-admin", "ofrep-public"), redis_url=redis_url) as base:
+        yield base
 
 
 @pytest.fixture
@@ -55,15 +41,21 @@ def test_sdk_reads_the_demo_bandit_as_an_object_flag(client, server: str) -> Non
     meta = details.flag_metadata
     assert meta["experiment"] == "hero-banner" and 0 < meta["propensity"] <= 1 and meta["decision_id"]
     # The decision id in the metadata is what the app sends back as the reward.
-    r = httpx.post(f"{server}/v1/experiments/hero-banner/rewards", headers=PUBLIC,
-                   json={"decision_id": meta["decision_id"]})
+    r = httpx.post(
+        f"{server}/v1/experiments/hero-banner/rewards", headers=PUBLIC, json={"decision_id": meta["decision_id"]}
+    )
     assert r.json()["status"] == "counted" and r.json()["arm"] == details.variant
 
 
 def test_fixed_split_flag_is_sticky_per_targeting_key(client, server: str) -> None:  # type: ignore[no-untyped-def]
-    httpx.put(f"{server}/v1/experiments/checkout-button", headers=ADMIN, json={
-        "status": "running", "arms": [{"id": "green", "payload": "#0a0"}, {"id": "blue", "payload": "#00a"}],
-    }).raise_for_status()
+    httpx.put(
+        f"{server}/v1/experiments/checkout-button",
+        headers=ADMIN,
+        json={
+            "status": "running",
+            "arms": [{"id": "green", "payload": "#0a0"}, {"id": "blue", "payload": "#00a"}],
+        },
+    ).raise_for_status()
     seen = {}
     for i in range(40):
         ctx = EvaluationContext(targeting_key=f"guest-{i}")
@@ -93,8 +85,9 @@ def test_bulk_evaluation_etag_and_error_shapes(server: str) -> None:
     assert r.status_code == 200 and r.headers["etag"]
     flags = {f["key"]: f for f in r.json()["flags"]}
     assert flags["hero-banner"]["variant"] in HERO_ARMS
-    again = httpx.post(f"{server}/ofrep/v1/evaluate/flags", headers={**PUBLIC, "If-None-Match": r.headers["etag"]},
-                       json=body)
+    again = httpx.post(
+        f"{server}/ofrep/v1/evaluate/flags", headers={**PUBLIC, "If-None-Match": r.headers["etag"]}, json=body
+    )
     assert again.status_code == 304 and again.content == b""
     bad = httpx.post(f"{server}/ofrep/v1/evaluate/flags/hero-banner", headers=PUBLIC, content=b"{oops")
     assert bad.status_code == 400 and bad.json()["errorCode"] == "PARSE_ERROR" and bad.json()["key"] == "hero-banner"

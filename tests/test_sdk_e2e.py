@@ -7,17 +7,15 @@ ADD, a custom event, IDENTITY, then a personalize call whose answer is decided f
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import ROOT, free_port, wait_until
+from tests.conftest import ROOT, running_arbiter
 
 SDK = ROOT / "tests" / "sdk"
 
@@ -34,25 +32,10 @@ def sdk_installed() -> Path:
 
 @pytest.fixture(params=["embedded", "redis"])
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "ARBITER_ADMIN_KEY": "e2e-admin", "ARBITER_PUBLIC_KEY": "e2e-public",
-           "ARBITER_CONTEXT_IDS": "ctx-e2e=shop"}  # fmt: skip
-    args = [sys.executable, "-m", "engine", "serve", "--port", str(port), "--models", str(SDK / "models"), "--quiet"]
-    if request.param == "redis":
-        args += ["--redis", request.getfixturevalue("redis_url")]
-    log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_until(lambda: httpx.get(f"{base}/ready", timeout=1).status_code == 200, timeout_s=30, what="arbiter")
-        except TimeoutError:
-            pytest.fail(f"arbiter did not become ready; its log:\n{log_path.read_text()}")
+    redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    with running_arbiter(tmp_path, models=SDK / "models", redis_url=redis_url,
+                         env={"ARBITER_CONTEXT_IDS": "ctx-e2e=shop"}) as base:  # fmt: skip
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
 
 
 @pytest.mark.e2e

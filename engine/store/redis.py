@@ -31,11 +31,18 @@ def load_script(name: str) -> str:
     return resources.files("engine.store").joinpath("lua", name).read_text()
 
 
+MAX_CONNECTIONS = 256
+POOL_WAIT_S = 1.0
+"""How long a request waits for a free connection before the store counts as unavailable."""
+
+
 def connect(url: str, timeout_ms: int) -> Any:
     """``redis://…`` for one server, ``redis+cluster://…`` for a Redis Cluster.
 
     Socket timeouts bound how long a hung Redis can hold a request: past them the decide path answers
-    degraded from defaults instead of waiting.
+    degraded from defaults instead of waiting. A blocking pool makes a burst of requests queue briefly for a
+    connection; redis-py's default pool refuses the 101st concurrent command outright ("Too many
+    connections"), which under wrk turned accepted-looking traffic into 503s.
     """
     timeout_s = timeout_ms / 1000
     if url.startswith("redis+cluster://"):
@@ -43,8 +50,16 @@ def connect(url: str, timeout_ms: int) -> Any:
             "redis://" + url.removeprefix("redis+cluster://"),
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
+            max_connections=MAX_CONNECTIONS,
         )
-    return aioredis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=POOL_WAIT_S,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+    )
+    return aioredis.Redis.from_pool(pool)
 
 
 class RedisStore:
