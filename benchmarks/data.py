@@ -103,16 +103,22 @@ def guest_documents(n: int, seed: int = SEED, start: int = 0) -> Iterator[JSONOb
             }
             for k in range(n_orders)
         ]
-        sessions = [
-            {
-                "at": f"2026-10-{1 + int(rng.integers(0, 28)):02d}T{int(rng.integers(0, 24)):02d}:00:00Z",
-                "channel": CHANNELS[int(rng.integers(0, 3))],
-                "pages": int(rng.integers(1, 30)),
-            }
-            for _ in range(n_sessions)
-        ]
+        sessions = []
+        for k in range(n_sessions):
+            day, hour = 1 + int(rng.integers(0, 28)), int(rng.integers(0, 24))
+            started_ms = 1_790_812_800_000 + ((day - 1) * 24 + hour) * 3_600_000  # 2026-10-01T00:00Z onwards
+            # The shape engine/sessions.py writes (closed sessions), plus the page count the scenario model reads.
+            sessions.append({
+                "ref": f"s-{i}-{k}", "channel": CHANNELS[int(rng.integers(0, 3))], "pos": "default",
+                "status": "closed", "started_ms": started_ms, "last_ms": started_ms + 600_000, "events": [],
+                "at": f"2026-10-{day:02d}T{hour:02d}:00:00Z", "pages": int(rng.integers(1, 30)),
+            })  # fmt: skip
         cart_items = [
-            {"sku": f"sku-{int(rng.integers(0, 5000))}", "price": round(float(rng.lognormal(3.5, 0.6)), 2), "qty": 1}
+            {
+                "item_id": f"sku-{int(rng.integers(0, 5000))}",
+                "price": round(float(rng.lognormal(3.5, 0.6)), 2),
+                "quantity": 1,
+            }
             for _ in range(int(rng.choice([0, 0, 0, 1, 2, 3])))
         ]
         ltv = round(sum(o["total"] for o in orders), 2)

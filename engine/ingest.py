@@ -120,9 +120,9 @@ class Ingest:
             def change(guest: JSONObject | None) -> Any:
                 if guest is None or guest.get("type") == "retired":
                     return None, [], None
-                open_before = sum(1 for s in guest["sessions"] if s["status"] == "open")
+                open_before = sum(1 for s in guest["sessions"] if s.get("status") == "open")
                 abandoned = close_idle(guest, now_ms, self.limits)
-                still_open = [s["last_ms"] for s in guest["sessions"] if s["status"] == "open"]
+                still_open = [s["last_ms"] for s in guest["sessions"] if s.get("status") == "open"]
                 # A read guest is a private copy, so closing in place is safe; write only if something closed.
                 closed = len(still_open) < open_before
                 return (guest if closed else None), abandoned, max(still_open, default=None)
@@ -139,7 +139,7 @@ class Ingest:
     async def _after(self, ref: str, outcome: Outcome) -> None:
         if outcome.abandoned:
             await self.profiles.emit_abandoned(outcome.abandoned)
-        opened = [s for s in outcome.guest["sessions"] if s["status"] == "open"]
+        opened = [s for s in outcome.guest["sessions"] if s.get("status") == "open"]
         if opened and opened[-1]["event_count"] == 1:
             # Only when a session opens: the sweeper re-reads last_ms and re-scores, so later events skip this.
             await self.profiles.mark_active(ref, opened[-1]["last_ms"])

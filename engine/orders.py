@@ -35,7 +35,7 @@ def add_line(guest: JSONObject, product: JSONObject, currency: str) -> None:
         "price": _number(product.get("price", 0)),
         "currency": product.get("currency", currency),
     }
-    cart["items"] = [i for i in cart["items"] if i["item_id"] != key] + [line]
+    cart["items"] = [i for i in cart.get("items", []) if i.get("item_id") != key] + [line]
     cart["value"] = cart_value(cart["items"])
 
 

@@ -82,7 +82,8 @@ def close_idle(guest: JSONObject, now_ms: int, limits: Limits, out: Outcome | No
     """Close every open session idle for longer than the timeout; returns the abandoned-cart records."""
     abandoned = out.abandoned if out is not None else []
     for session in guest.get("sessions", []):
-        if session["status"] == "open" and now_ms - session["last_ms"] > limits.session_timeout_ms:
+        # .get: sessions imported or written by older versions may lack fields; they count as closed.
+        if session.get("status") == "open" and now_ms - session.get("last_ms", 0) > limits.session_timeout_ms:
             session["status"] = "closed"
             session["closed_ms"] = session["last_ms"] + limits.session_timeout_ms
             cart = guest.get("cart") or {}
@@ -104,7 +105,7 @@ def close_idle(guest: JSONObject, now_ms: int, limits: Limits, out: Outcome | No
 
 
 def has_open_session(guest: JSONObject) -> bool:
-    return any(s["status"] == "open" for s in guest.get("sessions", []))
+    return any(s.get("status") == "open" for s in guest.get("sessions", []))
 
 
 def identify(guest: JSONObject, event: Event) -> None:
@@ -126,7 +127,8 @@ def identify(guest: JSONObject, event: Event) -> None:
 def _open_session(guest: JSONObject, event: Event, limits: Limits) -> JSONObject:
     sessions = guest.setdefault("sessions", [])
     for existing in reversed(sessions):
-        if existing["status"] == "open" and existing["channel"] == event.channel and existing["pos"] == event.pos:
+        open_here = existing.get("channel") == event.channel and existing.get("pos") == event.pos
+        if existing.get("status") == "open" and open_here:
             found: JSONObject = existing
             return found
     session: JSONObject = {

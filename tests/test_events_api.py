@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from starlette.testclient import TestClient
 
+from engine.store import Store, empty_guest
 from tests.conftest import ADMIN, PUBLIC
 
 EVENT = {"type": "VIEW", "channel": "WEB", "browser_id": "b1", "language": "EN", "currency": "EUR", "page": "home"}
@@ -124,3 +125,15 @@ def test_personalize_and_call_flows_decide_from_the_guests_events(client: TestCl
     assert r.json() == {"variantId": "rescue", "pos": "default"}
     r = client.post("/v2/callFlows", json={**body, "clientKey": "test-public", "browserId": "stranger"})
     assert r.json()["variantId"] == "default"
+
+
+def test_guest_with_sessions_and_cart_of_an_older_shape_still_takes_events(client: TestClient, store: Store) -> None:
+    """Regression: seeded/imported sessions without ``status``/``last_ms`` made every event a 500."""
+    legacy = {**empty_guest("old-1"), "sessions": [{"channel": "WEB", "pages": 3}],
+              "cart": {"items": [{"sku": "x", "price": 5}], "value": 5}}  # fmt: skip
+    client.portal.call(store.guest_save, "old-1", legacy)  # type: ignore[union-attr]
+    add = {**EVENT, "type": "ADD", "browser_id": "old-1", "product": {"item_id": "SKU-9", "price": 20, "quantity": 1}}
+    r = client.post("/v1/events", json=add, headers=PUBLIC)
+    assert r.status_code == 201, r.text
+    guest = client.get("/v1/guests/old-1", headers=ADMIN).json()
+    assert any(s.get("status") == "open" for s in guest["sessions"])
