@@ -25,6 +25,7 @@ from engine.app import create_app
 from engine.config import Settings
 from engine.store import Store
 from engine.store.memory import MemoryStore
+from tests.listening import ManualClock, make_ingest
 
 ADMIN = {"Authorization": "Bearer test-admin"}
 PUBLIC = {"X-API-Key": "test-public"}
@@ -140,3 +141,15 @@ def store(request: pytest.FixtureRequest) -> Store:
 def client(settings: Settings, store: Store) -> Iterator[TestClient]:
     with TestClient(create_app(settings, store=store), raise_server_exceptions=False) as c:
         yield c
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """An injectable clock for the listen side: sessions time out without sleeping."""
+    return ManualClock()
+
+
+@pytest.fixture
+async def ingest(store: Store, clock: ManualClock):  # type: ignore[no-untyped-def]
+    yield make_ingest(store, clock)
+    await store.close()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 
-import pytest
-
 from engine import identity
 from engine.events import Event
 from engine.ingest import Ingest, Receipt
@@ -15,17 +13,6 @@ from engine.store.redis import RedisStore
 from tests.listening import ManualClock, add, event, make_ingest
 
 EMAIL = {"provider": "email", "id": "ada@example.com"}
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-async def ingest(store: Store, clock: ManualClock):  # type: ignore[no-untyped-def]
-    yield make_ingest(store, clock)
-    await store.close()
 
 
 async def read(ingest: Ingest, ref: str) -> dict:  # type: ignore[type-arg]

@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
 from engine.ingest import Ingest
 from engine.sessions import Limits
 from engine.store import GuestLookup, Store
 from tests.listening import MINUTE_MS, ManualClock, add, event, make_ingest
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-async def ingest(store: Store, clock: ManualClock):  # type: ignore[no-untyped-def]
-    yield make_ingest(store, clock)
-    await store.close()
 
 
 async def guest(ingest: Ingest, ref: str = "b1") -> dict:  # type: ignore[type-arg]
