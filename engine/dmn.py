@@ -14,7 +14,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
 from engine.errors import FeelError, Problem, ValidationError
-from engine.feel import compile_expression, compile_unary_tests
+from engine.feel import compile_expression
+from engine.nodes.base import CompileContext
 from engine.types import JSONObject
 
 _DMN_NAMESPACE = re.compile(r"omg\.org/spec/DMN/\d{8}/")
@@ -73,6 +74,8 @@ class _Importer:
     def __init__(self, names: frozenset[str]) -> None:
         self.names = names
         self.problems: list[Problem] = []
+        # Validates FEEL text now, so problems name the decision and rule; the model compiler compiles it again.
+        self.feel = CompileContext(names, {}, self.problems)
 
     def language(self, el: ET.Element, pointer: str) -> bool:
         lang = el.get("expressionLanguage")
@@ -89,20 +92,14 @@ class _Importer:
             return default
         if el is not None and not self.language(el, pointer):
             return None
-        try:
-            compile_expression(text, names=self.names)
-        except FeelError as exc:
-            self.problems.append(Problem(pointer, f"{exc.detail} in {text!r}"))
+        self.feel.expression(text, pointer)
         return text
 
     def unary_tests(self, el: ET.Element | None, pointer: str) -> str | None:
         text = _text(el) or "-"  # Camunda writes an empty entry for "any value"
         if el is not None and not self.language(el, pointer):
             return None
-        try:
-            compile_unary_tests(text, names=self.names)
-        except FeelError as exc:
-            self.problems.append(Problem(pointer, f"{exc.detail} in {text!r}"))
+        self.feel.unary_tests(text, pointer)
         return text
 
     def decision(self, el: ET.Element) -> JSONObject | None:

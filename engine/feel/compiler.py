@@ -105,24 +105,11 @@ def _compare_fn(op: str) -> Callable[[Any, Any], bool | None]:
             return None if e is None else not e
 
         return not_equal
-    checks: dict[str, Callable[[int], bool]] = {
-        "<": lambda c: c < 0,
-        "<=": lambda c: c <= 0,
-        ">": lambda c: c > 0,
-        ">=": lambda c: c >= 0,
-    }
-    check = checks[op]
-
-    def ordered(a: Any, b: Any) -> bool | None:
-        c = ops.compare(a, b)
-        return None if c is None else check(c)
-
-    return ordered
+    return ops.ordered(op)
 
 
 def compile_node(node: s.Expr, text: str) -> Code:
-    code = _compile(node, text)
-    return code
+    return _compile(node, text)
 
 
 def _fold(code: Code, children: list[Code]) -> Code:

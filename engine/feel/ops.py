@@ -7,7 +7,7 @@ FEEL's null, never a Python exception. Numbers may arrive as int/float/Decimal i
 from __future__ import annotations
 
 import calendar
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
@@ -137,6 +137,26 @@ def negate(a: Any) -> Any:
     if f == YM_DUR:
         return YearsMonthsDuration(-a.months)
     return None
+
+
+ORDER_CHECKS: dict[str, Callable[[int], bool]] = {
+    "<": lambda c: c < 0,
+    "<=": lambda c: c <= 0,
+    ">": lambda c: c > 0,
+    ">=": lambda c: c >= 0,
+}
+"""How each ordering operator reads the sign :func:`compare` returns."""
+
+
+def ordered(op: str) -> Callable[[Any, Any], bool | None]:
+    """``a op b`` for ``<``, ``<=``, ``>``, ``>=``: null when the values are not comparable (FEEL)."""
+    check = ORDER_CHECKS[op]
+
+    def test(a: Any, b: Any) -> bool | None:
+        c = compare(a, b)
+        return None if c is None else check(c)
+
+    return test
 
 
 def add(a: Any, b: Any) -> Any:

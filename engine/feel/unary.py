@@ -61,14 +61,6 @@ def _always(_v: Any, _s: Scope) -> bool:
     return True
 
 
-_CHECKS: dict[str, Callable[[int], bool]] = {
-    "<": lambda c: c < 0,
-    "<=": lambda c: c <= 0,
-    ">": lambda c: c > 0,
-    ">=": lambda c: c >= 0,
-}
-
-
 def _numeric_compare(op: str, k: Decimal) -> TestFn:
     """``< 18`` and friends against a number: the hot case, kept to a type check and one comparison."""
     num = number
@@ -133,7 +125,7 @@ def _compare_test(op: str, operand: Code) -> TestFn:
             return lambda v, _s: ops.equal(v, k) is False
         f = operand.fn
         return lambda v, sc: ops.equal(v, f(sc)) is False
-    check = _CHECKS[op]
+    check = ops.ORDER_CHECKS[op]
     if operand.constant and type(operand.value) is Decimal:
         return _numeric_compare(op, operand.value)
     if operand.constant:
@@ -219,16 +211,6 @@ def _one(test: s.Test, text: str) -> TestFn:
 TestFn3 = Callable[[Any, Scope], "bool | None"]
 
 
-def _ordered(op: str) -> Callable[[Any, Any], bool | None]:
-    check = _CHECKS[op]
-
-    def ordered(a: Any, b: Any) -> bool | None:
-        c = ops.compare(a, b)
-        return None if c is None else check(c)
-
-    return ordered
-
-
 def _one_3vl(test: s.Test, text: str) -> TestFn3:
     """A positive unary test as FEEL's ``?`` in test: true, false or null (incomparable values)."""
     match test:
@@ -244,11 +226,11 @@ def _one_3vl(test: s.Test, text: str) -> TestFn3:
                     return None if e is None else e != negate
 
                 return equality
-            cmp = _ordered(op)
+            cmp = ops.ordered(op)
             return lambda v, sc: cmp(v, f(sc))
         case s.RangeTest(low, high, low_closed, high_closed):
             lo, hi = _compile(low, text).fn, _compile(high, text).fn
-            above, below = _ordered(">=" if low_closed else ">"), _ordered("<=" if high_closed else "<")
+            above, below = ops.ordered(">=" if low_closed else ">"), ops.ordered("<=" if high_closed else "<")
 
             def in_range(v: Any, sc: Scope) -> bool | None:
                 a, b = above(v, lo(sc)), below(v, hi(sc))
