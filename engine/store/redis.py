@@ -20,6 +20,7 @@ from engine import keys
 from engine.errors import Unavailable
 from engine.lifecycle import transition
 from engine.store.base import DecisionRecord, GuestLookup, ModelPointers
+from engine.store.wire import Wire, pairs
 from engine.types import JSONObject
 
 GUEST_PARTS = ("sessions", "orders", "cart", "assignments")
@@ -68,6 +69,8 @@ class RedisStore:
     def __init__(self, url: str, *, decision_log_maxlen: int = 100_000, timeout_ms: int = 250) -> None:
         self.url = url
         self.client = connect(url, timeout_ms)
+        self.wire = Wire.from_url(url, timeout_ms=timeout_ms)
+        """The hot paths' connection (see :mod:`engine.store.wire`); None on a cluster, where redis-py routes."""
         self._decision_log_maxlen = decision_log_maxlen
         self._add_version = self.client.register_script(load_script("model_add_version.lua"))
         self._cas_state = self.client.register_script(load_script("model_cas_state.lua"))
@@ -79,7 +82,30 @@ class RedisStore:
             return False
 
     async def close(self) -> None:
+        if self.wire is not None:
+            await self.wire.close()
         await self.client.aclose()
+
+    async def hot(self, *args: Any) -> Any:
+        """A command on the request path: over the wire when there is one, else redis-py (cluster routing)."""
+        if self.wire is not None:
+            return await self.wire.call(*args)
+        return await self.client.execute_command(*args)
+
+    async def hot_many(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Several commands in one round trip (not a transaction)."""
+        if self.wire is not None:
+            return await self.wire.call_many(commands)
+        pipe = self.client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(await pipe.execute())
+
+    async def hot_script(self, script: Any, keys: list[Any], args: list[Any]) -> Any:
+        """A registered script (``client.register_script``) on the request path."""
+        if self.wire is not None:
+            return await self.wire.script(script.sha, script.script, keys, args)
+        return await script(keys=keys, args=args)
 
     # --- models ---------------------------------------------------------------------------------
     async def model_add_version(self, key: str, document: JSONObject, digest: str) -> tuple[int, bool]:
@@ -170,14 +196,14 @@ class RedisStore:
         try:
             ref = lookup.direct_ref
             if ref is None and lookup.provider and lookup.identifier:
-                raw_ref = await self.client.get(keys.identifier(lookup.provider, lookup.identifier))
+                raw_ref = await self.hot("GET", keys.identifier(lookup.provider, lookup.identifier))
                 ref = raw_ref.decode() if raw_ref else None
             if ref is None:
                 return None
-            guest = _guest(await self.client.hgetall(keys.guest(ref)))
+            guest = _guest(pairs(await self.hot("HGETALL", keys.guest(ref))))
             if guest is not None and guest.get("type") == "retired" and guest.get("survivor"):
                 # A merged-away guest: one more round trip, only for browsers that were anonymous once.
-                guest = _guest(await self.client.hgetall(keys.guest(guest["survivor"])))
+                guest = _guest(pairs(await self.hot("HGETALL", keys.guest(guest["survivor"]))))
             return guest
         except RedisError as exc:
             raise Unavailable(f"guest store unavailable: {exc}") from exc
@@ -193,16 +219,13 @@ class RedisStore:
             raise Unavailable(f"guest store unavailable: {exc}") from exc
 
     async def decisions_record(self, records: list[DecisionRecord]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for r in records:
-            pipe.xadd(
-                keys.DECISION_LOG,
-                {"d": orjson.dumps(r.as_dict(), default=str)},
-                maxlen=self._decision_log_maxlen,
-                approximate=True,
-            )
+        maxlen = self._decision_log_maxlen
+        commands = [
+            ("XADD", keys.DECISION_LOG, "MAXLEN", "~", maxlen, "*", "d", orjson.dumps(r.as_dict(), default=str))
+            for r in records
+        ]
         try:
-            await pipe.execute()
+            await self.hot_many(commands)
         except RedisError as exc:
             raise Unavailable(f"decision log unavailable: {exc}") from exc
 

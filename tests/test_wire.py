@@ -1,0 +1,200 @@
+"""The auto-pipelined connection (engine/store/wire.py) against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+import pytest
+import redis
+from redis.exceptions import ConnectionError, ResponseError, TimeoutError
+
+from engine.store.wire import Wire, pairs
+from tests.conftest import running_redis
+
+
+@pytest.fixture
+async def wire(redis_url: str):  # type: ignore[no-untyped-def]
+    w = Wire.from_url(redis_url, timeout_ms=1000)
+    assert w is not None
+    yield w
+    await w.close()
+
+
+async def test_replies_keep_their_types(wire: Wire) -> None:
+    assert await wire.call("SET", "k", "v") == b"OK"
+    assert await wire.call("GET", "k") == b"v"
+    assert await wire.call("GET", "absent") is None
+    assert await wire.call("INCRBY", "n", 41) == 41
+    await wire.call("HSET", "h", "a", "1", "b", b"\x00\xff")
+    assert pairs(await wire.call("HGETALL", "h")) == {b"a": b"1", b"b": b"\x00\xff"}
+    assert pairs(await wire.call("HGETALL", "absent")) == {}
+
+
+async def test_concurrent_callers_each_get_their_own_reply(wire: Wire) -> None:
+    # Issued in one loop iteration, so they share writes; FIFO matching must still hand each caller the
+    # reply to its own command.
+    keys = [f"key:{i}" for i in range(500)]
+    await wire.call_many([("SET", k, k.upper()) for k in keys])
+    replies = await asyncio.gather(*(wire.call("GET", k) for k in keys))
+    assert replies == [k.upper().encode() for k in keys]
+    counts = await asyncio.gather(*(wire.call("INCR", "counter") for _ in range(300)))
+    assert sorted(counts) == list(range(1, 301))
+
+
+async def test_error_replies_raise_and_leave_the_connection_aligned(wire: Wire) -> None:
+    await wire.call("SET", "s", "text")
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await wire.call("HGETALL", "s")
+    with pytest.raises(ResponseError, match="not an integer"):
+        await wire.call_many([("SET", "a", "1"), ("INCR", "s"), ("SET", "b", "2")])
+    assert await wire.call_many([("GET", "a"), ("GET", "b"), ("GET", "s")]) == [b"1", b"2", b"text"]
+
+
+async def test_large_replies_arriving_in_pieces(wire: Wire) -> None:
+    big = b"x" * 3_000_000
+    await wire.call("SET", "big", big)
+    got = await asyncio.gather(wire.call("GET", "big"), wire.call("STRLEN", "big"), wire.call("GET", "big"))
+    assert got == [big, len(big), big]
+
+
+async def test_a_cancelled_caller_does_not_shift_replies(redis_url: str, wire: Wire) -> None:
+    await wire.call("SET", "after", "right")
+    pauser = redis.Redis.from_url(redis_url)
+    try:
+        pauser.execute_command("CLIENT", "PAUSE", 200, "ALL")
+        slow = asyncio.ensure_future(wire.call("GET", "absent"))
+        await asyncio.sleep(0.05)
+        slow.cancel()
+        assert await wire.call("GET", "after") == b"right"
+    finally:
+        pauser.close()
+
+
+async def test_a_reply_later_than_the_timeout_fails_in_flight_commands_then_reconnects(redis_url: str) -> None:
+    wire = Wire.from_url(redis_url, timeout_ms=100)
+    assert wire is not None
+    pauser = redis.Redis.from_url(redis_url)
+    try:
+        await wire.call("SET", "k", "v")
+        pauser.execute_command("CLIENT", "PAUSE", 400, "ALL")
+        results = await asyncio.gather(wire.call("GET", "k"), wire.call("GET", "k"), return_exceptions=True)
+        assert all(isinstance(r, TimeoutError) for r in results), results
+        pauser.execute_command("CLIENT", "UNPAUSE")
+        assert await wire.call("GET", "k") == b"v"
+    finally:
+        pauser.close()
+        await wire.close()
+
+
+async def test_scripts_load_themselves_after_a_flush(wire: Wire) -> None:
+    source = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
+    sha = hashlib.sha1(source.encode()).hexdigest()
+    await wire.call("SCRIPT", "FLUSH")
+    assert await wire.script(sha, source, ["c"], [5]) == 5
+    assert await wire.call("EVALSHA", sha, 1, "c", 2) == 7  # EVAL cached it under its sha
+    await wire.call("SCRIPT", "FLUSH")
+    assert await wire.script(sha, source, ["c"], [1]) == 8
+
+
+async def test_selects_the_database_of_its_url(redis_url: str) -> None:
+    wire = Wire.from_url(redis_url.rsplit("/", 1)[0] + "/3", timeout_ms=1000)
+    assert wire is not None
+    try:
+        await wire.call("SET", "in-db-3", "yes")
+    finally:
+        await wire.close()
+    other = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/3")
+    try:
+        assert other.get("in-db-3") == b"yes"
+        assert redis.Redis.from_url(redis_url).get("in-db-3") is None
+    finally:
+        other.close()
+
+
+def test_cluster_and_tls_urls_are_left_to_redis_py() -> None:
+    assert Wire.from_url("redis+cluster://127.0.0.1:7000", timeout_ms=250) is None
+    assert Wire.from_url("rediss://cache.example.com:6380/0", timeout_ms=250) is None
+
+
+async def test_a_dead_server_refuses_fast_and_a_restarted_one_is_reconnected(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    with running_redis(tmp_path / "a") as (url, proc):
+        wire = Wire.from_url(url, timeout_ms=500)
+        assert wire is not None
+        await wire.call("SET", "k", "v")
+        proc.kill()
+        proc.wait()
+        with pytest.raises(ConnectionError):
+            await wire.call("GET", "k")
+        with pytest.raises(ConnectionError):
+            await wire.call("GET", "k")  # reconnecting to nothing: refused, not hung
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    (tmp_path / "b").mkdir()
+    restarted = await asyncio.create_subprocess_exec(
+        "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path / "b")
+    )
+    try:
+        for _ in range(200):
+            try:
+                assert await wire.call("SET", "k", "again") == b"OK"
+                break
+            except ConnectionError:
+                await asyncio.sleep(0.02)
+        assert await wire.call("GET", "k") == b"again"
+    finally:
+        await wire.close()
+        restarted.terminate()
+        await restarted.wait()
+
+
+def test_runs_on_uvloop_as_the_server_does(redis_url: str) -> None:
+    # uvloop's transports are not asyncio.Transport subclasses; the server always runs on uvloop.
+    import uvloop
+
+    async def main() -> list[bytes | None]:
+        wire = Wire.from_url(redis_url, timeout_ms=1000)
+        assert wire is not None
+        try:
+            await wire.call("SET", "u", "loop")
+            return list(await asyncio.gather(*(wire.call("GET", "u") for _ in range(50))))
+        finally:
+            await wire.close()
+
+    assert uvloop.run(main()) == [b"loop"] * 50
+
+
+async def test_authenticates_with_the_password_of_its_url(tmp_path: Path) -> None:
+    from tests.conftest import free_port
+
+    port = free_port()
+    server = await asyncio.create_subprocess_exec(
+        "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--dir",
+        str(tmp_path),
+        "--requirepass",
+        "s3cret",
+    )
+    try:
+        good = Wire.from_url(f"redis://:s3cret@127.0.0.1:{port}/0", timeout_ms=1000)
+        bad = Wire.from_url(f"redis://:wrong@127.0.0.1:{port}/0", timeout_ms=1000)
+        assert good is not None and bad is not None
+        for _ in range(200):
+            try:
+                assert await good.call("PING") == b"PONG"
+                break
+            except ConnectionError:
+                await asyncio.sleep(0.02)
+        with pytest.raises(ConnectionError, match="setup"):
+            await bad.call("PING")
+        await good.close()
+    finally:
+        server.terminate()
+        await server.wait()
