@@ -8,6 +8,7 @@ printed when the process does not come up.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -27,6 +29,13 @@ ROOT = Path(__file__).resolve().parent.parent
 PUBLIC_KEY = "bench-public"
 ADMIN_KEY = "bench-admin"
 UVICORN_FLAGS = ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    port: int
+    pid: int
+    """The process started (with one worker, uvicorn serves in it; with more, it is their parent)."""
 
 
 def free_port() -> int:
@@ -112,30 +121,31 @@ def _uvicorn(app: str, port: int, workers: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def running_floor(workdir: Path, redis_url: str, workers: int) -> Iterator[int]:
-    """benchmarks/floor_app.py under uvicorn with ``workers``; yields its port."""
+def running_floor(workdir: Path, redis_url: str, workers: int) -> Iterator[Server]:
+    """benchmarks/floor_app.py under uvicorn with ``workers``."""
     port = free_port()
     cmd = [*_uvicorn("benchmarks.floor_app:app", port, workers), *UVICORN_FLAGS]
-    with process(cmd, workdir / "floor.log", lambda: _http.get(port, "/health"), "the floor app", _env(redis_url)):
-        yield port
+    ready = functools.partial(_http.get, port, "/health")
+    with process(cmd, workdir / "floor.log", ready, "the floor app", _env(redis_url)) as proc:
+        yield Server(port, proc.pid)
 
 
 @contextlib.contextmanager
-def running_stub(workdir: Path, delay_ms: float = 0.0) -> Iterator[int]:
-    """benchmarks/stub_app.py (the external node's commerce API), one worker; yields its port."""
+def running_stub(workdir: Path, delay_ms: float = 0.0) -> Iterator[Server]:
+    """benchmarks/stub_app.py (the external node's commerce API), one worker."""
     port = free_port()
     cmd = [*_uvicorn("benchmarks.stub_app:app", port, 1), *UVICORN_FLAGS]
-    env = _env(STUB_DELAY_MS=str(delay_ms))
-    with process(cmd, workdir / "stub.log", lambda: _http.get(port, "/stats"), "the catalogue stub", env):
-        yield port
+    ready = functools.partial(_http.get, port, "/stats")
+    with process(cmd, workdir / "stub.log", ready, "the catalogue stub", _env(STUB_DELAY_MS=str(delay_ms))) as proc:
+        yield Server(port, proc.pid)
 
 
 @contextlib.contextmanager
-def running_arbiter(workdir: Path, redis_url: str, workers: int) -> Iterator[int]:
-    """``arbiter serve`` with no models dir (the harness publishes through the admin API); yields its port."""
+def running_arbiter(workdir: Path, redis_url: str, workers: int) -> Iterator[Server]:
+    """``arbiter serve`` without a models dir: the harness publishes through the admin API, as an operator would."""
     port = free_port()
     cmd = [sys.executable, "-m", "engine", "serve", "--port", str(port), "--redis", redis_url]
     cmd += ["--workers", str(workers), "--quiet"]
     env = _env(ARBITER_PUBLIC_KEY=PUBLIC_KEY, ARBITER_ADMIN_KEY=ADMIN_KEY)
-    with process(cmd, workdir / "arbiter.log", lambda: _http.get(port, "/ready"), "arbiter", env):
-        yield port
+    with process(cmd, workdir / "arbiter.log", functools.partial(_http.get, port, "/ready"), "arbiter", env) as proc:
+        yield Server(port, proc.pid)
