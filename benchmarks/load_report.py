@@ -77,16 +77,25 @@ def scrape(port: int, workers: int, model: str) -> dict[str, Any]:
     }
 
 
-def _hit_rate(run: dict[str, Any], requests: int) -> dict[str, Any]:
-    calls = int(run.get("stub_calls", 0))
-    rate = round(1 - calls / requests, 4) if requests else None
-    return {"stub_calls": calls, "decisions": requests, "hit_rate": rate}
+def _cache(run: dict[str, Any], decisions: int, node: str) -> dict[str, Any]:
+    """The external node's cache in one run. Hits are not counted by the engine; what is known is the calls
+    the stub answered and the node's fallbacks, each of which is a decision that was not a hit. A timed-out
+    call can be both (a call and a fallback), so ``hit_rate_min`` is a lower bound; without fallbacks it is
+    exact up to retries."""
+    counters = run.get("counters", {})
+    calls = int(counters.get("stub_calls", 0))
+    fallbacks = {k.split(" ", 1)[1]: v for k, v in counters.items() if k.startswith(f"{node} ")}
+    hits_min = max(0, decisions - calls - sum(fallbacks.values()))
+    rate = round(hits_min / decisions, 4) if decisions else None
+    return {"decisions": decisions, "stub_calls": calls, "fallbacks": fallbacks, "hit_rate_min": rate}
 
 
-def ratios(report: dict[str, Any]) -> dict[str, Any]:
-    """Arbiter against the floor: throughput at saturation, latency at the same offered rates."""
+def ratios(report: dict[str, Any], external_node: str) -> dict[str, Any]:
+    """Arbiter against the floor (throughput at saturation, latency at the same offered rates), and the
+    external node's cache per decide run."""
     floor, decide = report["floor"], report["decide"]
     floor_rps = floor["saturation"]["rps"]
+    shared = [d for d in decide["fixed_rate"] if d["fraction_of"] == "floor"]
     out: dict[str, Any] = {
         "decide_over_floor_throughput": round(decide["saturation"]["rps"] / floor_rps, 3),
         "decide_over_floor_latency": [
@@ -96,10 +105,10 @@ def ratios(report: dict[str, Any]) -> dict[str, Any]:
                 "p99": round(d["p99_ms"] / f["p99_ms"], 2),
                 "p99.9": round(d["p99.9_ms"] / f["p99.9_ms"], 2),
             }
-            for f, d in zip(floor["fixed_rate"], decide["fixed_rate"], strict=True)
+            for f, d in zip(floor["fixed_rate"], shared, strict=True)
         ],
-        "cache": [_hit_rate(decide["saturation"], decide["saturation"]["requests"])]
-        + [{"rate": d["target_rps"], **_hit_rate(d, d["sent"])} for d in decide["fixed_rate"]],
+        "cache": [_cache(decide["saturation"], decide["saturation"]["requests"], external_node)]
+        + [{"rate": d["target_rps"], **_cache(d, d["sent"], external_node)} for d in decide["fixed_rate"]],
     }
     for key in ("events", "events_batch"):
         if key in report:
@@ -153,10 +162,15 @@ def render(report: dict[str, Any]) -> str:
                 f"{names[key]}: events/s accepted at saturation / floor req/s: {ra[f'{key}_per_s_over_floor_rps']:.2f}"
             )
     cache = ra["cache"]
-    lines.append("\nexternal node result cache (per worker; stub calls / decisions, retries count as calls):")
+    lines.append(
+        "\nexternal node result cache, per decide run (hits ≥ decisions − stub calls − the node's fallbacks; "
+        "fallbacks are not cached):"
+    )
     for c, label in zip(cache, ["saturation", *(f"{c['rate']:.0f}/s open loop" for c in cache[1:])], strict=True):
-        rate = "n/a" if c["hit_rate"] is None else f"{c['hit_rate']:.1%}"
-        lines.append(f"  {label}: hit rate {rate} ({c['stub_calls']} calls / {c['decisions']} decisions)")
+        rate = "n/a" if c["hit_rate_min"] is None else f"≥ {c['hit_rate_min']:.2%}"
+        falls = ", ".join(f"{r} × {n}" for r, n in sorted(c["fallbacks"].items())) or "none"
+        lines.append(f"  {label}: hit rate {rate}; {c['decisions']} decisions, {c['stub_calls']} stub calls, "
+                     f"fallbacks: {falls}")  # fmt: skip
     seen = f"{me['workers_seen']} of {me['workers']} workers' /metrics, summed"
     lines += ["", f"| node ({seen}) | kind | count | mean µs |", "|---|---|---:|---:|"]
     lines += [f"| {n['node']} | {n['kind']} | {n['count']} | {n['mean_us']} |" for n in me["nodes"]]

@@ -118,40 +118,50 @@ def open_loop(port: int, target: Target, bodies: list[bytes], rate: float, durat
 def measure(
     target: Target,
     port: int,
-    floor_rps: float | None,
     args: argparse.Namespace,
-    probe: Callable[[], int] | None = None,
+    fractions: list[tuple[float, str]],
+    floor_rps: float | None = None,
+    probe: Callable[[], dict[str, int]] | None = None,
 ) -> dict[str, Any]:
-    """Warm up, saturate with wrk, then open-loop runs at ``args.fractions`` of ``floor_rps`` (the floor's
-    saturation) or, when it is None, of this target's own saturation. ``probe`` counts stub calls per run."""
+    """Warm up, saturate with wrk, then one open-loop run per ``(fraction, basis)``: that fraction of the
+    floor's saturation (``floor_rps``; the floor's own when None) or of this target's own (``"own"``).
+    ``probe`` reads counters (stub calls, node fallbacks) before and after each measured run; the
+    differences go into the run's ``counters``."""
 
     def say(msg: str) -> None:
         print(f"  {target.name}: {msg}", file=sys.stderr)
 
     wrk(port, target, args.warmup, args)
-    before = probe() if probe else 0
+    before = probe() if probe else {}
     sat = wrk(port, target, args.duration, args)
     if probe:
-        sat["stub_calls"] = probe() - before
-    say(f"saturation {sat['rps']:.0f} req/s ({sat['events_per_s']:.0f} events/s), p99 {sat['p99_ms']} ms")
-    basis = "floor" if floor_rps is not None or target.name == "floor" else "own"
-    base = floor_rps if floor_rps is not None else sat["rps"]
+        sat["counters"] = _delta(before, before := probe())
+    events = f" ({sat['events_per_s']:.0f} events/s)" if target.path == "/v1/events" else ""
+    say(f"saturation {sat['rps']:.0f} req/s{events}, p99 {sat['p99_ms']} ms")
     fixed = []
-    for run, frac in enumerate(args.fractions, 1):
+    for run, (frac, basis) in enumerate(fractions, 1):
+        base = floor_rps if basis == "floor" and floor_rps is not None else sat["rps"]
         rate = max(1.0, round(base * frac))
         bodies = target.bodies(min(MAX_OPEN_LOOP_BODIES, int(rate * args.duration) + 1), run)
-        before = probe() if probe else 0
         result = open_loop(port, target, bodies, rate, args.duration)
         if probe:
-            result["stub_calls"] = probe() - before
+            result["counters"] = _delta(before, before := probe())
         result |= {"fraction": frac, "fraction_of": basis}
         fixed.append(result)
         say(f"{rate:.0f} req/s open loop → p99 {result['p99_ms']} ms, p99.9 {result['p99.9_ms']} ms")
     return {"batch": target.batch, "saturation": sat, "fixed_rate": fixed}
 
 
-def stub_calls(port: int) -> int:
-    return int(orjson.loads(_http.get(port, "/stats"))["calls"])
+def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+
+
+def decide_counters(stub_port: int, arbiter_port: int, workers: int) -> dict[str, int]:
+    """Calls the stub has answered, and node fallbacks by ``node reason`` (all workers' registries seen)."""
+    counters = {"stub_calls": int(orjson.loads(_http.get(stub_port, "/stats"))["calls"])}
+    for f in load_report.scrape(arbiter_port, workers, MODEL)["fallbacks"]:
+        counters[f"{f['node']} {f['reason']}"] = f["count"]
+    return counters
 
 
 def require_events_accepted(port: int, targets: list[Target]) -> None:
@@ -195,7 +205,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
             report["seed"] = seed(url, args.guests)
             print(f"seeded {args.guests} guests in {report['seed']['seconds']} s", file=sys.stderr)
             with servers.running_floor(workdir, url, args.workers) as floor:
-                report["floor"] = measure(floor_target, floor.port, None, args)
+                report["floor"] = measure(floor_target, floor.port, args, [(f, "floor") for f in args.fractions])
             floor_rps = float(report["floor"]["saturation"]["rps"])
             with (
                 servers.running_stub(workdir, args.stub_delay_ms) as stub,
@@ -204,14 +214,15 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 report["scenario"] = scenario_setup.install(arbiter.port, stub.port, ADMIN_KEY)
                 checked = scenario_setup.check(arbiter.port, PUBLIC_KEY, decide_target.bodies(0, 0))
                 report["scenario"]["decisions_checked"] = checked["decisions_checked"]
-                probe = functools.partial(stub_calls, stub.port)
-                report["decide"] = measure(decide_target, arbiter.port, floor_rps, args, probe)
+                probe = functools.partial(decide_counters, stub.port, arbiter.port, args.workers)
+                fractions = [(f, "floor") for f in args.fractions] + [(f, "own") for f in args.own_fractions]
+                report["decide"] = measure(decide_target, arbiter.port, args, fractions, floor_rps, probe)
                 report["metrics"] = load_report.scrape(arbiter.port, args.workers, MODEL)
                 require_events_accepted(arbiter.port, event_targets)
                 for target in event_targets:
                     key = "events" if target.batch == 1 else "events_batch"
-                    report[key] = measure(target, arbiter.port, None, args)
-    report["ratios"] = load_report.ratios(report)
+                    report[key] = measure(target, arbiter.port, args, [(f, "own") for f in args.fractions])
+    report["ratios"] = load_report.ratios(report, scenario_setup.EXTERNAL_NODE)
     return report
 
 
@@ -245,6 +256,10 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def _fractions(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=1)
@@ -257,9 +272,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stub-delay-ms", type=float, default=0.0, help="delay the stub adds per call")
     parser.add_argument(
         "--fractions",
-        type=lambda s: [float(x) for x in s.split(",")],
+        type=_fractions,
         default=[0.25, 0.5],
-        help="open-loop rates: fractions of the floor's saturation (decide) or of the target's own (events)",
+        help="open-loop rates: fractions of the floor's saturation (floor, decide) or of the target's own (events)",
+    )
+    parser.add_argument(
+        "--own-fractions",
+        type=_fractions,
+        default=[0.5],
+        help="more decide open-loop rates, as fractions of decide's own saturation (a load it can sustain)",
     )
     parser.add_argument("--json", type=Path, help="also write the full report here")
     parser.add_argument("--serve", action="store_true", help="set up and wait instead of measuring (for locust)")

@@ -32,6 +32,8 @@ MODEL_FILE = SCENARIO_DIR / f"{MODEL}.json"
 EXPERIMENT = "bench-hero"
 EXPERIMENT_FILE = SCENARIO_DIR / "experiments" / f"{EXPERIMENT}.json"
 CONNECTION = "bench-catalogue"
+EXTERNAL_NODE = "picks"
+"""The model's external node (its cache and fallbacks are reported per run)."""
 CHECKS = 20
 """Clean decisions in a row before measuring: with several workers, each must have picked up the
 experiment (workers refresh definitions every second) and the model (pointer cache, ~1 s)."""
