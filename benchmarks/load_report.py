@@ -117,6 +117,8 @@ def ratios(report: dict[str, Any], external_node: str) -> dict[str, Any]:
 
 
 def _row(name: str, load: str, rps: float, events_per_s: str, run: dict[str, Any], lost: int) -> str:
+    if run.get("unsettled"):
+        load += ", started unsettled"
     ms = " | ".join(f"{run[p]:.2f}" for p in ("p50_ms", "p90_ms", "p99_ms", "p99.9_ms", "max_ms"))
     return f"| {name} | {load} | {rps:.0f} | {events_per_s} | {ms} | {lost} |"
 

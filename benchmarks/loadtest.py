@@ -122,18 +122,30 @@ def measure(
     fractions: list[tuple[float, str]],
     floor_rps: float | None = None,
     probe: Callable[[], dict[str, int]] | None = None,
+    settle: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Warm up, saturate with wrk, then one open-loop run per ``(fraction, basis)``: that fraction of the
     floor's saturation (``floor_rps``; the floor's own when None) or of this target's own (``"own"``).
     ``probe`` reads counters (stub calls, node fallbacks) before and after each measured run; the
-    differences go into the run's ``counters``."""
+    differences go into the run's ``counters``. ``settle`` runs before each measured run (after the
+    warm-up) and may raise :class:`NotClean`, which is recorded in the run as ``unsettled``."""
 
     def say(msg: str) -> None:
         print(f"  {target.name}: {msg}", file=sys.stderr)
 
+    def settled() -> dict[str, str]:
+        try:
+            if settle is not None:
+                settle()
+        except scenario_setup.NotClean as exc:
+            say(f"did not settle before the run: {exc}")
+            return {"unsettled": str(exc)}
+        return {}
+
     wrk(port, target, args.warmup, args)
+    unsettled = settled()
     before = probe() if probe else {}
-    sat = wrk(port, target, args.duration, args)
+    sat = wrk(port, target, args.duration, args) | unsettled
     if probe:
         sat["counters"] = _delta(before, before := probe())
     events = f" ({sat['events_per_s']:.0f} events/s)" if target.path == "/v1/events" else ""
@@ -143,7 +155,10 @@ def measure(
         base = floor_rps if basis == "floor" and floor_rps is not None else sat["rps"]
         rate = max(1.0, round(base * frac))
         bodies = target.bodies(min(MAX_OPEN_LOOP_BODIES, int(rate * args.duration) + 1), run)
-        result = open_loop(port, target, bodies, rate, args.duration)
+        unsettled = settled()
+        if probe:
+            before = probe()
+        result = open_loop(port, target, bodies, rate, args.duration) | unsettled
         if probe:
             result["counters"] = _delta(before, before := probe())
         result |= {"fraction": frac, "fraction_of": basis}
@@ -212,11 +227,14 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 servers.running_arbiter(workdir, url, args.workers) as arbiter,
             ):
                 report["scenario"] = scenario_setup.install(arbiter.port, stub.port, ADMIN_KEY)
-                checked = scenario_setup.check(arbiter.port, PUBLIC_KEY, decide_target.bodies(0, 0))
-                report["scenario"]["decisions_checked"] = checked["decisions_checked"]
+                check = functools.partial(scenario_setup.check, arbiter.port, PUBLIC_KEY, decide_target.bodies(0, 0))
+                try:
+                    report["scenario"]["decisions_checked"] = check()["decisions_checked"]
+                except scenario_setup.NotClean as exc:
+                    raise SystemExit(f"not measuring: {exc}") from None
                 probe = functools.partial(decide_counters, stub.port, arbiter.port, args.workers)
                 fractions = [(f, "floor") for f in args.fractions] + [(f, "own") for f in args.own_fractions]
-                report["decide"] = measure(decide_target, arbiter.port, args, fractions, floor_rps, probe)
+                report["decide"] = measure(decide_target, arbiter.port, args, fractions, floor_rps, probe, check)
                 report["metrics"] = load_report.scrape(arbiter.port, args.workers, MODEL)
                 require_events_accepted(arbiter.port, event_targets)
                 for target in event_targets:
@@ -237,7 +255,10 @@ def serve(args: argparse.Namespace) -> int:
                 servers.running_arbiter(workdir, url, args.workers) as arbiter,
             ):
                 scenario_setup.install(arbiter.port, stub.port, ADMIN_KEY)
-                scenario_setup.check(arbiter.port, PUBLIC_KEY, decide_bodies(100, args.guests))
+                try:
+                    scenario_setup.check(arbiter.port, PUBLIC_KEY, decide_bodies(100, args.guests))
+                except scenario_setup.NotClean as exc:
+                    raise SystemExit(str(exc)) from None
                 print(
                     f"arbiter on http://{LOOPBACK}:{arbiter.port} (public key {PUBLIC_KEY}, admin key {ADMIN_KEY}), "
                     f"{args.guests} guests, model '{MODEL}'; e.g.\n  BENCH_GUESTS={args.guests} "

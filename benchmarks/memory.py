@@ -99,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         ):
             # One worker: ``arbiter serve`` runs uvicorn in its own process, so its pid is the worker's.
             scenario_setup.install(arbiter.port, stub.port, ADMIN_KEY)
-            scenario_setup.check(arbiter.port, PUBLIC_KEY, decide_bodies(100, min(args.guests, DISTINCT)))
+            try:
+                scenario_setup.check(arbiter.port, PUBLIC_KEY, decide_bodies(100, min(args.guests, DISTINCT)))
+            except scenario_setup.NotClean as exc:
+                raise SystemExit(str(exc)) from None
             report["worker_rss_mb_one_model"] = round(rss_bytes(arbiter.pid) / 2**20, 1)
             publish_copies(arbiter.port, args.models)
             report["models"] = args.models + 1

@@ -8,7 +8,8 @@
 
 The model compiles without the connection or the experiment (both are looked up when a decision runs), but
 a decision before they exist would take fallbacks and errors; so they go first, and :func:`check` then
-insists on clean decisions, with the trace (``"explain": true``), before anything is measured.
+insists on clean decisions, with the trace (``"explain": true``), before anything is measured (the load
+harness also uses it to let Arbiter settle between runs: an overload leaves the external node's circuit open).
 
 Run against a running Arbiter and stub:
 ``python -m benchmarks.scenario_setup --port 8080 --stub-port 8181 [--admin-key demo-admin]``
@@ -79,13 +80,17 @@ def problems(decision: dict[str, Any]) -> list[str]:
     return out
 
 
+class NotClean(Exception):
+    """Decisions kept showing errors or fallbacks; the message is the last decision's problems."""
+
+
 def check(port: int, public_key: str, bodies: list[bytes], timeout_s: float = 20.0) -> dict[str, Any]:
-    """Decide until ``CHECKS`` explained decisions in a row are clean; fail loudly with the last problem."""
+    """Decide until ``CHECKS`` explained decisions in a row are clean; raise :class:`NotClean` otherwise."""
     deadline = time.monotonic() + timeout_s
     clean, seen, last = 0, 0, "no decision yet"
     while clean < CHECKS:
         if time.monotonic() > deadline:
-            raise SystemExit(f"the scenario does not decide cleanly after {timeout_s:.0f} s: {last}")
+            raise NotClean(f"the scenario does not decide cleanly after {timeout_s:.0f} s: {last}")
         body = orjson.loads(bodies[seen % len(bodies)])
         seen += 1
         status, answer = _http.call(port, "POST", f"/v1/decide/{MODEL}", orjson.dumps({**body, "explain": True}),
@@ -111,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--public-key", default="demo-public")
     args = parser.parse_args(argv)
     print(orjson.dumps(install(args.port, args.stub_port, args.admin_key)).decode())
-    checked = check(args.port, args.public_key, decide_bodies(CHECKS, 1000))
+    try:
+        checked = check(args.port, args.public_key, decide_bodies(CHECKS, 1000))
+    except NotClean as exc:
+        raise SystemExit(str(exc)) from None
     print(orjson.dumps(checked["example"], option=orjson.OPT_INDENT_2).decode())
     return 0
 
