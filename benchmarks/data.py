@@ -190,17 +190,17 @@ def decide_bodies(n: int, guests_n: int, seed: int = SEED) -> list[bytes]:
     return out
 
 
-def events(n: int, guests_n: int, seed: int = SEED, run: int = 0) -> list[JSONObject]:
+def events(n: int, guests_n: int, seed: int = SEED, run: int = 0, tag: str = "") -> list[JSONObject]:
     """``n`` storefront events (views, add-to-cart) over ``guests_n`` guests, each with its own ref.
 
-    ``run`` salts the refs: a repeated ref is acknowledged as a duplicate without being applied, so each
-    measured run needs refs no earlier run sent.
+    ``run`` and ``tag`` salt the refs: a repeated ref is acknowledged as a duplicate without being applied,
+    so each measured run needs refs no earlier run sent.
     """
     rng = np.random.default_rng([seed, 11, run])
     kinds = ("VIEW", "VIEW", "VIEW", "ADD", "SEARCH")
     return [
         {
-            "ref": f"ev-{seed}-{run}-{k}",
+            "ref": f"ev-{seed}-{tag}{run}-{k}",
             "type": kinds[int(rng.integers(0, len(kinds)))],
             "browser_id": guest_ref(int(rng.integers(0, guests_n))),
             "channel": CHANNELS[int(rng.integers(0, 3))],
@@ -220,7 +220,7 @@ def event_bodies(n: int, guests_n: int, seed: int = SEED, *, batch: int = 1, run
 
     A batch holds events of different guests, as a server-side collector forwards them.
     """
-    evs = events(n * batch, guests_n, seed, run)
+    evs = events(n * batch, guests_n, seed, run, tag=f"b{batch}-")
     if batch == 1:
         return [orjson.dumps(e) for e in evs]
     return [orjson.dumps({"events": evs[k : k + batch]}) for k in range(0, len(evs), batch)]

@@ -10,8 +10,10 @@ One command (``make bench-load``, or ``make bench`` before the micro-benchmarks)
 3. the catalogue stub (benchmarks/stub_app.py) and Arbiter (``python -m engine serve``, same workers, no
    models dir); the scenario goes in through the admin API (benchmarks/scenario_setup.py: connection,
    experiment, model upload + publish) and must decide cleanly, trace included, before anything is measured;
-4. ``POST /v1/decide/realistic`` at saturation and at the same fractions of *the floor's* saturation, then
-   the per-node timings from ``/metrics`` and the external node's cache hit rate from the stub's call count;
+4. ``POST /v1/decide/realistic`` at saturation, at the same fractions of *the floor's* saturation and at
+   ``--own-fractions`` of its own (a load it can sustain); before each run Arbiter must decide cleanly again
+   (an overload leaves the external node's circuit open). Per run: the stub's calls and the node fallbacks
+   (the external node's cache hit rate); at the end, the per-node timings from ``/metrics``;
 5. ``POST /v1/events`` with one event per request, then with ``--event-batch`` events per request, each at
    saturation and at fractions of *its own* saturation (events are not decide-shaped: the floor's rate
    means nothing to them); events/s accepted = 2xx requests × batch size.
