@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TCK ?= ../shared/dmn-tck
 
-.PHONY: run test check bench bench-load bench-memory redis-server node-deps tck clean
+.PHONY: run test check bench bench-load bench-micro bench-memory redis-server node-deps tck clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -39,16 +39,31 @@ check: $(STAMP)
 	$(BIN)/ruff check engine tests benchmarks
 	$(BIN)/mypy
 
-bench: $(STAMP) redis-server
-	$(BIN)/python -m pytest benchmarks -q -p no:cacheprovider --benchmark-only --benchmark-columns=min,median,iqr,ops,rounds
-
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
-# Load harness (real Redis + floor app + Arbiter, wrk and the open-loop generator): benchmarks/RESULTS.md.
-BENCH_LOAD_ARGS ?= --workers 1 --guests 20000 --duration 10
+# `make bench` is the one command: the load harness (real Redis, the floor, the catalogue stub and Arbiter;
+# wrk at saturation and the open-loop generator at fixed rates; decide, events and batched events), then the
+# micro-benchmarks. Results and how to read them: benchmarks/RESULTS.md. `WORKERS=2 make bench` sets the
+# server workers; BENCH_LOAD_ARGS overrides the rest (e.g. BENCH_LOAD_ARGS="--guests 2000 --duration 3").
+WORKERS ?= 1
+BENCH_LOAD_ARGS ?= --guests 20000 --duration 10
+BENCH_LOAD = $(BIN)/python -m benchmarks.loadtest --workers $(WORKERS) $(BENCH_LOAD_ARGS) --json benchmarks/last-load.json
+BENCH_MICRO = $(BIN)/python -m pytest benchmarks -q -p no:cacheprovider --benchmark-only \
+	--benchmark-columns=min,median,iqr,ops,rounds
+NEED_WRK = @command -v wrk >/dev/null 2>&1 || { echo "wrk is missing: install it (e.g. 'sudo apt-get install wrk')"; exit 1; }
+
+bench: $(STAMP) redis-server
+	$(NEED_WRK)
+	$(BENCH_LOAD)
+	$(BENCH_MICRO)
+
 bench-load: $(STAMP) redis-server
-	$(BIN)/python -m benchmarks.loadtest $(BENCH_LOAD_ARGS) --json benchmarks/last-load.json
+	$(NEED_WRK)
+	$(BENCH_LOAD)
+
+bench-micro: $(STAMP)
+	$(BENCH_MICRO)
 
 bench-memory: $(STAMP) redis-server
 	$(BIN)/python -m benchmarks.memory

@@ -190,24 +190,37 @@ def decide_bodies(n: int, guests_n: int, seed: int = SEED) -> list[bytes]:
     return out
 
 
-def event_bodies(n: int, guests_n: int, seed: int = SEED) -> list[bytes]:
-    """``n`` storefront events (views, add-to-cart) over ``guests_n`` guests, each with its own ref."""
-    rng = np.random.default_rng([seed, 11])
+def events(n: int, guests_n: int, seed: int = SEED, run: int = 0, tag: str = "") -> list[JSONObject]:
+    """``n`` storefront events (views, add-to-cart) over ``guests_n`` guests, each with its own ref.
+
+    ``run`` and ``tag`` salt the refs: a repeated ref is acknowledged as a duplicate without being applied,
+    so each measured run needs refs no earlier run sent.
+    """
+    rng = np.random.default_rng([seed, 11, run])
     kinds = ("VIEW", "VIEW", "VIEW", "ADD", "SEARCH")
     return [
-        orjson.dumps(
-            {
-                "ref": f"ev-{seed}-{k}",
-                "type": kinds[int(rng.integers(0, len(kinds)))],
-                "browser_id": guest_ref(int(rng.integers(0, guests_n))),
-                "channel": CHANNELS[int(rng.integers(0, 3))],
-                "language": "EN",
-                "currency": "EUR",
-                "page": "product",
-                "category": CATEGORIES[int(rng.integers(0, len(CATEGORIES)))],
-                # Every kind carries a product: ADD requires one, the others keep it as extra data.
-                "product": {"item_id": f"SKU-{int(rng.integers(1, 500))}", "price": 49.5, "quantity": 1},
-            }
-        )
+        {
+            "ref": f"ev-{seed}-{tag}{run}-{k}",
+            "type": kinds[int(rng.integers(0, len(kinds)))],
+            "browser_id": guest_ref(int(rng.integers(0, guests_n))),
+            "channel": CHANNELS[int(rng.integers(0, 3))],
+            "language": "EN",
+            "currency": "EUR",
+            "page": "product",
+            "category": CATEGORIES[int(rng.integers(0, len(CATEGORIES)))],
+            # Every kind carries a product: ADD requires one, the others keep it as extra data.
+            "product": {"item_id": f"SKU-{int(rng.integers(1, 500))}", "price": 49.5, "quantity": 1},
+        }
         for k in range(n)
     ]
+
+
+def event_bodies(n: int, guests_n: int, seed: int = SEED, *, batch: int = 1, run: int = 0) -> list[bytes]:
+    """``n`` request bodies for ``POST /v1/events``: one event each, or ``{"events": [batch events]}``.
+
+    A batch holds events of different guests, as a server-side collector forwards them.
+    """
+    evs = events(n * batch, guests_n, seed, run, tag=f"b{batch}-")
+    if batch == 1:
+        return [orjson.dumps(e) for e in evs]
+    return [orjson.dumps({"events": evs[k : k + batch]}) for k in range(0, len(evs), batch)]

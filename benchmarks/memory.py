@@ -17,7 +17,6 @@ import json
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -25,24 +24,14 @@ import numpy as np
 import orjson
 import redis
 
-from benchmarks.data import guest_documents, guest_ref, redis_fields
-from benchmarks.loadtest import (
-    ADMIN_KEY,
-    LOOPBACK,
-    MODEL,
-    SCENARIO_DIR,
-    arbiter_cmd,
-    free_port,
-    http_get,
-    http_post,
-    process,
-    running_redis,
-    server_env,
-    wait_until,
-)
+from benchmarks import _http, scenario_setup, servers
+from benchmarks.data import decide_bodies, guest_documents, guest_ref, redis_fields
+from benchmarks.scenario_setup import MODEL_FILE
+from benchmarks.servers import ADMIN_KEY, PUBLIC_KEY
 from engine import keys
 
 DISTINCT = 10_000
+ONE_DECISION = b'{"guest": {"browser_id": "bench-0000001"}, "context": {"category": "shoes", "now": "2026-11-23"}}'
 
 
 def rss_bytes(pid: int) -> int:
@@ -84,17 +73,13 @@ def seed_many(url: str, n: int, batch: int = 5_000) -> dict[str, Any]:
 
 def publish_copies(port: int, count: int) -> None:
     """Upload and publish ``count`` copies of the scenario model, and serve each once (plans compiled)."""
-    body = (SCENARIO_DIR / f"{MODEL}.json").read_bytes()
+    body = MODEL_FILE.read_bytes()
     for i in range(count):
         key = f"mem-{i:03d}"
-        req = urllib.request.Request(  # noqa: S310 — loopback only
-            f"http://{LOOPBACK}:{port}/v1/models/{key}?publish=1",
-            data=body,
-            method="PUT",
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {ADMIN_KEY}"},
-        )
-        urllib.request.urlopen(req, timeout=10).close()  # noqa: S310
-        status = http_post(port, f"/v1/decide/{key}", b'{"guest": {"browser_id": "bench-0000001"}, "context": {}}')
+        status, answer = _http.call(port, "PUT", f"/v1/models/{key}?publish=1", body, key=ADMIN_KEY, timeout_s=10)
+        if status not in (200, 201):
+            raise RuntimeError(f"upload of {key} answered {status}: {answer[:300]!r}")
+        status, _ = _http.call(port, "POST", f"/v1/decide/{key}", ONE_DECISION, key=PUBLIC_KEY)
         if status != 200:
             raise RuntimeError(f"decide on {key} answered {status}")
 
@@ -105,17 +90,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=int, default=100)
     args = parser.parse_args(argv)
     report: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="arbiter-mem-") as tmp, running_redis(Path(tmp)) as url:
+    with tempfile.TemporaryDirectory(prefix="arbiter-mem-") as tmp, servers.running_redis(Path(tmp)) as url:
         report["redis"] = seed_many(url, args.guests)
         print(f"seeded {args.guests} guests in {report['redis']['seed_seconds']} s", file=sys.stderr)
-        port = free_port()
-        with process(arbiter_cmd(port, 1, url, SCENARIO_DIR), server_env(url)) as proc:
-            wait_until(lambda: http_get(port, "/ready"), 60, "arbiter")
-            http_post(port, f"/v1/decide/{MODEL}", b'{"guest": {"browser_id": "bench-0000001"}, "context": {}}')
-            report["worker_rss_mb_one_model"] = round(rss_bytes(proc.pid) / 2**20, 1)
-            publish_copies(port, args.models)
+        with (
+            servers.running_stub(Path(tmp)) as stub,
+            servers.running_arbiter(Path(tmp), url, 1) as arbiter,
+        ):
+            # One worker: ``arbiter serve`` runs uvicorn in its own process, so its pid is the worker's.
+            scenario_setup.install(arbiter.port, stub.port, ADMIN_KEY)
+            try:
+                scenario_setup.check(arbiter.port, PUBLIC_KEY, decide_bodies(100, min(args.guests, DISTINCT)))
+            except scenario_setup.NotClean as exc:
+                raise SystemExit(str(exc)) from None
+            report["worker_rss_mb_one_model"] = round(rss_bytes(arbiter.pid) / 2**20, 1)
+            publish_copies(arbiter.port, args.models)
             report["models"] = args.models + 1
-            report["worker_rss_mb_with_models"] = round(rss_bytes(proc.pid) / 2**20, 1)
+            report["worker_rss_mb_with_models"] = round(rss_bytes(arbiter.pid) / 2**20, 1)
     print(json.dumps(report, indent=1))
     return 0
 

@@ -1,12 +1,13 @@
 -- wrk script: decide (or event) requests spread over many guests, and a JSON summary on stdout.
 -- Usage: wrk -t1 -c32 -d10s -s benchmarks/wrk_decide.lua http://127.0.0.1:PORT -- decide realistic 20000
---        wrk ... -- events - 20000
+--        wrk ... -- events - 20000        (one event per request)
+--        wrk ... -- events - 20000 20     (batches: {"events": [20 events]} per request)
 -- The guest ids match benchmarks/data.py guest_ref(); ~2 % of requests name an unknown browser, as in
 -- benchmarks/data.py decide_bodies(). Seeded per thread, so runs send the same mix.
 local channels = {"WEB", "APP", "STORE"}
 local categories = {"shoes", "outerwear", "denim", "accessories", "knitwear", "sport", "kids", "home"}
 local kinds = {"VIEW", "VIEW", "VIEW", "ADD", "SEARCH"}
-local mode, model, guests, path = "decide", "realistic", 20000, nil
+local mode, model, guests, batch, path = "decide", "realistic", 20000, 1, nil
 local counter, thread_id = 0, 0
 local threads = {}
 
@@ -19,6 +20,7 @@ function init(args)
   mode = args[1] or mode
   model = args[2] or model
   guests = tonumber(args[3] or guests)
+  batch = tonumber(args[4] or batch)
   math.randomseed(20261123 + (thread_id or 0))
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
@@ -30,16 +32,25 @@ local function guest()
   return string.format("bench-%07d", math.random(0, math.floor(guests * 1.02) - 1))
 end
 
-function request()
+-- Refs are unique per run (thread, start time, counter): a repeated ref is a cheap duplicate, not an event.
+local function event()
   counter = counter + 1
+  return string.format(
+    '{"ref":"wrk-%d-%d-%d","type":"%s","browser_id":"%s","channel":"%s","language":"EN","currency":"EUR",' ..
+    '"page":"product","category":"%s","product":{"item_id":"SKU-%d","price":%.2f,"quantity":1}}',
+    thread_id or 0, os.time(), counter, kinds[math.random(#kinds)], guest(),
+    channels[math.random(#channels)], categories[math.random(#categories)], math.random(1, 500),
+    5 + math.random() * 95)
+end
+
+function request()
   local body
-  if mode == "events" then
-    body = string.format(
-      '{"ref":"wrk-%d-%d-%d","type":"%s","browser_id":"%s","channel":"%s","language":"EN","currency":"EUR",' ..
-      '"page":"product","category":"%s","product":{"item_id":"SKU-%d","price":%.2f,"quantity":1}}',
-      thread_id or 0, os.time(), counter, kinds[math.random(#kinds)], guest(),
-      channels[math.random(#channels)], categories[math.random(#categories)], math.random(1, 500),
-      5 + math.random() * 95)
+  if mode == "events" and batch > 1 then
+    local events = {}
+    for i = 1, batch do events[i] = event() end
+    body = '{"events":[' .. table.concat(events, ",") .. ']}'
+  elseif mode == "events" then
+    body = event()
   else
     body = string.format(
       '{"guest":{"browser_id":"%s"},"context":{"channel":"%s","page":"product","category":"%s","price":%.2f,"now":"2026-11-23"}}',

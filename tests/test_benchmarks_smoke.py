@@ -1,6 +1,8 @@
 """The load harness at toy scale, so it does not rot: it must produce a well-formed report.
 
-No timings are asserted (benchmarks/RESULTS.md holds the numbers); only the report's shape.
+No timings are asserted (benchmarks/RESULTS.md holds the numbers); only the report's shape, and that the
+scenario really exercises every node kind it claims (script, external with cache, experiment) and both
+ways of sending events.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import loadtest
+from benchmarks import load_report, loadtest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")]
 
@@ -19,14 +21,25 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("wrk") is None, r
 def test_load_harness_reports(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     args = ["--guests", "300", "--duration", "1", "--warmup", "1", "--connections", "4", "--fractions", "0.1"]
-    assert loadtest.main([*args, "--workers", "1", "--json", str(out)]) == 0
+    args += ["--own-fractions", "0.2"]
+    assert loadtest.main([*args, "--workers", "1", "--event-batch", "5", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
-    for target in ("floor", "decide"):
+    for target in ("floor", "decide", "events", "events_batch"):
         sat = report[target]["saturation"]
         assert sat["requests"] > 0 and sat["non2xx"] == 0
-        (fixed,) = report[target]["fixed_rate"]
-        assert fixed["sent"] > 0 and fixed["errors"] == 0 and fixed["timeouts"] == 0
-        assert {"p50_ms", "p90_ms", "p99_ms", "p99.9_ms"} <= fixed.keys()
+        runs = report[target]["fixed_rate"]
+        for fixed in runs:
+            assert fixed["sent"] > 0 and fixed["errors"] == 0 and fixed["timeouts"] == 0
+            assert {"p50_ms", "p90_ms", "p99_ms", "p99.9_ms"} <= fixed.keys()
+        bases = {"floor": ["floor"], "decide": ["floor", "own"]}.get(target, ["own"])
+        assert [f["fraction_of"] for f in runs] == bases
+    assert report["events_batch"]["batch"] == 5
+    batch_sat = report["events_batch"]["saturation"]
+    assert batch_sat["events_per_s"] == pytest.approx(batch_sat["rps"] * 5, rel=0.01)
+    assert report["scenario"]["decisions_checked"] >= 20
     assert report["ratios"]["decide_over_floor_throughput"] > 0
-    assert {n["node"] for n in report["nodes"]} >= {"segment", "candidates", "answer"}
-    assert "events" in report
+    kinds = {n["kind"] for n in report["metrics"]["nodes"]}
+    assert kinds >= {"expression", "table", "rule", "offers", "script", "external", "experiment", "output"}
+    assert report["metrics"]["workers_seen"] == 1
+    assert all(0 <= c["hit_rate_min"] <= 1 for c in report["ratios"]["cache"])
+    assert "of own sat." in load_report.render(report)
