@@ -8,7 +8,7 @@ the request path (tallies for the allocation) happen on the refresher's schedule
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from redis.exceptions import RedisError
@@ -17,6 +17,9 @@ from engine import keys
 from engine.bandit import Tally
 from engine.errors import Unavailable
 from engine.types import JSONObject
+
+if TYPE_CHECKING:
+    from engine.store.redis import RedisStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,51 +96,50 @@ def _split_epochs(per_arm: dict[str, dict[str, float]]) -> TallyMap:
 
 
 class RedisLedger:
-    def __init__(self, client: Any) -> None:
-        from engine.store.redis import load_script
-
-        self.client = client
-        self._expose = client.register_script(load_script("experiment_expose.lua"))
-        self._tally = client.register_script(load_script("experiment_tally.lua"))
-        self._claim = client.register_script(load_script("experiment_claim.lua"))
-        self._assign = client.register_script(load_script("experiment_assign.lua"))
+    def __init__(self, store: RedisStore) -> None:
+        self.store = store
+        self.client = store.client
+        self._expose = store.script("experiment_expose.lua")
+        self._tally = store.script("experiment_tally.lua")
+        self._claim = store.script("experiment_claim.lua")
+        self._assign = store.script("experiment_assign.lua")
 
     async def expose(self, batch: list[Exposure]) -> None:
         try:
-            pipe = self.client.pipeline(transaction=False)
+            first = self.store.batch()
             for x in batch:
                 deadline_ms = x.at_ms + x.window_s * 1000
                 # A fixed-split guest's unit outlives one window: a returning guest is not a new exposure.
                 ttl_s = x.window_s + (90 * 86400 if x.keep_assignment else 3600)
                 unit_keys = [keys.experiment_unit(x.experiment, x.unit), keys.experiment_parked(x.experiment, x.unit)]
-                await self._expose(keys=unit_keys, args=[x.arm, x.epoch, x.at_ms, deadline_ms, ttl_s], client=pipe)
-            opened = await pipe.execute()
-            pipe = self.client.pipeline(transaction=False)
+                first.script(self._expose, unit_keys, [x.arm, x.epoch, x.at_ms, deadline_ms, ttl_s])
+            opened = await first.execute()
+            then = self.store.batch()
             for x, (new, parked) in zip(batch, opened, strict=True):
                 if new:
                     rewarded = float(parked) if parked else None
-                    await self._tally(
-                        keys=[keys.experiment_tally(x.experiment, x.arm)],
-                        client=pipe,
-                        args=[x.epoch, 1, *_reward_counts(rewarded)],
+                    then.script(
+                        self._tally,
+                        [keys.experiment_tally(x.experiment, x.arm)],
+                        [x.epoch, 1, *_reward_counts(rewarded)],
                     )
                 if x.unit != x.decision_id:
-                    pipe.set(keys.experiment_decision(x.experiment, x.decision_id), x.unit, ex=x.window_s)
+                    then.command("SET", keys.experiment_decision(x.experiment, x.decision_id), x.unit, "EX", x.window_s)
                 if x.guest_ref:
-                    await self._assign(
-                        keys=[keys.guest(x.guest_ref)],
-                        client=pipe,
-                        args=[x.experiment, orjson.dumps(x.assignment()), "1" if x.keep_assignment else "0"],
+                    then.script(
+                        self._assign,
+                        [keys.guest(x.guest_ref)],
+                        [x.experiment, orjson.dumps(x.assignment()), "1" if x.keep_assignment else "0"],
                     )
-            await pipe.execute()
+            await then.execute()
         except RedisError as exc:
             raise Unavailable(f"experiment ledger unavailable: {exc}") from exc
 
     async def claim(self, experiment: str, unit: str, now_ms: int, value: float | None = None) -> tuple[str, str, str]:
         unit_keys = [keys.experiment_unit(experiment, unit), keys.experiment_parked(experiment, unit)]
         try:
-            status, arm, epoch = await self._claim(
-                keys=unit_keys, args=[now_ms, "" if value is None else repr(value), PARK_TTL_MS]
+            status, arm, epoch = await self.store.hot_script(
+                self._claim, unit_keys, [now_ms, "" if value is None else repr(value), PARK_TTL_MS]
             )
         except RedisError as exc:
             raise Unavailable(f"experiment ledger unavailable: {exc}") from exc
@@ -145,7 +147,9 @@ class RedisLedger:
 
     async def add_reward(self, experiment: str, arm: str, epoch: str, value: float) -> None:
         try:
-            await self._tally(keys=[keys.experiment_tally(experiment, arm)], args=[epoch, 0, 1, value, value * value])
+            await self.store.hot_script(
+                self._tally, [keys.experiment_tally(experiment, arm)], [epoch, 0, 1, value, value * value]
+            )
         except RedisError as exc:
             raise Unavailable(f"experiment ledger unavailable: {exc}") from exc
 
@@ -302,5 +306,5 @@ class MemoryLedger:
 
 def open_ledger(store: Any) -> Ledger:
     if getattr(store, "name", None) == "redis":
-        return RedisLedger(store.client)
+        return RedisLedger(store)
     return MemoryLedger(store)

@@ -10,7 +10,7 @@ from engine.store.redis import RedisStore
 
 async def test_reward_before_exposure_is_parked_then_counted_once(redis_url: str) -> None:
     store = RedisStore(redis_url)
-    ledger = RedisLedger(store.client)
+    ledger = RedisLedger(store)
     now_ms = int(time.time() * 1000)
     try:
         # Process B receives the reward while process A still holds the exposure in its flush buffer.
@@ -24,5 +24,32 @@ async def test_reward_before_exposure_is_parked_then_counted_once(redis_url: str
         # An ordinary reward after its exposure is counted directly.
         await ledger.expose([Exposure("exp", "a", "0", "d2", "d2", None, now_ms, 3600, False)])
         assert (await ledger.claim("exp", "d2", now_ms, 1.0))[0] == "counted"
+    finally:
+        await store.close()
+
+
+async def test_an_event_commit_racing_an_exposure_keeps_the_guests_assignment(redis_url: str) -> None:
+    """Regression: an event read the guest, the exposure flusher wrote its assignment, then the event's
+    commit rewrote ``assignments`` from its stale read — the goal event that followed found no assignment
+    and its reward was lost (tests/test_experiments_api.py, flaky once the exposure writes got faster)."""
+    from engine.profiles_redis import RedisProfiles
+
+    store = RedisStore(redis_url)
+    ledger, profiles = RedisLedger(store), RedisProfiles(store)
+    now_ms = int(time.time() * 1000)
+    try:
+        for ref, seen_before in (("new-guest", False), ("known-guest", True)):
+            if seen_before:
+                await profiles.commit(
+                    ref, {"ref": ref, "sessions": [], "assignments": {}}, 0, token=None, now_ms=now_ms
+                )
+            snap = await profiles.read(ref)  # the event's read …
+            await ledger.expose([Exposure("exp", "b", "0", "d-" + ref, "d-" + ref, ref, now_ms, 3600, False)])
+            guest = {"ref": ref, "sessions": [{"id": "s1"}], "assignments": {"older": {"arm": "a"}}}
+            await profiles.commit(ref, guest, snap.rev, token="event-1", now_ms=now_ms)  # … then its commit
+            after = await profiles.read(ref)
+            assert after.guest is not None and after.guest["sessions"] == [{"id": "s1"}]
+            assert after.guest["assignments"]["exp"]["arm"] == "b", ref
+            assert after.guest["assignments"]["older"] == {"arm": "a"}  # the writer's own entries stay too
     finally:
         await store.close()

@@ -10,7 +10,7 @@ import pytest
 import redis
 from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
-from engine.store.wire import Wire, pairs
+from engine.store.wire import Lua, Wire, pairs
 from tests.conftest import running_redis
 
 
@@ -88,14 +88,25 @@ async def test_a_reply_later_than_the_timeout_fails_in_flight_commands_then_reco
         await wire.close()
 
 
-async def test_scripts_load_themselves_after_a_flush(wire: Wire) -> None:
-    source = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
-    sha = hashlib.sha1(source.encode()).hexdigest()
-    await wire.call("SCRIPT", "FLUSH")
-    assert await wire.script(sha, source, ["c"], [5]) == 5
-    assert await wire.call("EVALSHA", sha, 1, "c", 2) == 7  # EVAL cached it under its sha
-    await wire.call("SCRIPT", "FLUSH")
-    assert await wire.script(sha, source, ["c"], [1]) == 8
+async def test_scripts_load_with_their_first_call_on_each_connection(redis_url: str) -> None:
+    lua = Lua.of("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+    assert lua.sha == hashlib.sha1(lua.source).hexdigest()
+    first = Wire.from_url(redis_url, timeout_ms=1000)
+    assert first is not None
+    await first.call("SCRIPT", "FLUSH")
+    assert await first.call_many([("SET", "c", 1), (lua, ["c"], [5]), (lua, ["c"], [1])]) == [b"OK", 6, 7]
+    assert await first.call("SCRIPT", "EXISTS", lua.sha) == [1]
+    await first.close()
+    # A new connection (a restarted or failed-over Redis has an empty script cache) loads it again.
+    flusher = redis.Redis.from_url(redis_url)
+    flusher.script_flush()
+    flusher.close()
+    second = Wire.from_url(redis_url, timeout_ms=1000)
+    assert second is not None
+    try:
+        assert await second.script(lua, ["c"], [3]) == 10
+    finally:
+        await second.close()
 
 
 async def test_selects_the_database_of_its_url(redis_url: str) -> None:

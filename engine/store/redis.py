@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -20,7 +21,7 @@ from engine import keys
 from engine.errors import Unavailable
 from engine.lifecycle import transition
 from engine.store.base import DecisionRecord, GuestLookup, ModelPointers
-from engine.store.wire import Wire, pairs
+from engine.store.wire import Lua, Wire, pairs
 from engine.types import JSONObject
 
 GUEST_PARTS = ("sessions", "orders", "cart", "assignments")
@@ -30,6 +31,46 @@ CAS_RETRIES = 8
 
 def load_script(name: str) -> str:
     return resources.files("engine.store").joinpath("lua", name).read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """A Lua file from ``lua/``, runnable over the wire or, on a cluster, through redis-py (which routes it)."""
+
+    lua: Lua
+    registered: Any
+
+
+class Batch:
+    """Commands and scripts sent in one round trip (not a transaction). Replies are raw: ``pairs()`` for hashes."""
+
+    __slots__ = ("_items", "_store")
+
+    def __init__(self, store: RedisStore) -> None:
+        self._store = store
+        self._items: list[tuple[Any, ...]] = []
+
+    def command(self, *args: Any) -> None:
+        self._items.append(args)
+
+    def script(self, script: Script, keys: list[Any], args: list[Any]) -> None:
+        self._items.append((script, keys, args))
+
+    async def execute(self) -> list[Any]:
+        if not self._items:
+            return []
+        wire = self._store.wire
+        if wire is not None:
+            return await wire.call_many(
+                [(i[0].lua, i[1], i[2]) if isinstance(i[0], Script) else i for i in self._items]
+            )
+        pipe = self._store.client.pipeline(transaction=False)
+        for item in self._items:
+            if isinstance(item[0], Script):
+                await item[0].registered(keys=item[1], args=item[2], client=pipe)
+            else:
+                pipe.execute_command(*item)
+        return list(await pipe.execute())
 
 
 MAX_CONNECTIONS = 256
@@ -92,20 +133,19 @@ class RedisStore:
             return await self.wire.call(*args)
         return await self.client.execute_command(*args)
 
-    async def hot_many(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """Several commands in one round trip (not a transaction)."""
-        if self.wire is not None:
-            return await self.wire.call_many(commands)
-        pipe = self.client.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        return list(await pipe.execute())
+    def batch(self) -> Batch:
+        return Batch(self)
 
-    async def hot_script(self, script: Any, keys: list[Any], args: list[Any]) -> Any:
-        """A registered script (``client.register_script``) on the request path."""
+    def script(self, name: str) -> Script:
+        """Register a script from ``lua/`` once, at start-up, for both transports."""
+        source = load_script(name)
+        return Script(Lua.of(source), self.client.register_script(source))
+
+    async def hot_script(self, script: Script, keys: list[Any], args: list[Any]) -> Any:
+        """A script on the request path."""
         if self.wire is not None:
-            return await self.wire.script(script.sha, script.script, keys, args)
-        return await script(keys=keys, args=args)
+            return await self.wire.script(script.lua, keys, args)
+        return await script.registered(keys=keys, args=args)
 
     # --- models ---------------------------------------------------------------------------------
     async def model_add_version(self, key: str, document: JSONObject, digest: str) -> tuple[int, bool]:
@@ -219,13 +259,13 @@ class RedisStore:
             raise Unavailable(f"guest store unavailable: {exc}") from exc
 
     async def decisions_record(self, records: list[DecisionRecord]) -> None:
-        maxlen = self._decision_log_maxlen
-        commands = [
-            ("XADD", keys.DECISION_LOG, "MAXLEN", "~", maxlen, "*", "d", orjson.dumps(r.as_dict(), default=str))
-            for r in records
-        ]
+        batch, maxlen = self.batch(), self._decision_log_maxlen
+        for r in records:
+            batch.command(
+                "XADD", keys.DECISION_LOG, "MAXLEN", "~", maxlen, "*", "d", orjson.dumps(r.as_dict(), default=str)
+            )
         try:
-            await self.hot_many(commands)
+            await batch.execute()
         except RedisError as exc:
             raise Unavailable(f"decision log unavailable: {exc}") from exc
 

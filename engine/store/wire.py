@@ -21,9 +21,11 @@ an error reply raises ``ResponseError``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import hiredis
@@ -31,6 +33,24 @@ from redis.asyncio.connection import parse_url
 from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
 Arg = str | bytes | int | float
+Command = tuple[Arg, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Lua:
+    """A server-side script. Each connection loads it (``SCRIPT LOAD``) in the same write as its first
+    call, so a restarted or failed-over Redis, whose script cache is empty, costs nothing extra."""
+
+    source: bytes
+    sha: str
+
+    @classmethod
+    def of(cls, source: str | bytes) -> Lua:
+        raw = source.encode() if isinstance(source, str) else source
+        return cls(raw, hashlib.sha1(raw).hexdigest())  # noqa: S324 — Redis names scripts by SHA-1
+
+
+Invoke = tuple[Lua, Sequence[Arg], Sequence[Arg]]
 
 
 class _Resp(asyncio.Protocol):
@@ -43,6 +63,8 @@ class _Resp(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
         self.outgoing: list[bytes] = []
+        self.loaded: set[str] = set()
+        """Shas of the scripts this connection has sent ``SCRIPT LOAD`` for."""
         self.lost: Exception | None = None
         self._watchdog: asyncio.TimerHandle | None = None
 
@@ -142,34 +164,41 @@ class Wire:
 
     async def call(self, *args: Arg) -> Any:
         """One command; its reply as hiredis gives it (bytes, int, None, or a list of them)."""
-        conn = self._conn
-        if conn is None or conn.lost is not None:
-            conn = await self._connect()
-        reply = await conn.send(_pack(args))
-        if isinstance(reply, hiredis.ReplyError):
-            raise ResponseError(str(reply))
-        return reply
+        conn = await self._connection()
+        return _checked(await conn.send(_pack(args)))
 
-    async def call_many(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
-        """Several commands in one write; every reply, or the first error once all have answered."""
-        conn = self._conn
-        if conn is None or conn.lost is not None:
-            conn = await self._connect()
-        futures = [conn.send(_pack(tuple(c))) for c in commands]
+    async def script(self, lua: Lua, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
+        """Run a script by its sha (see :class:`Lua` for how it gets loaded)."""
+        return (await self.call_many([(lua, keys, args)]))[0]
+
+    async def call_many(self, items: Sequence[Command | Invoke]) -> list[Any]:
+        """Commands and script calls in one write; every reply, or the first error once all have answered.
+
+        Not a transaction: each command runs even if an earlier one failed.
+        """
+        conn = await self._connection()
+        futures = []
+        for item in items:
+            if isinstance(item[0], Lua):
+                lua, keys, args = item
+                if lua.sha not in conn.loaded:
+                    # Queued ahead of the EVALSHA on the same connection, so Redis has it when the call
+                    # runs: one round trip, and no NOSCRIPT retry that could re-run half a batch.
+                    conn.send(_pack(("SCRIPT", "LOAD", lua.source)))
+                    conn.loaded.add(lua.sha)
+                futures.append(conn.send(_pack(("EVALSHA", lua.sha, len(keys), *keys, *args))))
+            else:
+                futures.append(conn.send(_pack(item)))
         replies = [await f for f in futures]
         for reply in replies:
-            if isinstance(reply, hiredis.ReplyError):
-                raise ResponseError(str(reply))
+            _checked(reply)
         return replies
 
-    async def script(self, sha: str, source: str | bytes, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
-        """``EVALSHA``, loading the script with ``EVAL`` the first time this server sees it (or after a restart)."""
-        try:
-            return await self.call("EVALSHA", sha, len(keys), *keys, *args)
-        except ResponseError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
-        return await self.call("EVAL", source, len(keys), *keys, *args)
+    async def _connection(self) -> _Resp:
+        conn = self._conn
+        if conn is None or conn.lost is not None:
+            conn = await self._connect()
+        return conn
 
     async def close(self) -> None:
         if self._conn is not None and self._conn.transport is not None:
@@ -216,6 +245,12 @@ class Wire:
 
     def _where(self) -> str:
         return self.path if self.path is not None else f"{self.host}:{self.port}"
+
+
+def _checked(reply: Any) -> Any:
+    if isinstance(reply, hiredis.ReplyError):
+        raise ResponseError(str(reply))
+    return reply
 
 
 def _pack(args: tuple[Arg, ...]) -> bytes:

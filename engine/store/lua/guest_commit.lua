@@ -14,8 +14,23 @@ if rev ~= tonumber(ARGV[1]) then
 end
 local n = tonumber(ARGV[5])
 local fields = {}
-for i = 6 + n, #ARGV do
+for i = 6 + n, #ARGV, 2 do
+  local value = ARGV[i + 1]
+  if ARGV[i] == 'assignments' then
+    -- Experiment exposures write assignments straight into the hash (experiment_assign.lua), maybe
+    -- between this writer's read and now, and on a guest with no profile yet (whose rev the read saw as
+    -- absent): keep every stored entry, adding the writer's (an identity merge's folded ones).
+    local stored = redis.call('HGET', KEYS[1], 'assignments')
+    if stored then
+      local merged = cjson.decode(value)
+      for k, v in pairs(cjson.decode(stored)) do
+        merged[k] = v
+      end
+      value = next(merged) == nil and '{}' or cjson.encode(merged)
+    end
+  end
   fields[#fields + 1] = ARGV[i]
+  fields[#fields + 1] = value
 end
 fields[#fields + 1] = 'rev'
 fields[#fields + 1] = rev + 1
