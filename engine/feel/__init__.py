@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from engine.feel.codegen import generate
 from engine.feel.compiler import Expression, compile_node, references
 from engine.feel.convert import coerce, to_feel, to_json
 from engine.feel.lexer import complex_names
@@ -42,7 +43,8 @@ def compile_expression(
     if bindings:
         tree = bind(tree, bindings)
     code = compile_node(tree, text)
-    return Expression(text, references(tree), code.fn, code.constant, code.value)
+    fn = code.fn if code.constant else (generate(tree, text) or code.fn)
+    return Expression(text, references(tree), fn, code.constant, code.value)
 
 
 def compile_unary_tests(text: str, *, names: Iterable[str] = ()) -> UnaryTests:
