@@ -52,6 +52,7 @@ class Expression:
     source: str
     references: frozenset[str]
     fn: Fn = field(repr=False, compare=False)
+    """The expression as a plain function that never raises: hot loops call it to skip ``__call__``."""
     is_constant: bool = False
     value: Any = None
 
@@ -60,6 +61,18 @@ class Expression:
             return self.fn(scope)
         except Exception:  # a FEEL evaluation yields null rather than raising
             return None
+
+
+def guarded(fn: Fn) -> Fn:
+    """``fn`` with any exception turned into null, FEEL's answer to a faulty evaluation."""
+
+    def safe(scope: Scope) -> Any:
+        try:
+            return fn(scope)
+        except Exception:
+            return None
+
+    return safe
 
 
 def _path(node: s.Path) -> Code | None:
