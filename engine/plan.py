@@ -100,7 +100,7 @@ class Plan:
         t0 = _perf_ns()
         value = None
         try:
-            if node.gate is not None and node.gate(scope) is not True:
+            if node.gate is not None and node.gate.fn(scope) is not True:
                 entry.skipped = True
             else:
                 value = node.evaluate(scope, entry)

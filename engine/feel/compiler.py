@@ -304,7 +304,6 @@ def _filter(base: Code, cond: s.Expr, text: str) -> Code:
     )
 
     if by_index:
-
         return Code(lambda sc: index(base.fn(sc), c.fn(sc)))
 
     def keep(sc: Scope) -> Any:
