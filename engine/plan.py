@@ -16,7 +16,7 @@ from typing import Any
 from engine.errors import ArbiterError, EvaluationError
 from engine.feel import UnaryTests, to_json
 from engine.feel.convert import coerce_input
-from engine.nodes.base import TraceEntry
+from engine.nodes.base import MISS, TraceEntry
 from engine.types import JSONObject
 
 _perf_ns = time.perf_counter_ns
@@ -88,6 +88,10 @@ class Plan:
                 if task is not None:
                     trace.append(await task)
             if hasattr(node, "evaluate_async"):
+                hit = self._run_cached(node, scope, deadline_s)
+                if hit is not None:
+                    trace.append(hit)
+                    continue
                 pending[node.id] = asyncio.ensure_future(self._run_async(node, scope, deadline_s))
             else:
                 trace.append(self._run(node, scope))
@@ -100,7 +104,7 @@ class Plan:
         t0 = _perf_ns()
         value = None
         try:
-            if node.gate is not None and node.gate(scope) is not True:
+            if node.gate is not None and node.gate.fn(scope) is not True:
                 entry.skipped = True
             else:
                 value = node.evaluate(scope, entry)
@@ -110,6 +114,24 @@ class Plan:
         except Exception as exc:  # noqa: BLE001 — a bug in one node must not turn a decision into a 500
             entry.error = f"internal error in {node.kind} node: {type(exc).__name__}: {exc}"
             value = getattr(node, "fallback", None)
+        scope[node.id] = value
+        entry.output = value
+        entry.time_us = (_perf_ns() - t0) // 1000
+        return entry
+
+    def _run_cached(self, node: Any, scope: dict[str, Any], deadline_s: float) -> TraceEntry | None:
+        """A cache hit answered in place, without the task and ``asyncio.timeout`` of a real call."""
+        cached = getattr(node, "cached", None)
+        if cached is None or time.monotonic() >= deadline_s:  # past the deadline the fallback answers
+            return None
+        entry = TraceEntry(node.id, node.kind)
+        t0 = _perf_ns()
+        try:
+            value = cached(scope, entry)
+        except Exception:  # noqa: BLE001 — the call path reports it, with the fallback
+            return None
+        if value is MISS:
+            return None
         scope[node.id] = value
         entry.output = value
         entry.time_us = (_perf_ns() - t0) // 1000

@@ -156,6 +156,28 @@ async def test_cache_hits_skip_the_call(world: World, commerce: StubServer) -> N
     assert commerce.knobs.calls["/products"] == 2
 
 
+async def test_a_cache_hit_answers_without_a_task_or_timer(world: World, commerce: StubServer) -> None:
+    await world.connect(commerce)
+    plan = world.plan(products(cache_ttl_s=30))
+    await world.run(plan, SHOES_GOLD)
+    loop = asyncio.get_running_loop()
+    created: list[object] = []
+    previous = loop.get_task_factory()
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        created.append(coro)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(counting)  # type: ignore[arg-type]
+    try:
+        hit = await world.run(plan, SHOES_GOLD)
+    finally:
+        loop.set_task_factory(previous)
+    assert entry(hit, "products")["cache"] == "hit" and hit.outputs == {"products": ["p1", "p2", "p3"]}
+    assert created == []
+    assert commerce.knobs.calls["/products"] == 1
+
+
 async def test_failures_are_not_cached(world: World, commerce: StubServer) -> None:
     await world.connect(commerce)
     plan = world.plan(products(cache_ttl_s=30))

@@ -98,3 +98,14 @@ def test_an_offer_that_can_never_pass_leaves_the_plan() -> None:
     plan = compile_model(catalogue_model('offer.channel = "WEB" and context.rank >= 0', "offer.priority"))
     web = sum(1 for o in catalogue_model("true", "1")["offers"] if o["attributes"]["channel"] == "WEB")
     assert len(plan.nodes[0].candidates) == web  # type: ignore[attr-defined]
+
+
+def test_offers_share_the_operands_of_their_folded_conditions() -> None:
+    """40 offers, but only 7 distinct ``and`` operands: ``k <= context.rank`` for k in 0..3, the two channel
+    tests and the eligibility. Each is evaluated at most once per request."""
+    plan = compile_model(catalogue_model(FILTER, "offer.priority + context.boost"))
+    node = plan.nodes[0]
+    assert len(node.operands) == 7  # type: ignore[attr-defined]
+    # An operand that is null (unknown channel) fails every offer that needs it, as the whole condition would.
+    got = plan.evaluate({}, {"rank": 3, "channel": None, "vip": None, "boost": 0}).outputs["pick"]
+    assert {o["channel"] for o in got} == {"any"}

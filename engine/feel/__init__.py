@@ -15,18 +15,42 @@ Syntax errors raise :class:`engine.errors.FeelError` with the position of the of
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from engine.feel.compiler import Expression, compile_node, references
+from engine.feel.codegen import generate
+from engine.feel.compiler import Expression, compile_node, guarded, references
 from engine.feel.convert import coerce, to_feel, to_json
 from engine.feel.lexer import complex_names
 from engine.feel.parser import parse_expression, parse_unary_tests
 from engine.feel.partial import bind
-from engine.feel.syntax import AnyTest
+from engine.feel.syntax import (
+    AnyTest,
+    Arithmetic,
+    Between,
+    Call,
+    Comparison,
+    Filter,
+    If,
+    ListLiteral,
+    Literal,
+    Logical,
+    Negate,
+    Path,
+)
 from engine.feel.unary import UnaryTests, compile_tests, equality_literals, numeric_interval
 
-__all__ = ["Expression", "UnaryTests", "coerce", "compile_expression", "compile_unary_tests", "to_feel", "to_json"]
+__all__ = [
+    "Expression",
+    "UnaryTests",
+    "coerce",
+    "compile_conjuncts",
+    "compile_expression",
+    "compile_unary_tests",
+    "to_feel",
+    "to_json",
+]
 
 
 def _names(names: Iterable[str]) -> frozenset[str]:
@@ -41,8 +65,67 @@ def compile_expression(
     tree = parse_expression(text, _names(names))
     if bindings:
         tree = bind(tree, bindings)
+    return _expression(tree, text)
+
+
+def compile_conjuncts(
+    text: str, *, names: Iterable[str] = (), bindings: Mapping[str, Any] | None = None
+) -> list[tuple[str, Expression]] | None:
+    """Compile a condition as its top-level ``and`` operands, those that fold to true dropped.
+
+    The condition is true exactly when every operand is (FEEL's three-valued ``and`` is true only then), so
+    a caller testing many conditions can evaluate an operand they share once: each comes with a canonical
+    key (its syntax tree with constants folded), equal for equal operands. None when an operand folds to anything but
+    true: the condition can never hold.
+    """
+    tree = parse_expression(text, _names(names))
+    if bindings:
+        tree = bind(tree, bindings)
+    out = []
+    for operand in _conjuncts(tree):
+        expr = _expression(operand, text)
+        if expr.is_constant:
+            if expr.value is not True:
+                return None
+            continue
+        out.append((repr(_folded(operand, text)), expr))
+    return out
+
+
+_FOLDABLE = (Path, Filter, Call, Negate, Arithmetic, Comparison, Logical, If, Between, ListLiteral)
+
+
+def _conjuncts(tree: Any) -> list[Any]:
+    if isinstance(tree, Logical) and tree.op == "and":
+        return _conjuncts(tree.left) + _conjuncts(tree.right)
+    return [tree]
+
+
+def _expression(tree: Any, text: str) -> Expression:
     code = compile_node(tree, text)
-    return Expression(text, references(tree), code.fn, code.constant, code.value)
+    fn = code.fn if code.constant else (generate(tree, text) or guarded(code.fn))
+    return Expression(text, references(tree), fn, code.constant, code.value)
+
+
+def _folded(tree: Any, text: str) -> Any:
+    """``tree`` with every constant subtree replaced by its value: the bound offer a path was read from
+    disappears, so ``offer.min_rank <= x`` for two offers of rank 2 becomes the same ``2 <= x``. Kinds not
+    listed keep their bound form (less sharing, never a wrong one)."""
+    code = compile_node(tree, text)
+    if code.constant:
+        return Literal(code.value)
+    if isinstance(tree, _FOLDABLE):
+        parts = {f.name: _folded_part(getattr(tree, f.name), text) for f in dataclasses.fields(tree)}
+        return dataclasses.replace(tree, **parts)
+    return tree
+
+
+def _folded_part(part: Any, text: str) -> Any:
+    if isinstance(part, str):  # an operator, a key, a function name
+        return part
+    if isinstance(part, tuple):  # arguments, list items
+        return tuple(_folded(p, text) for p in part)
+    return _folded(part, text)
 
 
 def compile_unary_tests(text: str, *, names: Iterable[str] = ()) -> UnaryTests:

@@ -174,8 +174,11 @@ def _round(mode: str) -> Callable[..., Decimal]:
 def _sum(*args: Any) -> Decimal | None:
     items = _items(args)
     total = Decimal(0)
+    add = DECIMAL.add
     for x in items:
-        total = DECIMAL.add(total, _num(x))
+        # number() inlined for the kinds JSON brings: `sum(guest.orders.total)` adds every order.
+        t = type(x)
+        total = add(total, x if t is Decimal else Decimal(x) if t is int else _num(x))
     return total if items else None
 
 

@@ -52,6 +52,7 @@ class Expression:
     source: str
     references: frozenset[str]
     fn: Fn = field(repr=False, compare=False)
+    """The expression as a plain function that never raises: hot loops call it to skip ``__call__``."""
     is_constant: bool = False
     value: Any = None
 
@@ -60,6 +61,18 @@ class Expression:
             return self.fn(scope)
         except Exception:  # a FEEL evaluation yields null rather than raising
             return None
+
+
+def guarded(fn: Fn) -> Fn:
+    """``fn`` with any exception turned into null, FEEL's answer to a faulty evaluation."""
+
+    def safe(scope: Scope) -> Any:
+        try:
+            return fn(scope)
+        except Exception:
+            return None
+
+    return safe
 
 
 def _path(node: s.Path) -> Code | None:
@@ -92,10 +105,10 @@ def _path(node: s.Path) -> Code | None:
     return Code(get_path)
 
 
-_ARITH = {"+": ops.add, "-": ops.subtract, "*": ops.multiply, "/": ops.divide, "**": ops.power}
+ARITHMETIC = {"+": ops.add, "-": ops.subtract, "*": ops.multiply, "/": ops.divide, "**": ops.power}
 
 
-def _compare_fn(op: str) -> Callable[[Any, Any], bool | None]:
+def compare_fn(op: str) -> Callable[[Any, Any], bool | None]:
     if op == "=":
         return ops.equal
     if op == "!=":
@@ -139,9 +152,9 @@ def _compile(node: s.Expr, text: str) -> Code:  # noqa: C901 - one dispatch over
             o = _compile(operand, text)
             return _fold(Code(lambda sc: ops.negate(o.fn(sc))), [o])
         case s.Arithmetic(op, left, right):
-            return _binary(_ARITH[op], _compile(left, text), _compile(right, text))
+            return _binary(ARITHMETIC[op], _compile(left, text), _compile(right, text))
         case s.Comparison(op, left, right):
-            return _binary(_compare_fn(op), _compile(left, text), _compile(right, text))
+            return _binary(compare_fn(op), _compile(left, text), _compile(right, text))
         case s.Logical(op, left, right):
             return _logical(op, _compile(left, text), _compile(right, text))
         case s.If(cond, then, otherwise):
@@ -151,13 +164,7 @@ def _compile(node: s.Expr, text: str) -> Code:  # noqa: C901 - one dispatch over
             return Code(lambda sc: t.fn(sc) if c.fn(sc) is True else e.fn(sc))
         case s.Between(value, low, high):
             v, lo, hi = _compile(value, text), _compile(low, text), _compile(high, text)
-            ge, le = _compare_fn(">="), _compare_fn("<=")
-
-            def between(sc: Scope) -> bool | None:
-                x = v.fn(sc)
-                return _and(ge(x, lo.fn(sc)), le(x, hi.fn(sc)))
-
-            return _fold(Code(between), [v, lo, hi])
+            return _fold(Code(lambda sc: between(v.fn(sc), lo.fn(sc), hi.fn(sc))), [v, lo, hi])
         case s.In(value, tests):
             from engine.feel.unary import compile_tests
 
@@ -201,12 +208,33 @@ def _boolean(code: Code) -> Code:
     return Code(as_bool)
 
 
-def _and(a: Any, b: Any) -> bool | None:
+def and3(a: Any, b: Any) -> bool | None:
     if a is False or b is False:
         return False
     if a is True and b is True:
         return True
     return None
+
+
+_GE, _LE = ops.ordered(">="), ops.ordered("<=")
+
+
+def between(x: Any, low: Any, high: Any) -> bool | None:
+    """``x between low and high``."""
+    return and3(_GE(x, low), _LE(x, high))
+
+
+def index(items: Any, position: Any) -> Any:
+    """``items[position]``: 1-based, negative from the end, null out of range."""
+    i = as_int(position)
+    if not isinstance(items, list) or i is None or i == 0 or abs(i) > len(items):
+        return None
+    return items[i - 1] if i > 0 else items[i]
+
+
+def item_scope(item: Any) -> dict[str, Any]:
+    """The names a filter condition binds for one item: its fields (if it is a context) and ``item``."""
+    return {**item, "item": item} if isinstance(item, Mapping) else {"item": item}
 
 
 def _or(a: Any, b: Any) -> bool | None:
@@ -233,7 +261,7 @@ def _logical(op: str, lf: Code, rf: Code) -> Code:
             a = lf.fn(sc)
             if a is False:
                 return False
-            return _and(a, rf.fn(sc))
+            return and3(a, rf.fn(sc))
 
         return _fold(Code(conj), [lf, rf])
 
@@ -276,15 +304,7 @@ def _filter(base: Code, cond: s.Expr, text: str) -> Code:
     )
 
     if by_index:
-
-        def index(sc: Scope) -> Any:
-            items = base.fn(sc)
-            i = as_int(c.fn(sc))
-            if not isinstance(items, list) or i is None or i == 0 or abs(i) > len(items):
-                return None
-            return items[i - 1] if i > 0 else items[i]
-
-        return Code(index)
+        return Code(lambda sc: index(base.fn(sc), c.fn(sc)))
 
     def keep(sc: Scope) -> Any:
         items = base.fn(sc)
@@ -294,9 +314,7 @@ def _filter(base: Code, cond: s.Expr, text: str) -> Code:
             items = [items]
         out = []
         for item in items:
-            local = {**item, "item": item} if isinstance(item, Mapping) else {"item": item}
-            inner = Bound(local, sc)
-            if c.fn(inner) is True:
+            if c.fn(Bound(item_scope(item), sc)) is True:
                 out.append(item)
         return out
 

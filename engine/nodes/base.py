@@ -17,6 +17,9 @@ from engine.types import JSONObject, Scope
 
 T = TypeVar("T")
 
+MISS: Any = object()
+"""What an I/O node's ``cached(scope, trace)`` returns when it cannot answer without its I/O."""
+
 
 @dataclass(slots=True)
 class TraceEntry:

@@ -24,7 +24,7 @@ class ExpressionNode:
 
     def evaluate(self, scope: Scope, trace: TraceEntry) -> Any:
         # FEEL semantics: a type error inside the expression is null, not a failed node.
-        return self.expr(scope)
+        return self.expr.fn(scope)
 
 
 def compile(defn: JSONObject, pointer: str, ctx: CompileContext) -> Node | None:

@@ -31,7 +31,7 @@ from engine.egress import Egress, egress_for
 from engine.errors import ExternalCallFailed, Problem
 from engine.feel import Expression, to_feel, to_json
 from engine.feel.scope import Bound
-from engine.nodes.base import CompileContext, Node, TraceEntry, known_keys, require
+from engine.nodes.base import MISS, CompileContext, Node, TraceEntry, known_keys, require
 from engine.nodes.output import Builder, template
 from engine.types import JSONObject, Scope
 
@@ -77,6 +77,23 @@ class ExternalNode:
     fallback: Any
     egress: Egress
     services: Any
+
+    def cached(self, scope: Scope, trace: TraceEntry) -> Any:
+        """The answer from the response cache, or :data:`MISS`: the executor asks before it schedules the
+        call, so a cache hit costs no task and no timer. Anything but a plain hit (a gate, a failed
+        render, no cache) is a miss here and takes the normal path."""
+        if self.cache_ttl_s <= 0 or (self.gate is not None and self.gate.fn(scope) is not True):
+            return MISS
+        try:
+            request = self._render(scope)
+        except ExternalCallFailed:
+            return MISS
+        hit = self.egress.cache.get((self.connection, request))
+        if hit is None:
+            return MISS
+        trace.detail["attempts"] = 0
+        trace.detail["cache"] = "hit"
+        return self.output(Bound({RESPONSE: hit[0]}, scope))
 
     def evaluate(self, scope: Scope, trace: TraceEntry) -> Any:
         # The executor calls evaluate_async; a synchronous caller gets the fallback, as with a timeout.

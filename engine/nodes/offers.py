@@ -7,6 +7,10 @@ tier.rank`` becomes ``3 <= tier.rank``, an offer whose filter folds to false lea
 rank is a constant the catalogue is sorted once so a request stops at the first ``limit`` matches.
 On the benchmark scenario (23 offers) this and constant capture in the FEEL compiler cut the Python calls
 per evaluation from 965 to 721 (cProfile call counts, which unlike timings do not depend on machine load).
+
+The folded conditions are split into their ``and`` operands, and equal operands are compiled once for the
+whole catalogue: eight bundles share ``guest.cart.value >= 40``, every offer of one rank threshold shares
+``2 <= segment.rank``. A request evaluates each distinct operand at most once (54 → 19 on the benchmark).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from engine.errors import Problem
-from engine.feel import Expression, compile_expression
+from engine.feel import Expression, compile_conjuncts, compile_expression
 from engine.nodes.base import CompileContext, Node, TraceEntry, known_keys, references
 from engine.types import JSONObject, Scope
 
@@ -32,8 +36,9 @@ class Candidate:
 
     payload: JSONObject
     """What the node outputs for this offer: id, name and attributes flattened."""
-    conditions: tuple[Expression, ...]
-    """Eligibility and filter, minus any that folded to true; all must be true."""
+    conditions: tuple[int, ...]
+    """Positions in the node's ``operands`` of this offer's eligibility and filter operands (those not
+    folded to true); all must be true."""
     rank: Expression | None
     """None when the rank is a constant for this offer (then ``rank_value`` holds it)."""
     rank_value: Any
@@ -48,6 +53,8 @@ class OffersNode:
     deps: frozenset[str]
     gate: Expression | None
     candidates: tuple[Candidate, ...]
+    operands: tuple[Expression, ...]
+    """The distinct conjuncts of every candidate's conditions."""
     presorted: bool
     """Every rank was constant: ``candidates`` is already in answer order."""
     descending: bool
@@ -56,16 +63,21 @@ class OffersNode:
     def evaluate(self, scope: Scope, trace: TraceEntry) -> list[JSONObject]:
         now_s = _now_s(scope)
         kept: list[tuple[Any, int, JSONObject]] = []
+        operands = self.operands
+        known: list[bool | None] = [None] * len(operands)  # per request: each operand's truth, once known
         for i, c in enumerate(self.candidates):
             if c.valid_from_s is not None and now_s < c.valid_from_s:
                 continue
             if c.valid_to_s is not None and now_s >= c.valid_to_s:
                 continue
-            for cond in c.conditions:
-                if cond(scope) is not True:
+            for k in c.conditions:
+                holds = known[k]
+                if holds is None:
+                    holds = known[k] = operands[k].fn(scope) is True
+                if not holds:
                     break
             else:
-                kept.append((c.rank(scope) if c.rank is not None else c.rank_value, i, c.payload))
+                kept.append((c.rank.fn(scope) if c.rank is not None else c.rank_value, i, c.payload))
                 if self.presorted and len(kept) == self.limit:
                     break
         if not self.presorted:
@@ -145,22 +157,27 @@ def _candidate(
     sources: list[str],
     rank: str | None,
     names: frozenset[str],
+    operands: dict[str, tuple[int, Expression]],
 ) -> Candidate | None:
-    """Fold one offer into its conditions; None when they can never all be true."""
+    """Fold one offer into its conditions, adding their operands to ``operands`` (syntax tree → position,
+    expression); None when they can never all be true."""
     payload, eligibility, valid_from_s, valid_to_s = offer
     bindings = {LOCAL_NAME: payload}
-    conditions = []
+    found: list[tuple[str, Expression]] = []
     for src in ([eligibility] if eligibility is not None else []) + sources:
-        cond = compile_expression(src, names=names, bindings=bindings)
-        if cond.is_constant:
-            if cond.value is not True:
-                return None
-            continue
-        conditions.append(cond)
+        conjuncts = compile_conjuncts(src, names=names, bindings=bindings)
+        if conjuncts is None:
+            return None
+        found.extend((repr(tree), expr) for tree, expr in conjuncts)
+    conditions = []
+    for key, expr in found:
+        if key not in operands:
+            operands[key] = (len(operands), expr)
+        conditions.append(operands[key][0])
     ranked = compile_expression(rank, names=names, bindings=bindings) if rank is not None else None
     if ranked is not None and ranked.is_constant:
-        return Candidate(payload, tuple(conditions), None, ranked.value, valid_from_s, valid_to_s)
-    return Candidate(payload, tuple(conditions), ranked, None, valid_from_s, valid_to_s)
+        return Candidate(payload, tuple(dict.fromkeys(conditions)), None, ranked.value, valid_from_s, valid_to_s)
+    return Candidate(payload, tuple(dict.fromkeys(conditions)), ranked, None, valid_from_s, valid_to_s)
 
 
 def compile(defn: JSONObject, pointer: str, ctx: CompileContext) -> Node | None:
@@ -182,13 +199,15 @@ def compile(defn: JSONObject, pointer: str, ctx: CompileContext) -> Node | None:
     if ("filter" in defn and flt is None) or ("rank" in defn and rank is None):
         return None
     sources = [defn["filter"]] if flt is not None else []
-    folded = [_candidate(o, sources, defn.get("rank"), names) for o in catalogue]
+    shared: dict[str, tuple[int, Expression]] = {}
+    folded = [_candidate(o, sources, defn.get("rank"), names, shared) for o in catalogue]
+    operands = tuple(expr for _, expr in shared.values())
     candidates = [c for c in folded if c is not None]
     presorted = all(c.rank is None for c in candidates)
     if presorted and rank is not None:
         order_of = _ranked([(c.rank_value, i, c) for i, c in enumerate(candidates)], order == "desc")
         candidates = [c for _, _, c in order_of]
-    deps = references(flt, rank, gate, *(cond for c in candidates for cond in c.conditions)) - {LOCAL_NAME}
+    deps = references(flt, rank, gate, *operands) - {LOCAL_NAME}
     eligibility_refs = references(*(compile_expression(e, names=names) for _, e, _, _ in catalogue if e is not None))
     deps |= eligibility_refs - {LOCAL_NAME}
-    return OffersNode(defn["id"], KIND, deps, gate, tuple(candidates), presorted, order == "desc", limit)
+    return OffersNode(defn["id"], KIND, deps, gate, tuple(candidates), operands, presorted, order == "desc", limit)

@@ -39,7 +39,7 @@ def template(value: Any, pointer: str, ctx: CompileContext, refs: set[str]) -> B
         if expr is None:
             return lambda scope: None
         refs |= expr.references
-        return expr
+        return expr.fn  # never raises, and one call less than the Expression
     if isinstance(value, dict):
         parts = [(k, template(v, f"{pointer}/{k}", ctx, refs)) for k, v in value.items()]
         return lambda scope: {k: build(scope) for k, build in parts}

@@ -21,7 +21,7 @@ class RuleNode:
 
     def evaluate(self, scope: Scope, trace: TraceEntry) -> bool:
         # FEEL three-valued logic: null (unknown) does not pass a gate.
-        return self.condition(scope) is True
+        return self.condition.fn(scope) is True
 
 
 def compile(defn: JSONObject, pointer: str, ctx: CompileContext) -> Node | None:

@@ -134,7 +134,7 @@ class TableNode:
         return results  # R, C
 
     def _input(self, column: Column, scope: Scope) -> Any:
-        value = column.expr(scope)
+        value = column.expr.fn(scope)
         if column.convert is not None:
             value = column.convert(value)
         if column.allowed is not None and value is not None and not column.allowed.matches(value, scope):
@@ -186,8 +186,8 @@ class TableNode:
         where = f"rule '{self.rule_ids[rule]}'"
         cells = self.then[rule]
         if len(cells) == 1:
-            return self._checked(self.outputs[0], cells[0](scope), scope, where)
-        return {o.name: self._checked(o, e(scope), scope, where) for o, e in zip(self.outputs, cells, strict=True)}
+            return self._checked(self.outputs[0], cells[0].fn(scope), scope, where)
+        return {o.name: self._checked(o, e.fn(scope), scope, where) for o, e in zip(self.outputs, cells, strict=True)}
 
     def _default(self, scope: Scope) -> Any:
         if all(o.default is None for o in self.outputs):
