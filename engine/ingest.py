@@ -151,7 +151,8 @@ class Ingest:
                     guest = outcome.guest
                     outcomes.append(outcome)
                 assert guest is not None
-                writes.append(Write(run.ref, guest, snap.rev, tuple(run.events[j].ref for j in fresh), now_ms))
+                tokens = tuple(run.events[j].ref for j in fresh)
+                writes.append(Write(run.ref, guest, snap.rev, tokens, now_ms, _active_ms(guest, outcomes)))
                 staged.append((run, fresh, outcomes))
             results = await self.profiles.commit_many(writes) if writes else []
             retry: list[_Run] = []
@@ -213,18 +214,19 @@ class Ingest:
         abandoned = [record for _, _, outcomes in committed for o in outcomes for record in o.abandoned]
         if abandoned:
             await self.profiles.emit_abandoned(abandoned)
-        active_ms: dict[str, int] = {}
-        for run, _, outcomes in committed:
-            # Only when a session opens: the sweeper re-reads last_ms and re-scores, so later events skip this.
-            if any(o.opened for o in outcomes):
-                opened = [s for s in outcomes[-1].guest["sessions"] if s.get("status") == "open"]
-                if opened:
-                    active_ms[run.ref] = opened[-1]["last_ms"]
-        await self.profiles.mark_active_many(active_ms)
         for run, fresh, _ in committed:
             for j in fresh:
                 for listener in self.listeners:
                     await listener(run.ref, run.events[j])
+
+
+def _active_ms(guest: JSONObject, outcomes: list[Outcome]) -> int | None:
+    """Where the guest goes on the sweeper's index, if these events opened a session."""
+    # Only when a session opens: the sweeper re-reads last_ms and re-scores, so later events skip this.
+    if not any(o.opened for o in outcomes):
+        return None
+    opened = [s for s in guest["sessions"] if s.get("status") == "open"]
+    return int(opened[-1]["last_ms"]) if opened else None
 
 
 @dataclass(slots=True)

@@ -49,6 +49,8 @@ class Write:
     rev: int
     tokens: tuple[str, ...]
     now_ms: int
+    active_ms: int | None = None
+    """The write opens a session: put the guest on the sweeper's index with this last-activity time."""
 
 
 class Profiles(Protocol):
@@ -67,7 +69,9 @@ class Profiles(Protocol):
     async def commit_many(self, writes: Sequence[Write]) -> list[Commit]:
         """Several guests' compare-and-sets in one round trip; each succeeds or fails on its own.
 
-        A write with several tokens is a DUPLICATE if any of them was applied (nothing is written).
+        A write with several tokens is a DUPLICATE if any of them was applied (nothing is written). A write's
+        ``active_ms`` goes onto the active-sessions index in the same round trip, whatever the outcome (an
+        entry for a guest with no open session only costs the sweeper one look).
         """
         ...
 
@@ -91,7 +95,6 @@ class Profiles(Protocol):
 
     async def mark_active(self, ref: str, last_ms: int) -> None: ...
 
-    async def mark_active_many(self, last_ms: dict[str, int]) -> None: ...
 
     async def mark_inactive(self, ref: str) -> None: ...
 
@@ -154,6 +157,9 @@ class MemoryProfiles:
         return self._commit(ref, guest, rev, () if token is None else (token,), now_ms, carried)
 
     async def commit_many(self, writes: Sequence[Write]) -> list[Commit]:
+        for w in writes:
+            if w.active_ms is not None:
+                self._active[w.ref] = w.active_ms
         return [self._commit(w.ref, w.guest, w.rev, w.tokens, w.now_ms, ()) for w in writes]
 
     def _commit(
@@ -203,8 +209,6 @@ class MemoryProfiles:
     async def mark_active(self, ref: str, last_ms: int) -> None:
         self._active[ref] = last_ms
 
-    async def mark_active_many(self, last_ms: dict[str, int]) -> None:
-        self._active.update(last_ms)
 
     async def mark_inactive(self, ref: str) -> None:
         self._active.pop(ref, None)

@@ -54,23 +54,32 @@ class RedisProfiles:
         return await self._commit_one(ref, guest, rev, () if token is None else (token,), now_ms, carried)
 
     async def commit_many(self, writes: Sequence[Write]) -> list[Commit]:
-        if len(writes) == 1:
+        active_ms = {w.ref: w.active_ms for w in writes if w.active_ms is not None}
+        if len(writes) == 1 and not active_ms:
             w = writes[0]
             return [await self._commit_one(w.ref, w.guest, w.rev, w.tokens, w.now_ms)]
-        # A plain EVALSHA per write in one pipeline: redis-py's script-aware pipeline would add a SCRIPT
-        # EXISTS round trip to every batch.
+        # One pipeline: the index entry rides with the commits (a round trip per session-opening event
+        # saved), sent first so a crash between the two can leave a spare entry, never a missing one.
+        # A plain EVALSHA per write: redis-py's script-aware pipeline adds a SCRIPT EXISTS round trip.
         for _ in range(2):
             pipe = self.client.pipeline(transaction=False)
+            if active_ms:
+                pipe.zadd(keys.ACTIVE_SESSIONS, active_ms)
             for w in writes:
                 pipe.evalsha(self._commit.sha, 2, *_commit_keys(w.ref), *_commit_args(w.guest, w.rev, w.tokens, w.now_ms))
             try:
                 replies = await pipe.execute(raise_on_error=False)
             except RedisError as exc:
                 raise Unavailable(f"guest store unavailable: {exc}") from exc
+            if active_ms:
+                replies = replies[1:]
             if not any(isinstance(r, NoScriptError) for r in replies):
                 break
             # The server lost its script cache (restart, SCRIPT FLUSH): every write failed alike, none ran.
             await self._call("script_load", self._commit.script)
+        for r in replies:
+            if isinstance(r, RedisError):
+                raise Unavailable(f"guest store unavailable: {r}") from r
         return [_outcome(r) for r in replies]
 
     async def _commit_one(
@@ -123,10 +132,6 @@ class RedisProfiles:
 
     async def mark_active(self, ref: str, last_ms: int) -> None:
         await self._call("zadd", keys.ACTIVE_SESSIONS, {ref: last_ms})
-
-    async def mark_active_many(self, last_ms: dict[str, int]) -> None:
-        if last_ms:
-            await self._call("zadd", keys.ACTIVE_SESSIONS, last_ms)
 
     async def mark_inactive(self, ref: str) -> None:
         await self._call("zrem", keys.ACTIVE_SESSIONS, ref)
