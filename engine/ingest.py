@@ -26,7 +26,7 @@ from engine import identity
 from engine.errors import Conflict, Unavailable
 from engine.eventlog import EventLog
 from engine.events import Event
-from engine.profiles import MAX_ATTEMPTS, Commit, Profiles, Write, update
+from engine.profiles import MAX_ATTEMPTS, Commit, Profiles, Snapshot, Write, update
 from engine.sessions import Limits, Outcome, apply_event, close_idle
 from engine.types import JSONObject
 
@@ -134,26 +134,7 @@ class Ingest:
         pending = [run for run in runs if run.events]
         for attempt in range(MAX_ATTEMPTS):
             snaps = await self.profiles.read_many([run.ref for run in pending])
-            writes: list[Write] = []
-            staged: list[tuple[_Run, list[int], list[Outcome]]] = []
-            moved: list[_Run] = []
-            for run, snap in zip(pending, snaps, strict=True):
-                if snap.guest is not None and snap.guest.get("type") == "retired":
-                    # Merged into another guest (maybe this very moment): follow it, finishing the fold.
-                    moved.append(run)
-                    continue
-                fresh = run.fresh()
-                if not fresh:
-                    continue
-                guest, outcomes = snap.guest, []
-                for j in fresh:
-                    outcome = apply_event(guest, run.ref, run.events[j], self.limits)
-                    guest = outcome.guest
-                    outcomes.append(outcome)
-                assert guest is not None
-                tokens = tuple(run.events[j].ref for j in fresh)
-                writes.append(Write(run.ref, guest, snap.rev, tokens, now_ms, _active_ms(guest, outcomes)))
-                staged.append((run, fresh, outcomes))
+            writes, staged, moved = self._stage(pending, snaps, now_ms)
             results = await self.profiles.commit_many(writes) if writes else []
             retry: list[_Run] = []
             committed: list[tuple[_Run, list[int], list[Outcome]]] = []
@@ -209,6 +190,32 @@ class Ingest:
             else:
                 await self.profiles.mark_inactive(ref)
         return len(refs)
+
+    def _stage(
+        self, runs: list[_Run], snaps: list[Snapshot], now_ms: int
+    ) -> tuple[list[Write], list[tuple[_Run, list[int], list[Outcome]]], list[_Run]]:
+        """Apply each run's fresh events to its read guest: (writes, what each write carries, runs to redirect)."""
+        writes: list[Write] = []
+        staged: list[tuple[_Run, list[int], list[Outcome]]] = []
+        moved: list[_Run] = []
+        for run, snap in zip(runs, snaps, strict=True):
+            if snap.guest is not None and snap.guest.get("type") == "retired":
+                # Merged into another guest (maybe this very moment): follow it, finishing the fold.
+                moved.append(run)
+                continue
+            fresh = run.fresh()
+            if not fresh:
+                continue
+            guest, outcomes = snap.guest, []
+            for j in fresh:
+                outcome = apply_event(guest, run.ref, run.events[j], self.limits)
+                guest = outcome.guest
+                outcomes.append(outcome)
+            assert guest is not None
+            tokens = tuple(run.events[j].ref for j in fresh)
+            writes.append(Write(run.ref, guest, snap.rev, tokens, now_ms, _active_ms(guest, outcomes)))
+            staged.append((run, fresh, outcomes))
+        return writes, staged, moved
 
     async def _after(self, committed: list[tuple[_Run, list[int], list[Outcome]]]) -> None:
         abandoned = [record for _, _, outcomes in committed for o in outcomes for record in o.abandoned]

@@ -95,7 +95,6 @@ class Profiles(Protocol):
 
     async def mark_active(self, ref: str, last_ms: int) -> None: ...
 
-
     async def mark_inactive(self, ref: str) -> None: ...
 
     async def idle(self, before_ms: int, count: int) -> list[str]: ...
@@ -209,7 +208,6 @@ class MemoryProfiles:
     async def mark_active(self, ref: str, last_ms: int) -> None:
         self._active[ref] = last_ms
 
-
     async def mark_inactive(self, ref: str) -> None:
         self._active.pop(ref, None)
 
@@ -231,4 +229,3 @@ def open_profiles(store: Any) -> Profiles:
     from engine.profiles_redis import RedisProfiles
 
     return RedisProfiles(store)
-

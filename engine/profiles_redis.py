@@ -66,7 +66,9 @@ class RedisProfiles:
             if active_ms:
                 pipe.zadd(keys.ACTIVE_SESSIONS, active_ms)
             for w in writes:
-                pipe.evalsha(self._commit.sha, 2, *_commit_keys(w.ref), *_commit_args(w.guest, w.rev, w.tokens, w.now_ms))
+                pipe.evalsha(
+                    self._commit.sha, 2, *_commit_keys(w.ref), *_commit_args(w.guest, w.rev, w.tokens, w.now_ms)
+                )
             try:
                 replies = await pipe.execute(raise_on_error=False)
             except RedisError as exc:

@@ -134,7 +134,9 @@ async def test_a_retried_event_is_logged_once_and_applied_once(redis_ingest: Ing
 def test_events_and_batches_get_503_when_redis_is_down(tmp_path: Path, settings: Settings) -> None:
     body = {"type": "VIEW", "channel": "WEB", "browser_id": "b1", "language": "EN", "currency": "EUR", "page": "p"}
     with running_redis(tmp_path) as (url, proc):
-        with TestClient(create_app(settings, store=RedisStore(url, timeout_ms=200)), raise_server_exceptions=False) as c:
+        with TestClient(
+            create_app(settings, store=RedisStore(url, timeout_ms=200)), raise_server_exceptions=False
+        ) as c:
             assert c.post("/v1/events", json=body, headers=PUBLIC).status_code == 201
             proc.kill()
             proc.wait(timeout=10)
