@@ -40,6 +40,19 @@ class Snapshot:
     rev: int
 
 
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One compare-and-set of a batch: ``guest`` replaces revision ``rev`` unless one of ``tokens`` was applied."""
+
+    ref: str
+    guest: JSONObject
+    rev: int
+    tokens: tuple[str, ...]
+    now_ms: int
+    active_ms: int | None = None
+    """The write opens a session: put the guest on the sweeper's index with this last-activity time."""
+
+
 class Profiles(Protocol):
     async def read(self, ref: str) -> Snapshot: ...
 
@@ -47,6 +60,23 @@ class Profiles(Protocol):
         self, ref: str, guest: JSONObject, rev: int, *, token: str | None, now_ms: int, carried: Sequence[str] = ()
     ) -> Commit:
         """Write ``guest`` if its revision is still ``rev`` and ``token`` is new; also remember ``carried`` tokens."""
+        ...
+
+    async def read_many(self, refs: Sequence[str]) -> list[Snapshot]:
+        """:meth:`read` for several guests in one round trip."""
+        ...
+
+    async def commit_many(self, writes: Sequence[Write]) -> list[Commit]:
+        """Several guests' compare-and-sets in one round trip; each succeeds or fails on its own.
+
+        A write with several tokens is a DUPLICATE if any of them was applied (nothing is written). A write's
+        ``active_ms`` goes onto the active-sessions index in the same round trip, whatever the outcome (an
+        entry for a guest with no open session only costs the sweeper one look).
+        """
+        ...
+
+    async def applied(self, ref: str, tokens: Sequence[str]) -> set[str]:
+        """Which of ``tokens`` were applied to the guest ``ref``."""
         ...
 
     async def tokens(self, ref: str) -> list[str]: ...
@@ -117,22 +147,40 @@ class MemoryProfiles:
         # An orjson round trip copies a JSON document several times faster than deepcopy.
         return Snapshot(orjson.loads(orjson.dumps(guest)) if guest is not None else None, self._revs.get(ref, 0))
 
+    async def read_many(self, refs: Sequence[str]) -> list[Snapshot]:
+        return [await self.read(ref) for ref in refs]
+
     async def commit(
         self, ref: str, guest: JSONObject, rev: int, *, token: str | None, now_ms: int, carried: Sequence[str] = ()
     ) -> Commit:
+        return self._commit(ref, guest, rev, () if token is None else (token,), now_ms, carried)
+
+    async def commit_many(self, writes: Sequence[Write]) -> list[Commit]:
+        for w in writes:
+            if w.active_ms is not None:
+                self._active[w.ref] = w.active_ms
+        return [self._commit(w.ref, w.guest, w.rev, w.tokens, w.now_ms, ()) for w in writes]
+
+    def _commit(
+        self, ref: str, guest: JSONObject, rev: int, checked: Sequence[str], now_ms: int, carried: Sequence[str]
+    ) -> Commit:
         tokens = self._tokens.setdefault(ref, {})
-        if token is not None and token in tokens:
+        if any(t in tokens for t in checked):
             return Commit.DUPLICATE
         if self._revs.get(ref, 0) != rev:
             return Commit.CONFLICT
         self._guests[ref] = orjson.loads(orjson.dumps(guest))
         self._revs[ref] = rev + 1
-        for t in (*carried, token) if token is not None else carried:
+        for t in (*carried, *checked):
             tokens.pop(t, None)
             tokens[t] = now_ms
         while len(tokens) > TOKENS_KEPT:
             del tokens[next(iter(tokens))]
         return Commit.OK
+
+    async def applied(self, ref: str, tokens: Sequence[str]) -> set[str]:
+        mine = self._tokens.get(ref, {})
+        return {t for t in tokens if t in mine}
 
     async def tokens(self, ref: str) -> list[str]:
         return list(self._tokens.get(ref, {}))
@@ -181,4 +229,3 @@ def open_profiles(store: Any) -> Profiles:
     from engine.profiles_redis import RedisProfiles
 
     return RedisProfiles(store)
-

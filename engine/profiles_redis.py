@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from engine import keys
 from engine.errors import Unavailable
-from engine.profiles import TOKENS_KEPT, Commit, Snapshot
+from engine.profiles import TOKENS_KEPT, Commit, Snapshot, Write
 from engine.store.redis import GUEST_PARTS, RedisStore, load_script
 from engine.types import JSONObject
 
@@ -34,28 +34,68 @@ class RedisProfiles:
             fields = await self.client.hgetall(keys.guest(ref))
         except RedisError as exc:
             raise Unavailable(f"guest store unavailable: {exc}") from exc
-        rev = int(fields.get(b"rev", b"0"))
-        if b"profile" not in fields:
-            return Snapshot(None, rev)
-        guest: JSONObject = orjson.loads(fields[b"profile"])
-        for part in GUEST_PARTS:
-            raw = fields.get(part.encode())
-            if raw is not None:
-                guest[part] = orjson.loads(raw)
-        return Snapshot(guest, rev)
+        return _snapshot(fields)
+
+    async def read_many(self, refs: Sequence[str]) -> list[Snapshot]:
+        if len(refs) == 1:
+            return [await self.read(refs[0])]
+        pipe = self.client.pipeline(transaction=False)
+        for ref in refs:
+            pipe.hgetall(keys.guest(ref))
+        try:
+            replies = await pipe.execute()
+        except RedisError as exc:
+            raise Unavailable(f"guest store unavailable: {exc}") from exc
+        return [_snapshot(fields) for fields in replies]
 
     async def commit(
         self, ref: str, guest: JSONObject, rev: int, *, token: str | None, now_ms: int, carried: Sequence[str] = ()
     ) -> Commit:
-        pairs: list[Any] = ["profile", orjson.dumps({k: v for k, v in guest.items() if k not in GUEST_PARTS})]
-        for part in GUEST_PARTS:
-            pairs += [part, orjson.dumps(guest.get(part, {} if part == "assignments" else []))]
-        args = [rev, token or "", now_ms, TOKENS_KEPT, len(carried), *carried, *pairs]
+        return await self._commit_one(ref, guest, rev, () if token is None else (token,), now_ms, carried)
+
+    async def commit_many(self, writes: Sequence[Write]) -> list[Commit]:
+        active_ms = {w.ref: w.active_ms for w in writes if w.active_ms is not None}
+        if len(writes) == 1 and not active_ms:
+            w = writes[0]
+            return [await self._commit_one(w.ref, w.guest, w.rev, w.tokens, w.now_ms)]
+        # One pipeline: the index entry rides with the commits (a round trip per session-opening event
+        # saved), sent first so a crash between the two can leave a spare entry, never a missing one.
+        # A plain EVALSHA per write: redis-py's script-aware pipeline adds a SCRIPT EXISTS round trip.
+        for _ in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            if active_ms:
+                pipe.zadd(keys.ACTIVE_SESSIONS, active_ms)
+            for w in writes:
+                pipe.evalsha(
+                    self._commit.sha, 2, *_commit_keys(w.ref), *_commit_args(w.guest, w.rev, w.tokens, w.now_ms)
+                )
+            try:
+                replies = await pipe.execute(raise_on_error=False)
+            except RedisError as exc:
+                raise Unavailable(f"guest store unavailable: {exc}") from exc
+            if active_ms:
+                replies = replies[1:]
+            if not any(isinstance(r, NoScriptError) for r in replies):
+                break
+            # The server lost its script cache (restart, SCRIPT FLUSH): every write failed alike, none ran.
+            await self._call("script_load", self._commit.script)
+        for r in replies:
+            if isinstance(r, RedisError):
+                raise Unavailable(f"guest store unavailable: {r}") from r
+        return [_outcome(r) for r in replies]
+
+    async def _commit_one(
+        self, ref: str, guest: JSONObject, rev: int, checked: Sequence[str], now_ms: int, carried: Sequence[str] = ()
+    ) -> Commit:
         try:
-            result = int(await self._commit(keys=[keys.guest(ref), keys.guest_applied(ref)], args=args))
+            result = await self._commit(keys=_commit_keys(ref), args=_commit_args(guest, rev, checked, now_ms, carried))
         except RedisError as exc:
             raise Unavailable(f"guest store unavailable: {exc}") from exc
-        return Commit.DUPLICATE if result == -1 else Commit.CONFLICT if result == -2 else Commit.OK
+        return _outcome(result)
+
+    async def applied(self, ref: str, tokens: Sequence[str]) -> set[str]:
+        scores = await self._call("zmscore", keys.guest_applied(ref), list(tokens))
+        return {t for t, score in zip(tokens, scores, strict=True) if score is not None}
 
     async def tokens(self, ref: str) -> list[str]:
         return [t.decode() for t in await self._call("zrange", keys.guest_applied(ref), 0, -1)]
@@ -120,3 +160,34 @@ class RedisProfiles:
             return await getattr(self.client, name)(*args, **kwargs)
         except RedisError as exc:
             raise Unavailable(f"guest store unavailable: {exc}") from exc
+
+
+def _snapshot(fields: dict[bytes, bytes]) -> Snapshot:
+    rev = int(fields.get(b"rev", b"0"))
+    if b"profile" not in fields:
+        return Snapshot(None, rev)
+    guest: JSONObject = orjson.loads(fields[b"profile"])
+    for part in GUEST_PARTS:
+        raw = fields.get(part.encode())
+        if raw is not None:
+            guest[part] = orjson.loads(raw)
+    return Snapshot(guest, rev)
+
+
+def _commit_keys(ref: str) -> tuple[str, str]:
+    return keys.guest(ref), keys.guest_applied(ref)
+
+
+def _commit_args(
+    guest: JSONObject, rev: int, checked: Sequence[str], now_ms: int, carried: Sequence[str] = ()
+) -> list[Any]:
+    args: list[Any] = [rev, now_ms, TOKENS_KEPT, len(checked), len(carried), *checked, *carried]
+    args += ["profile", orjson.dumps({k: v for k, v in guest.items() if k not in GUEST_PARTS})]
+    for part in GUEST_PARTS:
+        args += [part, orjson.dumps(guest.get(part, {} if part == "assignments" else []))]
+    return args
+
+
+def _outcome(result: Any) -> Commit:
+    code = int(result)
+    return Commit.DUPLICATE if code == -1 else Commit.CONFLICT if code == -2 else Commit.OK

@@ -1,8 +1,9 @@
 """Sessions, carts and facts: how one event changes one guest document.
 
-Pure functions over the guest document (no I/O, no clock of their own: the time is the event's or the
-sweeper's ``now_ms``), shared by both backends so the rules are written once. A backend reads the guest,
-calls :func:`apply_event` and commits the result atomically (compare-and-set on the guest's revision).
+Functions over the guest document (no I/O, no clock of their own: the time is the event's or the
+sweeper's ``now_ms``), shared by both backends so the rules are written once. A backend reads the guest
+(a private copy), calls :func:`apply_event` on it — in place, so a batch applies a browser's events one
+after another to one document — and commits the result atomically (compare-and-set on the revision).
 
 Sessions are per (channel, point of sale). One closes when an event arrives after ``session_timeout_ms``
 of inactivity, or when the sweeper finds it idle; a closed session that had ADD events, still has a cart
@@ -37,6 +38,8 @@ class Outcome:
     guest: JSONObject
     abandoned: list[JSONObject] = field(default_factory=list)
     """Sessions this change closed as abandoned carts, to emit onto the ``abandoned`` stream."""
+    opened: bool = False
+    """The event opened a session, so the guest goes onto the sweeper's active-sessions index."""
 
 
 def new_guest(ref: str) -> JSONObject:
@@ -46,13 +49,18 @@ def new_guest(ref: str) -> JSONObject:
 
 
 def apply_event(guest: JSONObject | None, ref: str, event: Event, limits: Limits) -> Outcome:
-    """The guest after ``event``. Never mutates its input (a failed compare-and-set retries from a fresh read)."""
-    g = copy.deepcopy(guest) if guest is not None else new_guest(ref)
+    """Apply ``event`` to ``guest`` **in place** (or to a new guest when None); the outcome holds the result.
+
+    The caller owns ``guest``: :meth:`Profiles.read` returns a private copy and a failed compare-and-set
+    re-reads, so no copy is made here (a deepcopy per event was 10 % of a saturated events worker).
+    """
+    g = guest if guest is not None else new_guest(ref)
     out = Outcome(g)
     close_idle(g, event.at_ms, limits, out)
     session = _open_session(g, event, limits)
     session["last_ms"] = event.at_ms
     session["event_count"] = session.get("event_count", 0) + 1
+    out.opened = session["event_count"] == 1
     events = session["events"]
     events.append(_compact(event))
     if len(events) > limits.max_events_per_session:

@@ -1,20 +1,24 @@
--- Compare-and-set one guest: write its fields only if its revision is still the one we read and the
--- operation's token was not applied before.
--- Prevents: a concurrent event's update being overwritten (lost update), and a retried event or a merge
--- replayed after a crash being applied twice.
+-- Compare-and-set one guest: write its fields only if its revision is still the one we read and none of
+-- the operation's tokens was applied before.
+-- Prevents: a concurrent event's update being overwritten (lost update), and a retried event (or batch),
+-- or a merge replayed after a crash, being applied twice.
 -- KEYS[1] guest hash, KEYS[2] applied-token sorted set (same {g:ref} slot)
--- ARGV[1] expected rev, ARGV[2] dedupe token ('' = none), ARGV[3] now_ms, ARGV[4] tokens kept,
--- ARGV[5] n extra tokens, ARGV[6..5+n] extra tokens, then field/value pairs
-if ARGV[2] ~= '' and redis.call('ZSCORE', KEYS[2], ARGV[2]) then
-  return -1
+-- ARGV[1] expected rev, ARGV[2] now_ms, ARGV[3] tokens kept, ARGV[4] n checked tokens (dedupe: all must be
+-- new), ARGV[5] m carried tokens (remembered, not checked), then the n checked tokens, the m carried
+-- tokens, then field/value pairs
+local n = tonumber(ARGV[4])
+local m = tonumber(ARGV[5])
+for i = 6, 5 + n do
+  if redis.call('ZSCORE', KEYS[2], ARGV[i]) then
+    return -1
+  end
 end
 local rev = tonumber(redis.call('HGET', KEYS[1], 'rev') or '0')
 if rev ~= tonumber(ARGV[1]) then
   return -2
 end
-local n = tonumber(ARGV[5])
 local fields = {}
-for i = 6 + n, #ARGV, 2 do
+for i = 6 + n + m, #ARGV, 2 do
   local value = ARGV[i + 1]
   if ARGV[i] == 'assignments' then
     -- Experiment exposures write assignments straight into the hash (experiment_assign.lua), maybe
@@ -35,14 +39,11 @@ end
 fields[#fields + 1] = 'rev'
 fields[#fields + 1] = rev + 1
 redis.call('HSET', KEYS[1], unpack(fields))
-local now = tonumber(ARGV[3])
-if ARGV[2] ~= '' then
-  redis.call('ZADD', KEYS[2], now, ARGV[2])
-end
-for i = 6, 5 + n do
+local now = tonumber(ARGV[2])
+for i = 6, 5 + n + m do
   redis.call('ZADD', KEYS[2], now, ARGV[i])
 end
-if ARGV[2] ~= '' or n > 0 then
-  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[4]) + 1))
+if n + m > 0 then
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[3]) + 1))
 end
 return rev + 1
