@@ -100,9 +100,10 @@ class MemoryEventLog:
 
 class RedisEventLog:
     def __init__(self, store: RedisStore, shards: int = 4) -> None:
+        self.store = store
         self.client: Any = store.client
         self.shards = shards
-        self._append = self.client.register_script(load_script("event_append.lua"))
+        self._append = store.script("event_append.lua")
         self._settle = self.client.register_script(load_script("event_settle.lua"))
         self._consumer = f"{socket.gethostname()}-{os.getpid()}"
         self._groups_ready = False
@@ -142,8 +143,8 @@ class RedisEventLog:
         for e in events:
             args += [e.ref, orjson.dumps(e.as_json())]
         try:
-            created = await self._append(
-                keys=[keys.event_stream(n), *markers, *(keys.event_marker(n, ref) for ref in notes)], args=args
+            created = await self.store.hot_script(
+                self._append, [keys.event_stream(n), *markers, *(keys.event_marker(n, ref) for ref in notes)], args
             )
         except RedisError as exc:
             raise Unavailable(f"event log unavailable; the event was not recorded: {exc}") from exc

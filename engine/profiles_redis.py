@@ -12,12 +12,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from engine import keys
 from engine.errors import Unavailable
 from engine.profiles import TOKENS_KEPT, Commit, Snapshot, Write
 from engine.store.redis import GUEST_PARTS, RedisStore, load_script
+from engine.store.wire import pairs
 from engine.types import JSONObject
 
 ABANDONED_MAXLEN = 100_000
@@ -25,28 +26,29 @@ ABANDONED_MAXLEN = 100_000
 
 class RedisProfiles:
     def __init__(self, store: RedisStore) -> None:
+        self.store = store
         self.client: Any = store.client
-        self._commit = self.client.register_script(load_script("guest_commit.lua"))
+        self._commit = store.script("guest_commit.lua")
         self._release = self.client.register_script(load_script("identifier_release.lua"))
 
     async def read(self, ref: str) -> Snapshot:
         try:
-            fields = await self.client.hgetall(keys.guest(ref))
+            fields = await self.store.hot("HGETALL", keys.guest(ref))
         except RedisError as exc:
             raise Unavailable(f"guest store unavailable: {exc}") from exc
-        return _snapshot(fields)
+        return _snapshot(pairs(fields))
 
     async def read_many(self, refs: Sequence[str]) -> list[Snapshot]:
         if len(refs) == 1:
             return [await self.read(refs[0])]
-        pipe = self.client.pipeline(transaction=False)
+        batch = self.store.batch()
         for ref in refs:
-            pipe.hgetall(keys.guest(ref))
+            batch.command("HGETALL", keys.guest(ref))
         try:
-            replies = await pipe.execute()
+            replies = await batch.execute()
         except RedisError as exc:
             raise Unavailable(f"guest store unavailable: {exc}") from exc
-        return [_snapshot(fields) for fields in replies]
+        return [_snapshot(pairs(fields)) for fields in replies]
 
     async def commit(
         self, ref: str, guest: JSONObject, rev: int, *, token: str | None, now_ms: int, carried: Sequence[str] = ()
@@ -58,37 +60,29 @@ class RedisProfiles:
         if len(writes) == 1 and not active_ms:
             w = writes[0]
             return [await self._commit_one(w.ref, w.guest, w.rev, w.tokens, w.now_ms)]
-        # One pipeline: the index entry rides with the commits (a round trip per session-opening event
+        # One round trip: the index entry rides with the commits (a round trip per session-opening event
         # saved), sent first so a crash between the two can leave a spare entry, never a missing one.
-        # A plain EVALSHA per write: redis-py's script-aware pipeline adds a SCRIPT EXISTS round trip.
-        for _ in range(2):
-            pipe = self.client.pipeline(transaction=False)
-            if active_ms:
-                pipe.zadd(keys.ACTIVE_SESSIONS, active_ms)
-            for w in writes:
-                pipe.evalsha(
-                    self._commit.sha, 2, *_commit_keys(w.ref), *_commit_args(w.guest, w.rev, w.tokens, w.now_ms)
-                )
-            try:
-                replies = await pipe.execute(raise_on_error=False)
-            except RedisError as exc:
-                raise Unavailable(f"guest store unavailable: {exc}") from exc
-            if active_ms:
-                replies = replies[1:]
-            if not any(isinstance(r, NoScriptError) for r in replies):
-                break
-            # The server lost its script cache (restart, SCRIPT FLUSH): every write failed alike, none ran.
-            await self._call("script_load", self._commit.script)
-        for r in replies:
-            if isinstance(r, RedisError):
-                raise Unavailable(f"guest store unavailable: {r}") from r
-        return [_outcome(r) for r in replies]
+        batch = self.store.batch()
+        if active_ms:
+            scored: list[Any] = []
+            for ref, ms in active_ms.items():
+                scored += [ms, ref]
+            batch.command("ZADD", keys.ACTIVE_SESSIONS, *scored)
+        for w in writes:
+            batch.script(self._commit, [*_commit_keys(w.ref)], _commit_args(w.guest, w.rev, w.tokens, w.now_ms))
+        try:
+            replies = await batch.execute()
+        except RedisError as exc:
+            raise Unavailable(f"guest store unavailable: {exc}") from exc
+        return [_outcome(r) for r in replies[1 if active_ms else 0 :]]
 
     async def _commit_one(
         self, ref: str, guest: JSONObject, rev: int, checked: Sequence[str], now_ms: int, carried: Sequence[str] = ()
     ) -> Commit:
         try:
-            result = await self._commit(keys=_commit_keys(ref), args=_commit_args(guest, rev, checked, now_ms, carried))
+            result = await self.store.hot_script(
+                self._commit, [*_commit_keys(ref)], _commit_args(guest, rev, checked, now_ms, carried)
+            )
         except RedisError as exc:
             raise Unavailable(f"guest store unavailable: {exc}") from exc
         return _outcome(result)
