@@ -21,7 +21,7 @@ from typing import Any
 
 import httpcore
 import httpx
-from cachetools import TLRUCache
+from cachetools import LRUCache, TLRUCache
 
 from engine.breaker import Breaker
 from engine.errors import ExternalCallFailed
@@ -142,6 +142,10 @@ class Egress:
         self.cache: TLRUCache[Any, tuple[Any, float]] = TLRUCache(
             CACHE_ENTRIES, ttu=lambda _key, value, now: now + value[1], timer=time.monotonic
         )
+        self.stale: LRUCache[Any, tuple[Any, float]] = LRUCache(CACHE_ENTRIES)
+        """Last good response per cache key with when it arrived (monotonic s): for ``stale_if_error_s``."""
+        self.inflight: dict[Any, asyncio.Future[Any]] = {}
+        """Cache misses being fetched now: concurrent requests for the same key wait for that one call."""
 
     def breaker(self, key: str, failures: int, cooldown_s: float) -> Breaker:
         breaker = self.breakers.get(key)

@@ -186,6 +186,66 @@ async def test_failures_are_not_cached(world: World, commerce: StubServer) -> No
     assert (await world.run(plan, SHOES_GOLD)).outputs == {"products": ["p1", "p2", "p3"]}
 
 
+async def test_concurrent_misses_for_one_call_share_it(world: World, commerce: StubServer) -> None:
+    await world.connect(commerce)
+    plan = world.plan(products(cache_ttl_s=30))
+    commerce.knobs.delay_s = 0.05  # long enough for every request to arrive while the first call is out
+    results = await asyncio.gather(*(world.run(plan, SHOES_GOLD) for _ in range(20)))
+    assert all(r.outputs == {"products": ["p1", "p2", "p3"]} for r in results)
+    caches = sorted(entry(r, "products")["cache"] for r in results)
+    assert caches == ["joined"] * 19 + ["miss"]
+    assert commerce.knobs.calls["/products"] == 1
+
+
+async def test_a_shared_call_that_fails_gives_every_waiter_the_fallback(world: World, commerce: StubServer) -> None:
+    await world.connect(commerce)
+    plan = world.plan(products(cache_ttl_s=30))
+    commerce.knobs.delay_s = 0.05
+    commerce.knobs.fail(times=None, status=500)
+    results = await asyncio.gather(*(world.run(plan, SHOES_GOLD) for _ in range(5)))
+    assert all(r.outputs == {"products": ["fallback"]} for r in results)
+    assert all(entry(r, "products")["fallback"] == "error" for r in results)
+    assert commerce.knobs.calls["/products"] == 1
+    assert world.egress.inflight == {}  # nothing left behind to join
+
+
+async def test_a_waiter_past_its_deadline_leaves_the_shared_call_running(world: World, commerce: StubServer) -> None:
+    await world.connect(commerce)
+    plan = world.plan(products(cache_ttl_s=30))
+    commerce.knobs.delay_s = 0.2
+    patient = asyncio.ensure_future(world.run(plan, SHOES_GOLD, deadline_ms=2000))
+    await asyncio.sleep(0.02)
+    hasty = await world.run(plan, SHOES_GOLD, deadline_ms=50)
+    assert entry(hasty, "products")["fallback"] == "deadline"
+    assert (await patient).outputs == {"products": ["p1", "p2", "p3"]}
+    assert commerce.knobs.calls["/products"] == 1
+
+
+async def test_stale_if_error_answers_with_the_last_good_response(world: World, commerce: StubServer) -> None:
+    await world.connect(commerce)
+    plan = world.plan(products(cache_ttl_s=30, stale_if_error_s=600))
+    assert (await world.run(plan, SHOES_GOLD)).outputs == {"products": ["p1", "p2", "p3"]}
+    world.egress.cache.clear()  # the entry expired
+    commerce.knobs.fail(times=None, status=500)
+    stale = await world.run(plan, SHOES_GOLD)
+    assert stale.outputs == {"products": ["p1", "p2", "p3"]}
+    t = entry(stale, "products")
+    assert t["fallback"] == "stale" and t["cache"] == "stale" and t["reason"] == "HTTP 500"
+    # Another call never answered: no stale copy of it, so the fallback.
+    other = await world.run(plan, {"category": "jackets", "tier": "gold"})
+    assert other.outputs == {"products": ["fallback"]}
+    # Too old: past stale_if_error_s the fallback again (time moved back rather than slept through).
+    for key, (value, at_s) in list(world.egress.stale.items()):
+        world.egress.stale[key] = (value, at_s - 601)
+    assert (await world.run(plan, SHOES_GOLD)).outputs == {"products": ["fallback"]}
+
+
+def test_stale_if_error_needs_a_cache() -> None:
+    with pytest.raises(ValidationError) as err:
+        compile_model({"nodes": [products(stale_if_error_s=60)]})
+    assert any(p.pointer == "/nodes/0/stale_if_error_s" for p in err.value.problems)
+
+
 async def test_circuit_opens_after_consecutive_failures_and_recovers(world: World, commerce: StubServer) -> None:
     await world.connect(commerce, circuit={"failures": 3, "cooldown_ms": 60_000})
     plan = world.plan(products())

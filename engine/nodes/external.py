@@ -6,12 +6,18 @@ Definition::
      "method": "GET", "path": "/products/{context.category}",
      "query": {"tier": "tier.name", "limit": "3"}, "body": {...FEEL template...},
      "output": {"items": "response.products", "count": "count(response.products)"},
-     "timeout_ms": 150, "retries": 1, "backoff_ms": 20, "cache_ttl_s": 30, "fallback": {"items": []}}
+     "timeout_ms": 150, "retries": 1, "backoff_ms": 20, "cache_ttl_s": 30, "stale_if_error_s": 600,
+     "fallback": {"items": []}}
 
 ``{…}`` in the path, ``query`` values and ``body`` leaves are FEEL expressions over the scope; ``output``
 is a FEEL template over the scope plus ``response`` (the parsed JSON body). The node never fails a
 decision: on timeout, error, an open circuit or an exhausted budget it yields ``fallback`` and the trace
 says why (``fallback``) with the details (``attempts``, ``cache``, ``status``, ``reason``).
+
+With ``cache_ttl_s``, concurrent requests that miss the cache for the same call share one call (they show
+``cache: joined``): when a popular entry expires under load, the dependency sees one request, not one per
+request in flight. With ``stale_if_error_s`` too (RFC 5861's stale-if-error), a failed call answers with
+the last good response if it is at most that old (``fallback: stale``) rather than with ``fallback``.
 """
 
 from __future__ import annotations
@@ -74,6 +80,7 @@ class ExternalNode:
     retries: int
     backoff_ms: int
     cache_ttl_s: float
+    stale_if_error_s: float
     fallback: Any
     egress: Egress
     services: Any
@@ -102,14 +109,27 @@ class ExternalNode:
 
     async def evaluate_async(self, scope: Scope, trace: TraceEntry, deadline_s: float) -> Any:
         trace.detail["attempts"] = 0
+        request = None
         try:
             request = self._render(scope)
             response = await self._fetch(request, trace, deadline_s)
             return self.output(Bound({RESPONSE: response}, scope))
         except ExternalCallFailed as exc:
-            trace.fallback = exc.reason
             trace.detail["reason"] = exc.detail
+            stale = self._stale(request)
+            if stale is not None:
+                trace.fallback, trace.detail["cache"] = "stale", "stale"
+                return self.output(Bound({RESPONSE: stale}, scope))
+            trace.fallback = exc.reason
             return self.fallback
+
+    def _stale(self, request: Request | None) -> Any:
+        if request is None or self.stale_if_error_s <= 0:
+            return None
+        entry = self.egress.stale.get((self.connection, request))
+        if entry is None or time.monotonic() - entry[1] > self.stale_if_error_s:
+            return None
+        return entry[0]
 
     def _render(self, scope: Scope) -> Request:
         segments = []
@@ -131,12 +151,40 @@ class ExternalNode:
         return Request(self.method, "".join(segments), tuple(query), body)
 
     async def _fetch(self, request: Request, trace: TraceEntry, deadline_s: float) -> Any:
-        cache_key = (self.connection, request) if self.cache_ttl_s > 0 else None
-        if cache_key is not None:
-            hit = self.egress.cache.get(cache_key)
-            trace.detail["cache"] = "hit" if hit is not None else "miss"
-            if hit is not None:
-                return hit[0]
+        if self.cache_ttl_s <= 0:
+            return await self._call(request, trace, deadline_s)
+        key = (self.connection, request)
+        hit = self.egress.cache.get(key)
+        if hit is not None:
+            trace.detail["cache"] = "hit"
+            return hit[0]
+        shared = self.egress.inflight.get(key)
+        if shared is not None:
+            trace.detail["cache"] = "joined"
+            # Shielded: this request giving up (its deadline) must not cancel the call others wait for.
+            return await asyncio.shield(shared)
+        trace.detail["cache"] = "miss"
+        call = self.egress.inflight[key] = asyncio.get_running_loop().create_future()
+        try:
+            value = await self._call(request, trace, deadline_s)
+        except ExternalCallFailed as exc:
+            call.set_exception(ExternalCallFailed(f"the shared call failed: {exc.detail}", reason=exc.reason))
+            raise
+        except BaseException:
+            call.set_exception(ExternalCallFailed("the shared call was abandoned by its request", reason="deadline"))
+            raise
+        else:
+            call.set_result(value)
+            self.egress.cache[key] = (value, self.cache_ttl_s)
+            if self.stale_if_error_s > 0:
+                self.egress.stale[key] = (value, time.monotonic())
+            return value
+        finally:
+            del self.egress.inflight[key]
+            if call.done() and not call.cancelled():
+                call.exception()  # marks it retrieved: nobody may have joined, and that is fine
+
+    async def _call(self, request: Request, trace: TraceEntry, deadline_s: float) -> Any:
         directory = directory_for(self.services)
         if directory is None:
             raise ExternalCallFailed("no connection directory in this process (the CLI runs without one)")
@@ -173,8 +221,6 @@ class ExternalNode:
                 breaker.release()
                 raise
             breaker.success()
-            if cache_key is not None:
-                self.egress.cache[cache_key] = (value, self.cache_ttl_s)
             return value
 
     async def _attempt(self, conn: Connection, request: Request, trace: TraceEntry, timeout_s: float) -> Any:
@@ -246,7 +292,7 @@ def _number(defn: JSONObject, key: str, lo: float, hi: float, pointer: str, ctx:
 
 def compile(defn: JSONObject, pointer: str, ctx: CompileContext) -> Node | None:
     fields = ("connection", "method", "path", "query", "body", "output", "timeout_ms", "retries", "backoff_ms")
-    known_keys(defn, (*fields, "cache_ttl_s", "fallback"), pointer, ctx)
+    known_keys(defn, (*fields, "cache_ttl_s", "stale_if_error_s", "fallback"), pointer, ctx)
     before = len(ctx.problems)
     connection = require(defn, "connection", pointer, ctx, str)
     if isinstance(connection, str) and not KEY_PATTERN.match(connection):
@@ -274,6 +320,10 @@ def compile(defn: JSONObject, pointer: str, ctx: CompileContext) -> Node | None:
     retries = _number(defn, "retries", 0, 5, pointer, ctx)
     backoff_ms = _number(defn, "backoff_ms", 0, 10_000, pointer, ctx)
     cache_ttl_s = _number(defn, "cache_ttl_s", 0, 86_400, pointer, ctx)
+    stale_s = _number(defn, "stale_if_error_s", 0, 7 * 86_400, pointer, ctx)
+    if stale_s and not cache_ttl_s:
+        problem = "needs cache_ttl_s: stale answers come from the cache"
+        ctx.problems.append(Problem(f"{pointer}/stale_if_error_s", problem))
     if len(ctx.problems) > before:
         return None
     for part in (*path, *(e for _, e in query), gate):
@@ -282,5 +332,6 @@ def compile(defn: JSONObject, pointer: str, ctx: CompileContext) -> Node | None:
     return ExternalNode(
         defn["id"], KIND, frozenset(refs) & ctx.names, gate, connection, method, path, tuple(query), body, output,
         int(timeout_ms) if timeout_ms else None, int(retries or 0), int(backoff_ms if backoff_ms is not None else 10),
-        float(cache_ttl_s or 0), to_feel(defn.get("fallback")), egress_for(ctx.services), ctx.services,
+        float(cache_ttl_s or 0), float(stale_s or 0), to_feel(defn.get("fallback")), egress_for(ctx.services),
+        ctx.services,
     )  # fmt: skip
