@@ -16,7 +16,7 @@ import asyncio
 import ipaddress
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 import httpcore
@@ -146,6 +146,14 @@ class Egress:
         """Last good response per cache key with when it arrived (monotonic s): for ``stale_if_error_s``."""
         self.inflight: dict[Any, asyncio.Future[Any]] = {}
         """Cache misses being fetched now: concurrent requests for the same key wait for that one call."""
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def background(self, call: Coroutine[Any, Any, Any]) -> None:
+        """Run a cache refresh nobody waits for; failures are already in the breaker and the trace."""
+        task = asyncio.get_running_loop().create_task(call)
+        self._background.add(task)
+        task.add_done_callback(_settled)
+        task.add_done_callback(self._background.discard)
 
     def breaker(self, key: str, failures: int, cooldown_s: float) -> Breaker:
         breaker = self.breakers.get(key)
@@ -172,9 +180,18 @@ class Egress:
             return await _exchange(pooled, request, max_bytes)
 
     async def aclose(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.wait(self._background, timeout=2)
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()
+
+
+def _settled(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: a failed refresh leaves the stale entry, and that is its whole effect
 
 
 async def _exchange(client: httpx.AsyncClient, request: httpx.Request, max_bytes: int) -> tuple[int, bytes]:

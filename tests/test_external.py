@@ -240,10 +240,38 @@ async def test_stale_if_error_answers_with_the_last_good_response(world: World, 
     assert (await world.run(plan, SHOES_GOLD)).outputs == {"products": ["fallback"]}
 
 
-def test_stale_if_error_needs_a_cache() -> None:
+async def test_stale_while_revalidate_answers_at_once_and_refreshes_once(world: World, commerce: StubServer) -> None:
+    await world.connect(commerce)
+    plan = world.plan(products(cache_ttl_s=30, stale_while_revalidate_s=60))
+    assert (await world.run(plan, SHOES_GOLD)).outputs == {"products": ["p1", "p2", "p3"]}
+    world.egress.cache.clear()  # the entry expired
+    commerce.knobs.delay_s = 0.2
+    t0 = time.monotonic()
+    served = await asyncio.gather(*(world.run(plan, SHOES_GOLD) for _ in range(10)))
+    assert time.monotonic() - t0 < 0.15  # nobody waited for the 200 ms refresh
+    assert all(r.outputs == {"products": ["p1", "p2", "p3"]} for r in served)
+    assert {entry(r, "products")["cache"] for r in served} == {"revalidating"}
+    assert all("fallback" not in entry(r, "products") for r in served)
+    (key,) = world.egress.stale.keys()
+    for _ in range(100):  # the one background refresh lands in the cache
+        if world.egress.cache.get(key) is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert entry(await world.run(plan, SHOES_GOLD), "products")["cache"] == "hit"
+    assert commerce.knobs.calls["/products"] == 2
+    # Past cache_ttl_s + stale_while_revalidate_s the old response is too old: requests wait for the call.
+    world.egress.cache.clear()
+    for key, (value, at_s) in list(world.egress.stale.items()):
+        world.egress.stale[key] = (value, at_s - 91)
+    commerce.knobs.delay_s = 0
+    assert entry(await world.run(plan, SHOES_GOLD), "products")["cache"] == "miss"
+
+
+def test_stale_answers_need_a_cache() -> None:
     with pytest.raises(ValidationError) as err:
-        compile_model({"nodes": [products(stale_if_error_s=60)]})
-    assert any(p.pointer == "/nodes/0/stale_if_error_s" for p in err.value.problems)
+        compile_model({"nodes": [products(stale_if_error_s=60, stale_while_revalidate_s=5)]})
+    pointers = {p.pointer for p in err.value.problems}
+    assert {"/nodes/0/stale_if_error_s", "/nodes/0/stale_while_revalidate_s"} <= pointers
 
 
 async def test_circuit_opens_after_consecutive_failures_and_recovers(world: World, commerce: StubServer) -> None:

@@ -16,8 +16,10 @@ says why (``fallback``) with the details (``attempts``, ``cache``, ``status``, `
 
 With ``cache_ttl_s``, concurrent requests that miss the cache for the same call share one call (they show
 ``cache: joined``): when a popular entry expires under load, the dependency sees one request, not one per
-request in flight. With ``stale_if_error_s`` too (RFC 5861's stale-if-error), a failed call answers with
-the last good response if it is at most that old (``fallback: stale``) rather than with ``fallback``.
+request in flight. RFC 5861's two stale modes go with it: ``stale_while_revalidate_s`` answers an entry
+that expired at most that long ago at once while one background call refreshes it (``cache:
+revalidating``), and ``stale_if_error_s`` answers a failed call with the last good response if it is at
+most that old (``fallback: stale``) rather than with ``fallback``.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class ExternalNode:
     backoff_ms: int
     cache_ttl_s: float
     stale_if_error_s: float
+    stale_while_revalidate_s: float
     fallback: Any
     egress: Egress
     services: Any
@@ -95,12 +98,31 @@ class ExternalNode:
             request = self._render(scope)
         except ExternalCallFailed:
             return MISS
-        hit = self.egress.cache.get((self.connection, request))
-        if hit is None:
-            return MISS
+        key = (self.connection, request)
+        hit = self.egress.cache.get(key)
+        if hit is not None:
+            trace.detail["cache"] = "hit"
+        else:
+            hit = self._revalidating(key, request)
+            if hit is None:
+                return MISS
+            trace.detail["cache"] = "revalidating"
         trace.detail["attempts"] = 0
-        trace.detail["cache"] = "hit"
         return self.output(Bound({RESPONSE: hit[0]}, scope))
+
+    def _revalidating(self, key: Any, request: Request) -> tuple[Any, float] | None:
+        """Within ``stale_while_revalidate_s`` of expiry: the last response now, a refresh in the background
+        (one per call, shared with any request that misses meanwhile) — nobody waits for an expiry."""
+        if self.stale_while_revalidate_s <= 0:
+            return None
+        entry = self.egress.stale.get(key)
+        if entry is None or time.monotonic() - entry[1] > self.cache_ttl_s + self.stale_while_revalidate_s:
+            return None
+        if key not in self.egress.inflight:
+            budget_s = ((self.timeout_ms or 1000) * (self.retries + 1) + self.backoff_ms * self.retries) / 1000
+            refresh = self._shared_call(key, request, TraceEntry(self.id, self.kind), time.monotonic() + budget_s)
+            self.egress.background(refresh)
+        return entry
 
     def evaluate(self, scope: Scope, trace: TraceEntry) -> Any:
         # The executor calls evaluate_async; a synchronous caller gets the fallback, as with a timeout.
@@ -158,6 +180,13 @@ class ExternalNode:
         if hit is not None:
             trace.detail["cache"] = "hit"
             return hit[0]
+        stale = self._revalidating(key, request)
+        if stale is not None:
+            trace.detail["cache"] = "revalidating"
+            return stale[0]
+        return await self._shared_call(key, request, trace, deadline_s)
+
+    async def _shared_call(self, key: Any, request: Request, trace: TraceEntry, deadline_s: float) -> Any:
         shared = self.egress.inflight.get(key)
         if shared is not None:
             trace.detail["cache"] = "joined"
@@ -176,7 +205,7 @@ class ExternalNode:
         else:
             call.set_result(value)
             self.egress.cache[key] = (value, self.cache_ttl_s)
-            if self.stale_if_error_s > 0:
+            if self.stale_if_error_s > 0 or self.stale_while_revalidate_s > 0:
                 self.egress.stale[key] = (value, time.monotonic())
             return value
         finally:
@@ -292,7 +321,7 @@ def _number(defn: JSONObject, key: str, lo: float, hi: float, pointer: str, ctx:
 
 def compile(defn: JSONObject, pointer: str, ctx: CompileContext) -> Node | None:
     fields = ("connection", "method", "path", "query", "body", "output", "timeout_ms", "retries", "backoff_ms")
-    known_keys(defn, (*fields, "cache_ttl_s", "stale_if_error_s", "fallback"), pointer, ctx)
+    known_keys(defn, (*fields, "cache_ttl_s", "stale_if_error_s", "stale_while_revalidate_s", "fallback"), pointer, ctx)
     before = len(ctx.problems)
     connection = require(defn, "connection", pointer, ctx, str)
     if isinstance(connection, str) and not KEY_PATTERN.match(connection):
@@ -321,9 +350,10 @@ def compile(defn: JSONObject, pointer: str, ctx: CompileContext) -> Node | None:
     backoff_ms = _number(defn, "backoff_ms", 0, 10_000, pointer, ctx)
     cache_ttl_s = _number(defn, "cache_ttl_s", 0, 86_400, pointer, ctx)
     stale_s = _number(defn, "stale_if_error_s", 0, 7 * 86_400, pointer, ctx)
-    if stale_s and not cache_ttl_s:
-        problem = "needs cache_ttl_s: stale answers come from the cache"
-        ctx.problems.append(Problem(f"{pointer}/stale_if_error_s", problem))
+    swr_s = _number(defn, "stale_while_revalidate_s", 0, 86_400, pointer, ctx)
+    for name, value in (("stale_if_error_s", stale_s), ("stale_while_revalidate_s", swr_s)):
+        if value and not cache_ttl_s:
+            ctx.problems.append(Problem(f"{pointer}/{name}", "needs cache_ttl_s: stale answers come from the cache"))
     if len(ctx.problems) > before:
         return None
     for part in (*path, *(e for _, e in query), gate):
@@ -332,6 +362,6 @@ def compile(defn: JSONObject, pointer: str, ctx: CompileContext) -> Node | None:
     return ExternalNode(
         defn["id"], KIND, frozenset(refs) & ctx.names, gate, connection, method, path, tuple(query), body, output,
         int(timeout_ms) if timeout_ms else None, int(retries or 0), int(backoff_ms if backoff_ms is not None else 10),
-        float(cache_ttl_s or 0), float(stale_s or 0), to_feel(defn.get("fallback")), egress_for(ctx.services),
-        ctx.services,
+        float(cache_ttl_s or 0), float(stale_s or 0), float(swr_s or 0), to_feel(defn.get("fallback")),
+        egress_for(ctx.services), ctx.services,
     )  # fmt: skip
