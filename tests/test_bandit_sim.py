@@ -1,8 +1,10 @@
 """The bandit learns through the real API: two engine processes, one Redis, simulated guests.
 
 A smaller run of ``benchmarks/bandit_sim.py`` (same code). Arms convert at 4 %, 5 % and 10 %; an even split
-would lose 0.04 conversions per guest. Tolerances: regret below half the even split's (the full run
-reaches about a tenth), and the results API's P(best) picks the 10 % arm with at least 0.9 — with 2,000
+would lose 0.04 conversions per guest. Tolerances: regret below 0.6 of the even split's — six quiet runs
+gave 0.24–0.35 (the full run reaches about a tenth), one run on a machine busy with the rest of the suite
+0.52: the servers' Thompson draws are not seeded and rewards reach them with whatever lag the machine has;
+a bandit that does not learn sits near 1.0 — and the results API's P(best) picks the 10 % arm with at least 0.9 — with 2,000
 guests the 10 % arm's lead is over four standard errors once it holds most of the traffic.
 """
 
@@ -28,7 +30,7 @@ def test_two_processes_sharing_redis_learn_as_one(redis_url: str, tmp_path: Path
             assert r["exposures"] == 2000
             assert sum(a["conversions"] for a in r["arms"]) == result.conversions
         epochs = [httpx.get(f"{b}/v1/experiments/sim-hero", headers=ADMIN).json()["allocation_now"] for b in bases]
-    assert result.regret_ratio < 0.5, result.summary()
+    assert result.regret_ratio < 0.6, result.summary()
     best = max(result.results["arms"], key=lambda a: a["probability_best"])
     assert best["arm"] == max(RATES, key=RATES.__getitem__) and best["probability_best"] > 0.9, result.summary()
     assert result.served["story"] > result.served["classic"] + result.served["bold"]
