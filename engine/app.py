@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
 
 from engine.api import decide, models, ops
 from engine.api.problems import HANDLERS
@@ -85,12 +86,27 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
             # (a closed redis-py client reconnects lazily if the store is used again).
             await st.close()
 
+    routes = [*ops.routes, *decide.routes, *models.routes, *(r for f in FEATURES for r in getattr(f, "routes", []))]
     return Starlette(
-        routes=[*ops.routes, *decide.routes, *models.routes, *(r for f in FEATURES for r in getattr(f, "routes", []))],
+        routes=storefront_first(routes),
         middleware=[Middleware(MetricsMiddleware, metrics=metrics)],
         exception_handlers=HANDLERS,
         lifespan=lifespan,
     )
+
+
+STOREFRONT_PREFIXES = ("/v1/decide/", "/v1/events", "/v1.2/", "/v1/personalize", "/v2/callFlows", "/ofrep/")
+"""Paths storefronts call on every page: matched first."""
+
+
+def storefront_first(routes: list[BaseRoute]) -> list[BaseRoute]:
+    """Starlette tries routes in order, one regex each: the events route sat 19th of 48, and matching cost
+    3.5 % of a saturated events worker (py-spy). Stable, so routes that could overlap keep their order."""
+
+    def hot(route: BaseRoute) -> bool:
+        return str(getattr(route, "path", "")).startswith(STOREFRONT_PREFIXES)
+
+    return [r for r in routes if hot(r)] + [r for r in routes if not hot(r)]
 
 
 def app_from_env() -> Starlette:
