@@ -3,14 +3,24 @@
 One registry per app (not the library's global one), so tests can build many apps in one process.
 Labelled children are cached per (model, node): ``labels()`` costs a lock and a dict walk, and the
 decide path would pay it once per node per request.
+
+The latency histograms are :class:`LoopHistogram`: a decision observes eleven of them (the decision and
+each node), and prometheus_client's ``Histogram.observe`` takes a lock and walks the buckets in Python
+(~0.9 µs); here an observation is one ``bisect`` and two additions. No lock is needed because every
+observation and every scrape runs on the worker's event loop thread.
 """
 
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
+from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.nodes.base import TraceEntry
@@ -19,27 +29,75 @@ LATENCY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 
 NODE_BUCKETS_S = (0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.001, 0.005, 0.025, 0.1)
 
 
+class LoopHistogram(Collector):
+    """A labelled Prometheus histogram for one event loop (see the module doc): same exposition as
+    ``prometheus_client.Histogram`` (``_bucket`` with ``le``, ``_sum``, ``_count``)."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: tuple[str, ...],
+        buckets: tuple[float, ...],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, labelnames
+        self.bounds = buckets
+        self._children: dict[tuple[str, ...], _Bins] = {}
+        registry.register(self)
+
+    def labels(self, *values: str) -> _Bins:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = _Bins(self.bounds)
+        return child
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, child in self._children.items():
+            running, buckets = 0, []
+            for bound, count in zip((*self.bounds, float("inf")), child.counts, strict=True):
+                running += count
+                buckets.append((floatToGoString(bound), running))
+            family.add_metric(list(values), buckets, child.total)
+        yield family
+
+
+class _Bins:
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        # bisect_left: a value equal to a bound counts in that bucket, as Prometheus's ``le`` means.
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "arbiter_http_requests", "HTTP requests", ("route", "method", "status"), registry=self.registry
         )
-        self.request_s = Histogram(
+        self.request_s = LoopHistogram(
             "arbiter_http_request_seconds",
             "HTTP request latency",
             ("route",),
             buckets=LATENCY_BUCKETS_S,
             registry=self.registry,
         )
-        self.decision_s = Histogram(
+        self.decision_s = LoopHistogram(
             "arbiter_decision_seconds",
             "Decision evaluation latency (fetch+evaluate)",
             ("model",),
             buckets=LATENCY_BUCKETS_S,
             registry=self.registry,
         )
-        self.node_s = Histogram(
+        self.node_s = LoopHistogram(
             "arbiter_node_seconds",
             "Per-node evaluation time",
             ("model", "node", "kind"),
