@@ -59,6 +59,10 @@ def _deny_attributes(obj: Any, name: Any, is_setting: bool) -> Any:
     raise AttributeError("access to Python objects is not allowed from scripts")
 
 
+_PLAIN = frozenset({str, bool, int, float, type(None)})
+"""Values Lua takes as they are."""
+
+
 class Sandbox:
     """A Lua runtime locked down for untrusted scripts. Create one per worker and share it."""
 
@@ -133,6 +137,9 @@ class Sandbox:
             raise ScriptError(f"input nested deeper than {MAX_DEPTH} levels")
         if isinstance(value, Decimal):
             return int(value) if value == value.to_integral_value() else float(value)
+        if type(value) is dict and all(type(k) is str and type(v) in _PLAIN for k, v in value.items()):
+            # A flat map of plain values (``guest.facts``): one copy in C instead of a call per value.
+            return self._table_from(value)
         if isinstance(value, Mapping):
             return self._table_from({str(k): self._to_lua(v, depth + 1) for k, v in value.items()})
         if isinstance(value, list | tuple):
