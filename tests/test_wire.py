@@ -209,3 +209,27 @@ async def test_authenticates_with_the_password_of_its_url(tmp_path: Path) -> Non
     finally:
         server.terminate()
         await server.wait()
+
+
+async def test_batches_without_a_wire_run_through_redis_py_and_reload_lost_scripts(redis_url: str) -> None:
+    """The transport a Redis Cluster uses (no wire): the same replies, and a script cache emptied by a
+    restart or failover is loaded again instead of failing every batch."""
+    from engine.store.redis import RedisStore
+
+    store = RedisStore(redis_url)
+    store.wire = None
+    script = store.script("experiment_tally.lua")
+    try:
+        for _ in range(2):
+            flusher = redis.Redis.from_url(redis_url)
+            flusher.script_flush()
+            flusher.close()
+            batch = store.batch()
+            batch.command("SET", "plain", "1")
+            batch.script(script, ["tally"], ["0", 1, 0, 0, 0])
+            replies = await batch.execute()
+            assert replies[0] in (True, b"OK")
+        fields = pairs(await store.hot("HGETALL", "tally"))
+        assert fields[b"n"] == b"2" and fields[b"n@0"] == b"2"  # each batch counted once
+    finally:
+        await store.close()

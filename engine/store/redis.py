@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from engine import keys
 from engine.errors import Unavailable
@@ -64,10 +64,21 @@ class Batch:
             return await wire.call_many(
                 [(i[0].lua, i[1], i[2]) if isinstance(i[0], Script) else i for i in self._items]
             )
+        try:
+            return await self._pipelined()
+        except NoScriptError:
+            # A cluster node restarted or failed over and lost its script cache; the EVALSHAs ran nothing.
+            # The plain commands sent alongside did run: callers batch only idempotent ones with scripts.
+            await self._store.load_scripts({i[0] for i in self._items if isinstance(i[0], Script)})
+            return await self._pipelined()
+
+    async def _pipelined(self) -> list[Any]:
+        # redis-py's pipeline routes each command to its slot's node on a cluster. Plain EVALSHA: its
+        # script-aware pipeline would add a SCRIPT EXISTS round trip per batch.
         pipe = self._store.client.pipeline(transaction=False)
         for item in self._items:
             if isinstance(item[0], Script):
-                await item[0].registered(keys=item[1], args=item[2], client=pipe)
+                pipe.execute_command("EVALSHA", item[0].lua.sha, len(item[1]), *item[1], *item[2])
             else:
                 pipe.execute_command(*item)
         return list(await pipe.execute())
@@ -140,6 +151,11 @@ class RedisStore:
         """Register a script from ``lua/`` once, at start-up, for both transports."""
         source = load_script(name)
         return Script(Lua.of(source), self.client.register_script(source))
+
+    async def load_scripts(self, scripts: set[Script]) -> None:
+        """``SCRIPT LOAD`` on every node (redis-py sends it to all primaries of a cluster)."""
+        for script in scripts:
+            await self.client.script_load(script.lua.source)
 
     async def hot_script(self, script: Script, keys: list[Any], args: list[Any]) -> Any:
         """A script on the request path."""
