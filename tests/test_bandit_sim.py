@@ -4,8 +4,8 @@ A smaller run of ``benchmarks/bandit_sim.py`` (same code). Arms convert at 4 %, 
 would lose 0.04 conversions per guest. Tolerances: regret below 0.6 of the even split's — six quiet runs
 gave 0.24–0.35 (the full run reaches about a tenth), one run on a machine busy with the rest of the suite
 0.52: the servers' Thompson draws are not seeded and rewards reach them with whatever lag the machine has;
-a bandit that does not learn sits near 1.0 — and the results API's P(best) picks the 10 % arm with at least 0.9 — with 2,000
-guests the 10 % arm's lead is over four standard errors once it holds most of the traffic.
+a bandit that does not learn sits near 1.0 — and the results API's P(best) picks the 10 % arm with at least
+0.9 — with 2,000 guests the 10 % arm's lead is over four standard errors once it holds most of the traffic.
 """
 
 from __future__ import annotations

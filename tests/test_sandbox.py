@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from datetime import UTC, datetime, timedelta, timezone
+
 import pytest
 
 from engine.errors import ScriptError
@@ -189,3 +192,45 @@ def test_standard_library_helpers(sandbox: Sandbox) -> None:
         "kept": [2, 4], "has": True, "round": 2.35, "clamp": 10, "later": "2026-03-02", "span": 59,
         "stamp": "2026-05-04T10:20:30Z",
     }  # fmt: skip
+
+
+def test_date_parse_agrees_with_python_across_calendars_and_offsets(sandbox: Sandbox) -> None:
+    # Seeded: 400 instants from 1600 to 2400 (leap centuries, pre-1970), written with and without time,
+    # fractions and offsets; the sandbox's epoch seconds must equal Python's, to the second.
+    rng = random.Random(20261123)
+    parse = sandbox.compile("return function(s) return date.parse(s) end", "parse")
+    for _ in range(400):
+        instant = datetime(1600, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(800 * 365 * 86400))
+        offset = timedelta(minutes=15 * rng.randrange(-48, 57))
+        local = instant.astimezone(timezone(offset))
+        text = local.strftime("%Y-%m-%dT%H:%M:%S") + rng.choice(["", ".250"]) + local.strftime("%z")
+        assert parse(text) == int(instant.timestamp()), text
+        assert parse(instant.strftime("%Y-%m-%dT%H:%M:%SZ")) == int(instant.timestamp())
+        day = datetime(instant.year, instant.month, instant.day, tzinfo=UTC)
+        assert parse(instant.strftime("%Y-%m-%d")) == int(day.timestamp())
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2025-02-29",
+        "1900-02-29",
+        "2026-13-01",
+        "2026-04-31",
+        "2026-00-10",
+        "2026-05-04T25:00",
+        "2026-05-04X",
+        "26-05-04",
+        "",
+    ],
+)
+def test_date_parse_refuses_impossible_dates(sandbox: Sandbox, text: str) -> None:
+    assert run(sandbox, "return date.parse(...)", text) is None
+
+
+def test_date_parse_keeps_leap_days_and_the_time_of_day(sandbox: Sandbox) -> None:
+    body = """return {
+      date.days_between("2024-02-28", "2024-03-01"), date.days_between("2000-02-28", "2000-03-01"),
+      date.add_days("2024-02-28T23:30:00+01:00", 1),
+    }"""
+    assert run(sandbox, body) == [2, 2, "2024-02-29T22:30:00Z"]
