@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import BaseRoute
+from starlette.requests import Request
+from starlette.routing import BaseRoute, Match, Route
+from starlette.types import Receive, Scope, Send
 
 from engine.api import decide, models, ops
-from engine.api.problems import HANDLERS
+from engine.api.problems import HANDLERS, handler_for
 from engine.config import Settings
 from engine.features import FEATURES
 from engine.metrics import Metrics, MetricsMiddleware
@@ -87,12 +90,56 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
             await st.close()
 
     routes = [*ops.routes, *decide.routes, *models.routes, *(r for f in FEATURES for r in getattr(f, "routes", []))]
-    return Starlette(
+    return Arbiter(
         routes=storefront_first(routes),
         middleware=[Middleware(MetricsMiddleware, metrics=metrics)],
         exception_handlers=HANDLERS,
         lifespan=lifespan,
+        metrics=metrics,
     )
+
+
+PER_PAGE = ("/v1/decide/{model_key}", "/v1/events")
+"""The routes a storefront calls on every page: served by :class:`Arbiter` without Starlette's layers."""
+
+
+class Arbiter(Starlette):
+    """Starlette, with the storefront's per-page calls (decide, events) taken before its middleware stack.
+
+    For those two routes Starlette's layers (two error middlewares, the metrics middleware, the router, the
+    endpoint wrappers: a coroutine and a send wrapper each, per request) cost more than the route's own
+    request handling outside the model (py-spy, see benchmarks/RESULTS.md). Here the same endpoint
+    functions are called directly, errors go through the same handlers, and the same request metrics are
+    kept. Any other path or method, lifespan included, goes through Starlette unchanged.
+    """
+
+    def __init__(self, *, metrics: Metrics, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.metrics = metrics
+        self.per_page = [r for r in self.routes if isinstance(r, Route) and r.path in PER_PAGE]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            for route in self.per_page:
+                match, child_scope = route.matches(scope)
+                if match is Match.FULL:
+                    scope["app"] = self
+                    scope.update(child_scope)
+                    await self._serve(route, scope, receive, send)
+                    return
+        await super().__call__(scope, receive, send)
+
+    async def _serve(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
+        t0 = time.perf_counter()
+        request = Request(scope, receive)
+        try:
+            response = await route.endpoint(request)
+        except Exception as exc:  # noqa: BLE001 — the handlers turn every error into problem+json (500: logged)
+            response = await handler_for(exc)(request, exc)
+        try:
+            await response(scope, receive, send)
+        finally:
+            self.metrics.observe_request(route.name, "POST", response.status_code, time.perf_counter() - t0)
 
 
 STOREFRONT_PREFIXES = ("/v1/decide/", "/v1/events", "/v1.2/", "/v1/personalize", "/v2/callFlows", "/ofrep/")

@@ -58,7 +58,7 @@ class LoopHistogram(Collector):
             running, buckets = 0, []
             for bound, count in zip((*self.bounds, float("inf")), child.counts, strict=True):
                 running += count
-                buckets.append((floatToGoString(bound), running))
+                buckets.append((floatToGoString(bound), running))  # type: ignore[no-untyped-call]
             family.add_metric(list(values), buckets, child.total)
         yield family
 
@@ -121,6 +121,8 @@ class Metrics:
         self.models_loaded = Gauge("arbiter_models_loaded", "Models in production", registry=self.registry)
         self._node_children: dict[tuple[str, str], Any] = {}
         self._decision_children: dict[str, Any] = {}
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        """(route, method, status) → (latency histogram child, request counter child)."""
 
     def observe_decision(self, model: str, elapsed_s: float, trace: list[TraceEntry]) -> None:
         child = self._decision_children.get(model)
@@ -135,6 +137,17 @@ class Metrics:
             if entry.error is not None or entry.fallback is not None:
                 self.node_errors.labels(model, entry.id, entry.fallback or "error").inc()
 
+    def observe_request(self, route: str, method: str, status: int, elapsed_s: float) -> None:
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.request_s.labels(route),
+                self.requests.labels(route, method, str(status)),
+            )
+        children[0].observe(elapsed_s)
+        children[1].inc()
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -145,8 +158,6 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        """(route, method, status) → (latency histogram child, request counter child): see the module doc."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -164,14 +175,5 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            endpoint = scope.get("endpoint")
-            route = getattr(endpoint, "__name__", "unmatched")
-            key = (route, scope["method"], status)
-            children = self._children.get(key)
-            if children is None:
-                children = self._children[key] = (
-                    self.metrics.request_s.labels(route),
-                    self.metrics.requests.labels(route, scope["method"], str(status)),
-                )
-            children[0].observe(time.perf_counter() - t0)
-            children[1].inc()
+            route = getattr(scope.get("endpoint"), "__name__", "unmatched")
+            self.metrics.observe_request(route, scope["method"], status, time.perf_counter() - t0)

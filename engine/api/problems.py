@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import orjson
 from starlette.exceptions import HTTPException
@@ -60,4 +61,18 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
     )
 
 
-HANDLERS = {ArbiterError: arbiter_error, HTTPException: http_error, Exception: unexpected_error}
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+HANDLERS: dict[type[Exception], Handler] = {
+    ArbiterError: arbiter_error,
+    HTTPException: http_error,
+    Exception: unexpected_error,
+}
+
+
+def handler_for(exc: Exception) -> Handler:
+    """The handler Starlette would pick for ``exc``: the nearest class in its MRO with one."""
+    for cls in type(exc).__mro__:
+        handler = HANDLERS.get(cls)
+        if handler is not None:
+            return handler
+    return unexpected_error
