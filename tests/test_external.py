@@ -16,6 +16,7 @@ from engine.connections import KIND, Directory
 from engine.egress import Egress, is_public
 from engine.errors import ValidationError
 from engine.model import compile_model
+from engine.nodes.base import MISS, TraceEntry
 from engine.plan import Plan, Result
 from engine.store import empty_guest
 from engine.store.memory import MemoryStore
@@ -238,6 +239,33 @@ async def test_stale_if_error_answers_with_the_last_good_response(world: World, 
     for key, (value, at_s) in list(world.egress.stale.items()):
         world.egress.stale[key] = (value, at_s - 601)
     assert (await world.run(plan, SHOES_GOLD)).outputs == {"products": ["fallback"]}
+
+
+async def test_an_open_circuit_answers_in_place_as_the_call_path_would(world: World, commerce: StubServer) -> None:
+    # With the circuit open, the cache check answers (stale response or fallback) without scheduling the call
+    # path's task; its answer and trace must be exactly the call path's.
+    await world.connect(commerce, circuit={"failures": 2, "cooldown_ms": 60_000})
+    plan = world.plan(products(cache_ttl_s=30, stale_if_error_s=600))
+    (node,) = plan.nodes
+    assert (await world.run(plan, SHOES_GOLD)).outputs == {"products": ["p1", "p2", "p3"]}
+    world.egress.cache.clear()  # the entry expired; its stale copy stays
+    commerce.knobs.fail(times=None, status=500)
+    for _ in range(2):
+        assert entry(await world.run(plan, SHOES_GOLD), "products")["fallback"] == "stale"
+    breaker = world.egress.breakers["commerce"]
+    assert breaker.state() == "open"
+    calls = commerce.knobs.calls["/products"]
+    for context, output in ((SHOES_GOLD, ["p1", "p2", "p3"]), ({"category": "bags", "tier": "gold"}, ["fallback"])):
+        scope = plan.scope(empty_guest("g1"), context)
+        fast, slow = TraceEntry("products", "external"), TraceEntry("products", "external")
+        answer = node.cached(scope, fast)
+        assert answer is not MISS and answer == output
+        assert await node.evaluate_async(scope, slow, time.monotonic() + 1) == answer
+        assert fast.as_dict() == slow.as_dict()
+    assert commerce.knobs.calls["/products"] == calls  # nothing was sent
+    # Half-open: the probe must go out, so the cache check leaves it to the call path.
+    breaker.opened_at_s -= 61
+    assert node.cached(plan.scope(empty_guest("g1"), SHOES_GOLD), TraceEntry("products", "external")) is MISS
 
 
 async def test_stale_while_revalidate_answers_at_once_and_refreshes_once(world: World, commerce: StubServer) -> None:

@@ -105,10 +105,26 @@ class ExternalNode:
         else:
             hit = self._revalidating(key, request)
             if hit is None:
-                return MISS
+                return self._circuit_open(key, request, scope, trace)
             trace.detail["cache"] = "revalidating"
         trace.detail["attempts"] = 0
         return self.output(Bound({RESPONSE: hit[0]}, scope))
+
+    def _circuit_open(self, key: Any, request: Request, scope: Scope, trace: TraceEntry) -> Any:
+        """With the connection's circuit open, the answer the call path would give (the stale response or
+        the fallback), without its task: an open circuit usually means an overloaded worker, whose event
+        loop lag made calls miss their timeouts, and it should not pay more per decision then."""
+        breaker = self.egress.breakers.get(self.connection)
+        if breaker is None or breaker.state() != "open" or key in self.egress.inflight:
+            return MISS  # closed, a half-open probe to send, or a call in flight to join: the call path
+        trace.detail.update(attempts=0, cache="miss", circuit="open")
+        trace.detail["reason"] = f"circuit for connection '{self.connection}' is open"
+        stale = self._stale(request)
+        if stale is not None:
+            trace.fallback, trace.detail["cache"] = "stale", "stale"
+            return self.output(Bound({RESPONSE: stale}, scope))
+        trace.fallback = "circuit-open"
+        return self.fallback
 
     def _revalidating(self, key: Any, request: Request) -> tuple[Any, float] | None:
         """Within ``stale_while_revalidate_s`` of expiry: the last response now, a refresh in the background
