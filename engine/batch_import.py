@@ -13,7 +13,6 @@ import asyncio
 import gzip
 import inspect
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import orjson
 
 from engine.errors import ArbiterError
 from engine.guests import Guests
+from engine.ids import new_id
 from engine.types import JSONObject
 
 SCHEMAS = ("guest", "order")
@@ -34,7 +34,7 @@ MAX_LINE_BYTES = 1 << 20
 
 @dataclass(slots=True)
 class ImportJob:
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=new_id)
     state: str = "running"
     lines: int = 0
     changed: int = 0

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from engine.errors import BadRequest, Unavailable
+from engine.ids import new_id
 from engine.plan import Plan, Result, ResultTooLarge
 from engine.runtime import Runtime
 from engine.store import DecisionRecord, GuestLookup, Store, empty_guest
@@ -96,7 +96,7 @@ async def decide(rt: Runtime, model_key: str, lookup: GuestLookup, context: JSON
     guest, degraded = await fetch_guest(rt.store, lookup)
     result = await evaluate(rt, plan, guest, context)
     check_size(plan, result)
-    decision = Decision(uuid.uuid4().hex, plan, result, guest.get("ref") or lookup.direct_ref, degraded, guest)
+    decision = Decision(new_id(), plan, result, guest.get("ref") or lookup.direct_ref, degraded, guest)
     served = record(decision, shadow=False)
     rt.recorder.record(served)
     for listener in rt.services.get("decision_listeners", ()):

@@ -8,12 +8,12 @@ the Sitecore CDP wire names (``browser_id``, ``pos``, ``ext``…) so the Cloud S
 from __future__ import annotations
 
 import re
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from engine.errors import BadRequest
+from engine.ids import new_id
 from engine.types import JSONObject
 
 STANDARD_TYPES = frozenset(
@@ -107,7 +107,7 @@ def parse_event(raw: Any, pointer: str, *, now_ms: int) -> Event:
             raise BadRequest(f"'{name}' must be 1 to {MAX_REF} characters", pointer=f"{pointer}/{name}")
     ref = raw.get("ref")
     if ref is None:
-        ref = uuid.uuid4().hex
+        ref = new_id()
     elif not isinstance(ref, str) or not ref or len(ref) > MAX_REF:
         raise BadRequest(f"'ref' must be 1 to {MAX_REF} characters", pointer=f"{pointer}/ref")
     identifiers = parse_identifiers(raw.get("identifiers"), f"{pointer}/identifiers", required=kind == "IDENTITY")

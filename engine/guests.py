@@ -7,12 +7,12 @@ admin patch never overwrites an event that landed a moment earlier (and vice ver
 from __future__ import annotations
 
 import copy
-import uuid
 from typing import Any
 
 from engine import identity, orders
 from engine.errors import BadRequest, Conflict, NotFound
 from engine.events import parse_ext, parse_identifiers
+from engine.ids import new_id
 from engine.profiles import Profiles, update
 from engine.sessions import Limits, new_guest
 from engine.types import JSONObject
@@ -45,7 +45,7 @@ class Guests:
         Returns (the guest, whether anything changed) — re-running an import line changes nothing.
         """
         body = parse_guest(raw, "")
-        ref = body.get("ref") or uuid.uuid4().hex
+        ref = body.get("ref") or new_id()
 
         def change(guest: JSONObject | None) -> Any:
             if guest is not None and guest.get("type") == "retired":

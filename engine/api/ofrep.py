@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -29,6 +28,7 @@ from engine.api.responses import json_response
 from engine.auth import require_public
 from engine.decide import decide, fetch_guest
 from engine.errors import ArbiterError, NotFound
+from engine.ids import new_id
 from engine.lab import Lab
 from engine.runtime import Runtime, runtime
 from engine.store import DecisionRecord, GuestLookup
@@ -70,7 +70,7 @@ def _serve(rt: Runtime, lab: Lab, key: str, guest: JSONObject, context: JSONObje
     attrs = {k: v for k, v in context.items() if k != "targetingKey"}
     attrs.setdefault("pos", pos)
     choice = lab.choose(key, guest, attrs)
-    decision_id = uuid.uuid4().hex
+    decision_id = new_id()
     out = choice.as_output()
     extra = {"experiments": [out], "propensity": choice.propensity, "via": "ofrep"}
     record = DecisionRecord(decision_id, f"flag:{key}", exp.revision, guest.get("ref"), out, False,
