@@ -115,14 +115,18 @@ class RedisLedger:
                 first.script(self._expose, unit_keys, [x.arm, x.epoch, x.at_ms, deadline_ms, ttl_s])
             opened = await first.execute()
             then = self.store.batch()
+            # New exposures of one arm and epoch add up to one tally call (a bandit arm takes most of a batch);
+            # a parked reward, rare, carries its own counts.
+            added: dict[tuple[str, str, str], int] = {}
             for x, (new, parked) in zip(batch, opened, strict=True):
-                if new:
-                    rewarded = float(parked) if parked else None
-                    then.script(
-                        self._tally,
-                        [keys.experiment_tally(x.experiment, x.arm)],
-                        [x.epoch, 1, *_reward_counts(rewarded)],
-                    )
+                if new and parked:
+                    counts = [x.epoch, 1, *_reward_counts(float(parked))]
+                    then.script(self._tally, [keys.experiment_tally(x.experiment, x.arm)], counts)
+                elif new:
+                    added[x.experiment, x.arm, x.epoch] = added.get((x.experiment, x.arm, x.epoch), 0) + 1
+            for (experiment, arm, epoch), n in added.items():
+                then.script(self._tally, [keys.experiment_tally(experiment, arm)], [epoch, n, *_reward_counts(None)])
+            for x in batch:
                 if x.unit != x.decision_id:
                     then.command("SET", keys.experiment_decision(x.experiment, x.decision_id), x.unit, "EX", x.window_s)
                 if x.guest_ref:

@@ -53,3 +53,21 @@ async def test_an_event_commit_racing_an_exposure_keeps_the_guests_assignment(re
             assert after.guest["assignments"]["older"] == {"arm": "a"}  # the writer's own entries stay too
     finally:
         await store.close()
+
+
+async def test_a_batch_adds_up_per_arm_and_epoch(redis_url: str) -> None:
+    # A flush sums new exposures per (arm, epoch) into one tally call; the totals must be what one call per
+    # exposure gave: repeats of a unit count once, a parked reward is counted with its exposure.
+    store = RedisStore(redis_url)
+    ledger = RedisLedger(store)
+    now_ms = int(time.time() * 1000)
+    try:
+        assert (await ledger.claim("sum", "u3", now_ms, 2.5))[0] == "parked"
+        units = [("a", "0", "u1"), ("a", "0", "u2"), ("b", "0", "u3"), ("a", "1", "u4"), ("a", "0", "u1")]
+        await ledger.expose([Exposure("sum", arm, epoch, u, u, None, now_ms, 3600, False) for arm, epoch, u in units])
+        a, b = await ledger.totals("sum", ("a", "b"))
+        assert (a.exposures, a.rewarded, b.exposures, b.rewarded, b.reward_sum) == (3, 0, 1, 1, 2.5)
+        per_epoch = await ledger.by_epoch("sum", ("a", "b"))
+        assert (per_epoch["0"]["a"].exposures, per_epoch["1"]["a"].exposures, per_epoch["0"]["b"].exposures) == (2, 1, 1)
+    finally:
+        await store.close()
