@@ -67,7 +67,7 @@ async def test_a_batch_adds_up_per_arm_and_epoch(redis_url: str) -> None:
         await ledger.expose([Exposure("sum", arm, epoch, u, u, None, now_ms, 3600, False) for arm, epoch, u in units])
         a, b = await ledger.totals("sum", ("a", "b"))
         assert (a.exposures, a.rewarded, b.exposures, b.rewarded, b.reward_sum) == (3, 0, 1, 1, 2.5)
-        per_epoch = await ledger.by_epoch("sum", ("a", "b"))
-        assert (per_epoch["0"]["a"].exposures, per_epoch["1"]["a"].exposures, per_epoch["0"]["b"].exposures) == (2, 1, 1)
+        by_epoch = await ledger.by_epoch("sum", ("a", "b"))
+        assert [by_epoch[e][arm].exposures for e, arm in (("0", "a"), ("1", "a"), ("0", "b"))] == [2, 1, 1]
     finally:
         await store.close()
