@@ -295,6 +295,31 @@ async def test_stale_while_revalidate_answers_at_once_and_refreshes_once(world: 
     assert entry(await world.run(plan, SHOES_GOLD), "products")["cache"] == "miss"
 
 
+async def test_a_background_refresh_waits_for_the_connections_timeout_not_the_nodes(
+    world: World, commerce: StubServer
+) -> None:
+    # The node's 50 ms is what a request can wait; the refresh runs behind the stale answer, so a 150 ms
+    # answer (within the connection's 1 s) lands in the cache and counts as no failure.
+    await world.connect(commerce, timeout_ms=1000)
+    plan = world.plan(products(timeout_ms=50, cache_ttl_s=30, stale_while_revalidate_s=60))
+    assert (await world.run(plan, SHOES_GOLD)).outputs == {"products": ["p1", "p2", "p3"]}
+    world.egress.cache.clear()  # the entry expired
+    commerce.knobs.delay_s = 0.15
+    assert entry(await world.run(plan, SHOES_GOLD), "products")["cache"] == "revalidating"
+    (key,) = world.egress.stale.keys()
+    for _ in range(100):
+        if world.egress.cache.get(key) is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert world.egress.cache.get(key) is not None, "the refresh did not land"
+    assert world.egress.breakers["commerce"].failures == 0
+    assert commerce.knobs.calls["/products"] == 2
+    # A request that has to wait still gives up at the node's timeout.
+    world.egress.cache.clear()
+    world.egress.stale.clear()
+    assert entry(await world.run(plan, SHOES_GOLD), "products")["fallback"] == "timeout"
+
+
 def test_stale_answers_need_a_cache() -> None:
     with pytest.raises(ValidationError) as err:
         compile_model({"nodes": [products(stale_if_error_s=60, stale_while_revalidate_s=5)]})

@@ -135,9 +135,7 @@ class ExternalNode:
         if entry is None or time.monotonic() - entry[1] > self.cache_ttl_s + self.stale_while_revalidate_s:
             return None
         if key not in self.egress.inflight:
-            budget_s = ((self.timeout_ms or 1000) * (self.retries + 1) + self.backoff_ms * self.retries) / 1000
-            refresh = self._shared_call(key, request, TraceEntry(self.id, self.kind), time.monotonic() + budget_s)
-            self.egress.background(refresh)
+            self.egress.background(self._shared_call(key, request, TraceEntry(self.id, self.kind), None))
         return entry
 
     def evaluate(self, scope: Scope, trace: TraceEntry) -> Any:
@@ -202,7 +200,7 @@ class ExternalNode:
             return stale[0]
         return await self._shared_call(key, request, trace, deadline_s)
 
-    async def _shared_call(self, key: Any, request: Request, trace: TraceEntry, deadline_s: float) -> Any:
+    async def _shared_call(self, key: Any, request: Request, trace: TraceEntry, deadline_s: float | None) -> Any:
         shared = self.egress.inflight.get(key)
         if shared is not None:
             trace.detail["cache"] = "joined"
@@ -229,13 +227,21 @@ class ExternalNode:
             if call.done() and not call.cancelled():
                 call.exception()  # marks it retrieved: nobody may have joined, and that is fine
 
-    async def _call(self, request: Request, trace: TraceEntry, deadline_s: float) -> Any:
+    async def _call(self, request: Request, trace: TraceEntry, deadline_s: float | None) -> Any:
+        """The call, retried; ``deadline_s`` None for a background refresh (see below)."""
         directory = directory_for(self.services)
         if directory is None:
             raise ExternalCallFailed("no connection directory in this process (the CLI runs without one)")
         conn = await directory.get(self.connection)
         breaker = self.egress.breaker(conn.key, conn.circuit_failures, conn.circuit_cooldown_ms / 1000)
         timeout_s = (self.timeout_ms or conn.timeout_ms) / 1000
+        if deadline_s is None:
+            # Nobody waits for a background refresh, so it gets the connection's timeout, not the node's:
+            # the node's is what a request can afford to wait, and a busy worker's event loop lag alone can
+            # exceed it (20 ms under saturation), failing refreshes that a healthy dependency answered in
+            # time and opening the circuit for every request.
+            timeout_s = conn.timeout_ms / 1000
+            deadline_s = time.monotonic() + timeout_s * (self.retries + 1) + self.backoff_ms * self.retries / 1000
         attempt = 0
         while True:
             if not breaker.allow():
