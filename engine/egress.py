@@ -144,12 +144,12 @@ class Egress:
         )
         self.stale: LRUCache[Any, tuple[Any, float]] = LRUCache(CACHE_ENTRIES)
         """Last good response per cache key with when it arrived (monotonic s): for ``stale_if_error_s``."""
-        self.inflight: dict[Any, asyncio.Future[Any]] = {}
-        """Cache misses being fetched now: concurrent requests for the same key wait for that one call."""
+        self.inflight: dict[Any, Any] = {}
+        """Shared calls in flight per cache key (engine.nodes.external._Flight): requests for the key wait for it."""
         self._background: set[asyncio.Task[Any]] = set()
 
     def background(self, call: Coroutine[Any, Any, Any]) -> None:
-        """Run a cache refresh nobody waits for; failures are already in the breaker and the trace."""
+        """Run a shared external call (a cache miss or refresh) that outlives its requests; cancelled at shutdown."""
         task = asyncio.get_running_loop().create_task(call)
         self._background.add(task)
         task.add_done_callback(_settled)

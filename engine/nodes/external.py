@@ -67,6 +67,24 @@ class Request:
 
 
 @dataclass(frozen=True, slots=True)
+class _Outcome:
+    """How a shared call ended, for everyone who waited for it."""
+
+    value: Any
+    failure: ExternalCallFailed | None
+    detail: dict[str, Any]
+    """The call's trace details (attempts, status, circuit), copied into each waiter's entry."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Flight:
+    """A shared call in flight: what waiters await, and its trace so far (for one that gives up)."""
+
+    done: asyncio.Future[_Outcome]
+    trace: TraceEntry
+
+
+@dataclass(frozen=True, slots=True)
 class ExternalNode:
     id: str
     kind: str
@@ -135,7 +153,7 @@ class ExternalNode:
         if entry is None or time.monotonic() - entry[1] > self.cache_ttl_s + self.stale_while_revalidate_s:
             return None
         if key not in self.egress.inflight:
-            self.egress.background(self._shared_call(key, request, TraceEntry(self.id, self.kind), None))
+            self._start(key, request)
         return entry
 
     def evaluate(self, scope: Scope, trace: TraceEntry) -> Any:
@@ -200,35 +218,73 @@ class ExternalNode:
             return stale[0]
         return await self._shared_call(key, request, trace, deadline_s)
 
-    async def _shared_call(self, key: Any, request: Request, trace: TraceEntry, deadline_s: float | None) -> Any:
-        shared = self.egress.inflight.get(key)
-        if shared is not None:
+    async def _shared_call(self, key: Any, request: Request, trace: TraceEntry, deadline_s: float) -> Any:
+        """Wait for the one call for ``key`` (cache misses only), starting it if nobody has.
+
+        The call runs on its own (:meth:`_fill`); a request waits for it as long as the node's timeout gave
+        its attempts and back-offs, and never past its deadline. A request that gives up leaves the call
+        running, so its answer still fills the cache: under load a worker's event loop lag alone can exceed a
+        tight node timeout, and a call cancelled with its first request never filled the cache, counted as a
+        failure in the breaker, and ended with the circuit open for every request."""
+        flight = self.egress.inflight.get(key)
+        if flight is not None:
             trace.detail["cache"] = "joined"
-            # Shielded: this request giving up (its deadline) must not cancel the call others wait for.
-            return await asyncio.shield(shared)
-        trace.detail["cache"] = "miss"
-        call = self.egress.inflight[key] = asyncio.get_running_loop().create_future()
+        else:
+            trace.detail["cache"] = "miss"
+            flight = self._start(key, request)
+        patience_s = self._patience_s()
         try:
-            value = await self._call(request, trace, deadline_s)
+            # Shielded: one request giving up must not cancel the call others (and the cache) wait for.
+            if patience_s is not None and time.monotonic() + patience_s < deadline_s:
+                async with asyncio.timeout(patience_s):
+                    outcome = await asyncio.shield(flight.done)
+            else:  # the request's deadline comes first: the executor's timeout ends the wait
+                outcome = await asyncio.shield(flight.done)
+        except TimeoutError:
+            trace.detail.update(flight.trace.detail)
+            raise ExternalCallFailed(
+                f"no answer within {(patience_s or 0) * 1000:.0f} ms (the call goes on, for the cache)",
+                reason="timeout",
+            ) from None
+        trace.detail.update(outcome.detail)
+        if outcome.failure is not None:
+            raise ExternalCallFailed(outcome.failure.detail, reason=outcome.failure.reason)
+        return outcome.value
+
+    def _patience_s(self) -> float | None:
+        """How long a request waits for a shared call: what the node's timeout gave every attempt and back-off
+        (None: the node takes the connection's timeout, so the call's own budget is the limit)."""
+        if self.timeout_ms is None:
+            return None
+        backoff_ms: int = self.backoff_ms * (2**self.retries - 1)
+        return (self.timeout_ms * (self.retries + 1) + backoff_ms) / 1000
+
+    def _start(self, key: Any, request: Request) -> _Flight:
+        flight = self.egress.inflight[key] = _Flight(
+            asyncio.get_running_loop().create_future(), TraceEntry(self.id, self.kind)
+        )
+        self.egress.background(self._fill(key, request, flight))
+        return flight
+
+    async def _fill(self, key: Any, request: Request, flight: _Flight) -> None:
+        """The call for ``key``, for whoever waits and for the cache: the connection's timeout per attempt."""
+        try:
+            value = await self._call(request, flight.trace, None)
         except ExternalCallFailed as exc:
-            call.set_exception(ExternalCallFailed(f"the shared call failed: {exc.detail}", reason=exc.reason))
-            raise
-        except BaseException:
-            call.set_exception(ExternalCallFailed("the shared call was abandoned by its request", reason="deadline"))
+            flight.done.set_result(_Outcome(None, exc, flight.trace.detail))
+        except BaseException:  # cancelled: the worker is shutting down
+            flight.done.set_result(_Outcome(None, ExternalCallFailed("the call was cancelled"), flight.trace.detail))
             raise
         else:
-            call.set_result(value)
             self.egress.cache[key] = (value, self.cache_ttl_s)
             if self.stale_if_error_s > 0 or self.stale_while_revalidate_s > 0:
                 self.egress.stale[key] = (value, time.monotonic())
-            return value
+            flight.done.set_result(_Outcome(value, None, flight.trace.detail))
         finally:
             del self.egress.inflight[key]
-            if call.done() and not call.cancelled():
-                call.exception()  # marks it retrieved: nobody may have joined, and that is fine
 
     async def _call(self, request: Request, trace: TraceEntry, deadline_s: float | None) -> Any:
-        """The call, retried; ``deadline_s`` None for a background refresh (see below)."""
+        """The call, retried; ``deadline_s`` None for a shared call (see below)."""
         directory = directory_for(self.services)
         if directory is None:
             raise ExternalCallFailed("no connection directory in this process (the CLI runs without one)")
@@ -236,10 +292,9 @@ class ExternalNode:
         breaker = self.egress.breaker(conn.key, conn.circuit_failures, conn.circuit_cooldown_ms / 1000)
         timeout_s = (self.timeout_ms or conn.timeout_ms) / 1000
         if deadline_s is None:
-            # Nobody waits for a background refresh, so it gets the connection's timeout, not the node's:
-            # the node's is what a request can afford to wait, and a busy worker's event loop lag alone can
-            # exceed it (20 ms under saturation), failing refreshes that a healthy dependency answered in
-            # time and opening the circuit for every request.
+            # A shared call (cache misses, refreshes) runs on its own with the connection's timeout: the
+            # node's timeout is what a request can afford to wait (see _shared_call), and a busy worker's
+            # event loop lag alone can exceed it, failing calls a healthy dependency answered in time.
             timeout_s = conn.timeout_ms / 1000
             deadline_s = time.monotonic() + timeout_s * (self.retries + 1) + self.backoff_ms * self.retries / 1000
         attempt = 0
