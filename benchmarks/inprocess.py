@@ -1,0 +1,105 @@
+"""Arbiter's own cost per decision, without sockets: the ASGI app called directly, against a running Redis.
+
+The load harness measures the whole box (load generator, Redis, uvicorn, kernel); this isolates what the app
+does per request, for before/after comparisons of a change on the request path, with less noise than wrk on a
+shared VM. Point it at the Redis of a harness started with ``--serve`` (the scenario is loaded there):
+
+    python -m benchmarks.loadtest --serve --guests 20000 &      # its redis-server's port: see `ps`
+    python -m benchmarks.inprocess --redis redis://127.0.0.1:PORT/0 --requests 8000
+
+Prints CPU µs per decision with one request at a time and with 16 in flight (Redis commands batch then).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import time
+from typing import Any
+
+import orjson
+import uvloop
+
+from benchmarks.data import decide_bodies
+
+PUBLIC_KEY = "bench-public"
+ADMIN_KEY = "bench-admin"
+
+
+def _scope(body: bytes, model: str) -> dict[str, Any]:
+    path = f"/v1/decide/{model}"
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"bench"),
+            (b"content-type", b"application/json"),
+            (b"x-api-key", PUBLIC_KEY.encode()),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 2),
+    }
+
+
+async def _run(redis_url: str, model: str, requests: int, guests: int) -> None:
+    os.environ.update(ARBITER_REDIS_URL=redis_url, ARBITER_PUBLIC_KEY=PUBLIC_KEY, ARBITER_ADMIN_KEY=ADMIN_KEY)
+    from engine.app import app_from_env  # after the environment is set
+
+    app = app_from_env()
+    bodies = decide_bodies(2_000, guests)
+    random.Random(1).shuffle(bodies)
+
+    async def one(body: bytes) -> None:
+        sent: list[Any] = []
+        incoming = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> Any:
+            return incoming.pop() if incoming else {"type": "http.disconnect"}
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        await app(_scope(body, model), receive, send)
+        if sent[0]["status"] != 200:
+            raise SystemExit(f"decide answered {sent[0]['status']}: {orjson.loads(sent[1]['body'])}")
+
+    async with app.router.lifespan_context(app):  # type: ignore[attr-defined]
+        for body in bodies[:500]:  # warm: compile, connections, caches
+            await one(body)
+        for in_flight in (1, 16):
+            gate = asyncio.Semaphore(in_flight)
+
+            async def limited(body: bytes, gate: asyncio.Semaphore = gate) -> None:
+                async with gate:
+                    await one(body)
+
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            await asyncio.gather(*(limited(bodies[i % len(bodies)]) for i in range(requests)))
+            cpu_us = (time.process_time() - cpu0) / requests * 1e6
+            wall_us = (time.perf_counter() - wall0) / requests * 1e6
+            print(f"{in_flight:>2} in flight: {cpu_us:6.1f} µs CPU per decision, {wall_us:6.1f} µs wall")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--redis", required=True, help="the Redis of a `loadtest --serve` harness")
+    parser.add_argument("--model", default="realistic")
+    parser.add_argument("--requests", type=int, default=8_000)
+    parser.add_argument("--guests", type=int, default=20_000)
+    args = parser.parse_args(argv)
+    uvloop.run(_run(args.redis, args.model, args.requests, args.guests))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
