@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 import time
 from collections.abc import Coroutine, Iterable
@@ -31,6 +32,8 @@ RESOLVE_TIMEOUT_S = 2.0
 CACHE_ENTRIES = 10_000
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+log = logging.getLogger("arbiter")
 
 
 def is_public(ip: Address) -> bool:
@@ -190,8 +193,10 @@ class Egress:
 
 
 def _settled(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled():
-        task.exception()  # retrieved: a failed refresh leaves the stale entry, and that is its whole effect
+    # A shared call reports its failures to its waiters and the breaker; what escapes it is a bug: logged.
+    exc = None if task.cancelled() else task.exception()
+    if exc is not None:
+        log.error("a shared external call failed unexpectedly", exc_info=exc)
 
 
 async def _exchange(client: httpx.AsyncClient, request: httpx.Request, max_bytes: int) -> tuple[int, bytes]:

@@ -17,6 +17,7 @@ from engine.egress import Egress, is_public
 from engine.errors import ValidationError
 from engine.model import compile_model
 from engine.nodes.base import MISS, TraceEntry
+from engine.nodes.external import ExternalNode
 from engine.plan import Plan, Result
 from engine.store import empty_guest
 from engine.store.memory import MemoryStore
@@ -517,3 +518,23 @@ async def test_null_path_placeholder_yields_the_fallback(world: World, commerce:
     t = entry(result, "products")
     assert t["fallback"] == "error" and "{context.sku} evaluated to None" in t["reason"]
     assert commerce.knobs.calls["/products"] == 0
+
+
+async def test_a_bug_in_a_shared_call_gives_the_fallback_and_is_logged(
+    world: World, commerce: StubServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(*args: Any) -> Any:
+        raise RuntimeError("boom")
+
+    await world.connect(commerce)
+    monkeypatch.setattr(ExternalNode, "_attempt", broken)
+    result = await world.run(world.plan(products(cache_ttl_s=30)), SHOES_GOLD)
+    t = entry(result, "products")
+    assert result.outputs == {"products": ["fallback"]} and t["fallback"] == "error"
+    assert t["reason"] == "the call ended with RuntimeError: boom"
+    for _ in range(50):  # the task's done-callback runs on the next loop iteration
+        if any("shared external call failed" in r.getMessage() for r in caplog.records):
+            break
+        await asyncio.sleep(0.01)
+    assert any("shared external call failed" in r.getMessage() for r in caplog.records)
+    assert world.egress.inflight == {}

@@ -272,8 +272,9 @@ class ExternalNode:
             value = await self._call(request, flight.trace, None)
         except ExternalCallFailed as exc:
             flight.done.set_result(_Outcome(None, exc, flight.trace.detail))
-        except BaseException:  # cancelled: the worker is shutting down
-            flight.done.set_result(_Outcome(None, ExternalCallFailed("the call was cancelled"), flight.trace.detail))
+        except BaseException as exc:  # cancelled (the worker is shutting down), or a bug: logged by the egress
+            failure = ExternalCallFailed(f"the call ended with {type(exc).__name__}: {exc}")
+            flight.done.set_result(_Outcome(None, failure, flight.trace.detail))
             raise
         else:
             self.egress.cache[key] = (value, self.cache_ttl_s)
