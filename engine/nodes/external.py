@@ -136,13 +136,7 @@ class ExternalNode:
         if breaker is None or breaker.state() != "open" or key in self.egress.inflight:
             return MISS  # closed, a half-open probe to send, or a call in flight to join: the call path
         trace.detail.update(attempts=0, cache="miss", circuit="open")
-        trace.detail["reason"] = f"circuit for connection '{self.connection}' is open"
-        stale = self._stale(request)
-        if stale is not None:
-            trace.fallback, trace.detail["cache"] = "stale", "stale"
-            return self.output(Bound({RESPONSE: stale}, scope))
-        trace.fallback = "circuit-open"
-        return self.fallback
+        return self._failed(_circuit_open(self.connection), request, scope, trace)
 
     def _revalidating(self, key: Any, request: Request) -> tuple[Any, float] | None:
         """Within ``stale_while_revalidate_s`` of expiry: the last response now, a refresh in the background
@@ -169,13 +163,17 @@ class ExternalNode:
             response = await self._fetch(request, trace, deadline_s)
             return self.output(Bound({RESPONSE: response}, scope))
         except ExternalCallFailed as exc:
-            trace.detail["reason"] = exc.detail
-            stale = self._stale(request)
-            if stale is not None:
-                trace.fallback, trace.detail["cache"] = "stale", "stale"
-                return self.output(Bound({RESPONSE: stale}, scope))
-            trace.fallback = exc.reason
-            return self.fallback
+            return self._failed(exc, request, scope, trace)
+
+    def _failed(self, exc: ExternalCallFailed, request: Request | None, scope: Scope, trace: TraceEntry) -> Any:
+        """A failed call's answer: the last good response within ``stale_if_error_s``, else ``fallback``."""
+        trace.detail["reason"] = exc.detail
+        stale = self._stale(request)
+        if stale is not None:
+            trace.fallback, trace.detail["cache"] = "stale", "stale"
+            return self.output(Bound({RESPONSE: stale}, scope))
+        trace.fallback = exc.reason
+        return self.fallback
 
     def _stale(self, request: Request | None) -> Any:
         if request is None or self.stale_if_error_s <= 0:
@@ -302,7 +300,7 @@ class ExternalNode:
         while True:
             if not breaker.allow():
                 trace.detail["circuit"] = "open"
-                raise ExternalCallFailed(f"circuit for connection '{conn.key}' is open", reason="circuit-open")
+                raise _circuit_open(conn.key)
             remaining_s = deadline_s - time.monotonic()
             if remaining_s <= 0:
                 breaker.release()
@@ -361,6 +359,10 @@ class ExternalNode:
             return to_feel(orjson.loads(content)) if content else None
         except orjson.JSONDecodeError as exc:
             raise ExternalCallFailed(f"response is not JSON: {exc}", reason="error") from exc
+
+
+def _circuit_open(connection: str) -> ExternalCallFailed:
+    return ExternalCallFailed(f"circuit for connection '{connection}' is open", reason="circuit-open")
 
 
 def _text(value: Any) -> str:
