@@ -12,6 +12,7 @@ local os_date, math_floor = os.date, math.floor
 
 local MAX_STRING_BYTES = tonumber(...) or 1048576
 local BUDGET_EXHAUSTED = "instruction budget exhausted"
+local BOOTSTRAP_SOURCE = debug.getinfo(1, "S").source
 
 -- Read-only views: a script may read string.upper but never replace it for the next request.
 local function frozen(name, t)
@@ -172,7 +173,10 @@ local function on_budget_exhausted()
   if info.func == run or info.func == finish then return end
   -- From now on every instruction fails, so neither a script's pcall nor a __close handler can go on.
   sethook(on_budget_exhausted, "", 1)
-  error(BUDGET_EXHAUSTED .. " at " .. info.short_src .. ":" .. tostring(info.currentline), 0)
+  -- Outside the script's own chunk it was converting the script's result (see encode).
+  local where = info.source == BOOTSTRAP_SOURCE and "the conversion of its result"
+    or info.short_src .. ":" .. tostring(info.currentline)
+  error(BUDGET_EXHAUSTED .. " at " .. where, 0)
 end
 
 local function compile(source, name)
@@ -180,30 +184,142 @@ local function compile(source, name)
   return chunk, err
 end
 
+-- Values cross the boundary as one flat sequence of plain values ("tokens") each way, so a call is a
+-- single crossing rather than one per table, key and value (engine/sandbox.py encodes and decodes the
+-- Python side). A value is SCALAR v; FLAT_MAP n k1 v1 … or FLAT_LIST n v1 … when every member is a
+-- scalar; MAP n k1 <value> … or LIST n <value> … otherwise. Tags sit where a tag is expected, so a
+-- string or number never reads as one.
+local SCALAR, MAP, LIST, FLAT_MAP, FLAT_LIST = 0, 1, 2, 3, 4
+local MAX_DEPTH = 32
+local HUGE = math.huge
+local math_type = math.type
+
+local function decode(t, i)
+  local tag, n = t[i], t[i + 1]
+  if tag == SCALAR then return n, i + 2 end
+  local out = {}
+  i = i + 2
+  if tag == FLAT_MAP then
+    for _ = 1, n do out[t[i]] = t[i + 1]; i = i + 2 end
+  elseif tag == FLAT_LIST then
+    for j = 1, n do out[j] = t[i + j - 1] end
+    i = i + n
+  elseif tag == MAP then
+    for _ = 1, n do
+      local k = t[i]
+      local v
+      v, i = decode(t, i + 1)
+      out[k] = v
+    end
+  else
+    for j = 1, n do
+      local v
+      v, i = decode(t, i)
+      out[j] = v
+    end
+  end
+  return out, i
+end
+
+-- A scalar result, checked: nil, booleans, strings and finite numbers are JSON; nothing else is.
+local function scalar(v)
+  local tv = type(v)
+  if tv == "number" then
+    if v ~= v or v == HUGE or v == -HUGE then
+      error("returned a non-finite number (" .. tostring(v) .. "); results must be JSON", 0)
+    end
+  elseif tv ~= "string" and tv ~= "boolean" and tv ~= "nil" then
+    error("returned a " .. tv .. "; results must be plain data", 0)
+  end
+  return v
+end
+
+local function encode(v, out, n, depth)
+  if type(v) ~= "table" then
+    out[n + 1], out[n + 2] = SCALAR, scalar(v)
+    return n + 2
+  end
+  if depth > MAX_DEPTH then error("returned a value nested deeper than " .. MAX_DEPTH .. " levels (a cycle?)", 0) end
+  -- Raw iteration (next, rawget): a script's __pairs or __index must not decide what leaves the sandbox.
+  local count, min_key, max_key, all_integers, flat = 0, nil, 0, true, true
+  for k, x in next, v do
+    count = count + 1
+    if math_type(k) == "integer" then
+      if k > max_key then max_key = k end
+      if min_key == nil or k < min_key then min_key = k end
+    else
+      all_integers = false
+    end
+    if type(x) == "table" then flat = false end
+  end
+  if getmetatable(v) == "array" or (count > 0 and all_integers) then
+    if not all_integers or max_key ~= count or (count > 0 and min_key ~= 1) then
+      error("returned a list with holes (keys must be 1..n)", 0)
+    end
+    out[n + 1], out[n + 2] = flat and FLAT_LIST or LIST, count
+    n = n + 2
+    for j = 1, count do
+      if flat then
+        n = n + 1
+        out[n] = scalar(rawget(v, j))
+      else
+        n = encode(rawget(v, j), out, n, depth + 1)
+      end
+    end
+    return n
+  end
+  out[n + 1], out[n + 2] = flat and FLAT_MAP or MAP, count
+  n = n + 2
+  for k, x in next, v do
+    if type(k) ~= "string" then error("returned a map with a non-string key (" .. tostring(k) .. ")", 0) end
+    n = n + 1
+    out[n] = k
+    if flat then
+      n = n + 1
+      out[n] = scalar(x)
+    else
+      n = encode(x, out, n, depth + 1)
+    end
+  end
+  return n
+end
+
+-- Results up to this many tokens return as multiple values (converted in one go); larger ones as a table.
+local MAX_RETURNED_TOKENS = 4096
+
+local function export(...)
+  if select("#", ...) == 0 then return 0 end
+  local out = {}
+  local n = encode((...), out, 0, 0)
+  if n > MAX_RETURNED_TOKENS then return -1, out end
+  return n, unpack(out, 1, n)
+end
+
 function finish(ok, ...)
   sethook()
-  if ok then return true, select("#", ...), ... end
+  if ok then return true, ... end
   local err = ...
   return false, tostring(err)
 end
 
--- Run a compiled chunk: a fresh global table for this call, the instruction hook, then the function the
--- chunk returns, called with the inputs. Returns ok, count, results… or false, message.
-function run(chunk, budget, ...)
+-- Run a compiled chunk: a fresh global table for this call, the inputs decoded from their tokens, the
+-- instruction hook, then the function the chunk returns, called with the inputs; its first result is
+-- encoded within the budget too (a result can be built to be costly to walk). Returns true, count,
+-- tokens… (count -1: true, -1, {tokens}) or false, message. ``nargs`` < 0: the tokens came as a table.
+function run(chunk, budget, nargs, ...)
   setupvalue(chunk, 1, setmetatable({}, ENV_MT))
-  local n, args = select("#", ...), {...}
+  local tokens = nargs < 0 and ... or {...}
+  nargs = nargs < 0 and -nargs or nargs
+  local args, i = {}, 1
+  for j = 1, nargs do args[j], i = decode(tokens, i) end
   sethook(on_budget_exhausted, "", budget)
   return finish(pcall(function()
     local fn = chunk()
     if type(fn) ~= "function" then
       error("the script must return a function (got " .. type(fn) .. ")", 0)
     end
-    return fn(unpack(args, 1, n))
+    return export(fn(unpack(args, 1, nargs)))
   end))
 end
 
-local function is_array(t)
-  return getmetatable(t) == "array"
-end
-
-return {compile = compile, run = run, is_array = is_array, budget_exhausted = BUDGET_EXHAUSTED}
+return {compile = compile, run = run, budget_exhausted = BUDGET_EXHAUSTED}

@@ -12,7 +12,6 @@ and results are copied back out, so no Python object is ever reachable from Lua.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -76,7 +75,7 @@ class Sandbox:
             attribute_filter=_deny_attributes,
         )
         api = self._lua.execute(BOOTSTRAP, self.limits.string_bytes)
-        self._compile, self._run, self._is_array = api["compile"], api["run"], api["is_array"]
+        self._compile, self._run = api["compile"], api["run"]
         self._budget_message: str = api["budget_exhausted"]
         real_globals = self._lua.globals()
         for name in _UNSAFE_GLOBALS:
@@ -99,11 +98,17 @@ class Sandbox:
 
     def call(self, script: Script, args: tuple[Any, ...]) -> Any:
         """Run ``script`` with plain-data ``args``; returns plain Python data (dict, list, str, numbers…)."""
+        tokens: list[Any] = []
+        for a in args:
+            _encode(a, tokens, 0)
         with self._lock:
-            lua_args = [self._to_lua(a, 0) for a in args]
-            self._allow_memory()
+            # Input tables are built inside the call, after the limit is set: allow for them on top.
+            self._allow_memory(len(tokens) * _BYTES_PER_TOKEN)
             try:
-                ok, *rest = self._run(script.chunk, self.limits.instructions, *lua_args)
+                if len(tokens) <= MAX_PASSED_TOKENS:
+                    ok, *rest = self._run(script.chunk, self.limits.instructions, len(args), *tokens)
+                else:
+                    ok, *rest = self._run(script.chunk, self.limits.instructions, -len(args), self._table_from(tokens))
             except lupa.LuaMemoryError:
                 ok, rest = False, ["not enough memory"]
             except UnicodeDecodeError as exc:
@@ -122,62 +127,93 @@ class Sandbox:
                         line=_line(where + ": "),
                     )
                 raise ScriptError(message, line=_line(message))
-            count, values = rest[0], rest[1:]
-            return self._from_lua(values[0], 0) if count else None
+            count = rest[0]
+            if count == 0:
+                return None
+            if count < 0:  # a large result came back as a table of tokens
+                rest = [count, *rest[1].values()]
+        return _decode(rest, 1)[0]
 
-    def _allow_memory(self) -> None:
+    def _allow_memory(self, extra_bytes: int = 0) -> None:
         # lupa's limit is absolute; counting from what the runtime holds now means compiled scripts and
         # not yet collected garbage of earlier calls do not eat into this call's allowance.
-        self._lua.set_max_memory(self._lua.get_memory_used() + self.limits.memory_bytes)
+        self._lua.set_max_memory(self._lua.get_memory_used() + self.limits.memory_bytes + extra_bytes)
 
-    def _to_lua(self, value: Any, depth: int) -> Any:
-        if value is None or isinstance(value, str | bool | int | float):
-            return value
-        if depth > MAX_DEPTH:
-            raise ScriptError(f"input nested deeper than {MAX_DEPTH} levels")
-        if isinstance(value, Decimal):
-            return int(value) if value == value.to_integral_value() else float(value)
-        if type(value) is dict and all(type(k) is str and type(v) in _PLAIN for k, v in value.items()):
-            # A flat map of plain values (``guest.facts``): one copy in C instead of a call per value.
-            return self._table_from(value)
-        if isinstance(value, Mapping):
-            return self._table_from({str(k): self._to_lua(v, depth + 1) for k, v in value.items()})
-        if isinstance(value, list | tuple):
-            return self._table_from([self._to_lua(v, depth + 1) for v in value])
-        if isinstance(value, datetime | date | time):
-            return value.isoformat()
-        if isinstance(value, timedelta):
-            return value.total_seconds()
-        return str(value)
 
-    def _from_lua(self, value: Any, depth: int) -> Any:
-        if value is None or isinstance(value, str | bool | int):
-            return value
-        if isinstance(value, float):
-            if not math.isfinite(value):
-                raise ScriptError(f"returned a non-finite number ({value}); results must be JSON")
-            return value
-        if isinstance(value, bytes):  # a Lua string that is not UTF-8
-            raise ScriptError("returned a string that is not valid UTF-8")
-        if depth > MAX_DEPTH:
-            raise ScriptError(f"returned a value nested deeper than {MAX_DEPTH} levels (a cycle?)")
-        if lupa.lua_type(value) == "table":
-            return self._table_to_python(value, depth)
-        raise ScriptError(f"returned a {lupa.lua_type(value)}; results must be plain data")
+# Values cross into and out of Lua as one flat sequence of plain values: see "tokens" in sandbox.lua.
+_SCALAR, _MAP, _LIST, _FLAT_MAP, _FLAT_LIST = 0, 1, 2, 3, 4
+MAX_PASSED_TOKENS = 4096
+"""Inputs up to this many tokens are passed as arguments (one conversion in C); larger ones as one table."""
+_BYTES_PER_TOKEN = 64
+"""Roughly what a token costs once decoded into a Lua table."""
 
-    def _table_to_python(self, table: Any, depth: int) -> Any:
-        items = list(table.items())
-        if self._is_array(table) or (items and all(isinstance(k, int) and not isinstance(k, bool) for k, _ in items)):
-            keys = sorted(k for k, _ in items)
-            if keys and keys != list(range(1, len(keys) + 1)):
-                raise ScriptError("returned a list with holes (keys must be 1..n)")
-            return [self._from_lua(v, depth + 1) for _, v in sorted(items, key=lambda kv: kv[0])]
+
+def _encode(value: Any, out: list[Any], depth: int) -> None:
+    """Append ``value``'s tokens to ``out``: FEEL and JSON values become what a script sees (Decimal → number,
+    dates → ISO strings, any other map key → its string)."""
+    kind = type(value)
+    if kind in _PLAIN:
+        out += (_SCALAR, value)
+        return
+    if depth > MAX_DEPTH:
+        raise ScriptError(f"input nested deeper than {MAX_DEPTH} levels")
+    if kind is dict and all(type(k) is str and type(v) in _PLAIN for k, v in value.items()):
+        # A flat map of plain values (``guest.facts``): its pairs as they are.
+        out += (_FLAT_MAP, len(value))
+        for item in value.items():
+            out += item
+    elif isinstance(value, Mapping):
+        out += (_MAP, len(value))
+        for k, v in value.items():
+            out.append(str(k))
+            _encode(v, out, depth + 1)
+    elif isinstance(value, list | tuple):
+        if all(type(v) in _PLAIN for v in value):
+            out += (_FLAT_LIST, len(value))
+            out += value
+        else:
+            out += (_LIST, len(value))
+            for v in value:
+                _encode(v, out, depth + 1)
+    else:
+        out += (_SCALAR, _scalar(value))
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, str | bool | int | float):  # subclasses of the plain kinds
+        return value
+    return str(value)
+
+
+def _decode(tokens: list[Any], i: int) -> tuple[Any, int]:
+    """The value whose tokens start at ``tokens[i]`` (checked to be JSON by the Lua side), and where the next
+    one starts."""
+    tag, n = tokens[i], tokens[i + 1]
+    i += 2
+    if tag == _SCALAR:
+        return n, i
+    if tag == _FLAT_MAP:
+        end = i + 2 * n
+        return dict(zip(tokens[i:end:2], tokens[i + 1 : end : 2], strict=True)), end
+    if tag == _FLAT_LIST:
+        return tokens[i : i + n], i + n
+    if tag == _MAP:
         out: dict[str, Any] = {}
-        for k, v in items:
-            if not isinstance(k, str):
-                raise ScriptError(f"returned a map with a non-string key ({k!r})")
-            out[k] = self._from_lua(v, depth + 1)
-        return out
+        for _ in range(n):
+            key = tokens[i]
+            out[key], i = _decode(tokens, i + 1)
+        return out, i
+    items = []
+    for _ in range(n):
+        item, i = _decode(tokens, i)
+        items.append(item)
+    return items, i
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
 
 import pytest
 
@@ -134,6 +135,37 @@ def test_results_are_converted_to_json_values(sandbox: Sandbox) -> None:
     assert run(sandbox, "return {a = 1, b = {1, 2}, c = array(), d = {}, e = 'x', f = true, g = 1.5}") == {
         "a": 1, "b": [1, 2], "c": [], "d": {}, "e": "x", "f": True, "g": 1.5,
     }  # fmt: skip
+
+
+def test_a_result_costly_to_convert_is_stopped_by_the_budget(sandbox: Sandbox) -> None:
+    # 31 tables, but 2^30 paths through them: converting it is work the script's budget must cover.
+    with pytest.raises(ScriptError, match="instruction budget of 200000 exhausted at the conversion of its result"):
+        run(sandbox, "local t = {} for i = 1, 30 do t = {t, t} end return t")
+
+
+@pytest.mark.parametrize("size", [10, 1_500])
+def test_large_and_nested_values_cross_both_ways(size: int) -> None:
+    # 1,500 orders are over both the passed and the returned token limits: the table paths are used.
+    # Converting the result counts against the budget: this one needs more than the fixture allows.
+    sandbox = Sandbox()
+    rng = random.Random(size)
+    value = {
+        "orders": [{"id": f"o{i}", "total": rng.random() * 100, "paid": i % 2 == 0} for i in range(size)],
+        "tags": [f"t{i}" for i in range(size)],
+        "nested": {"a": {"b": {"c": [1, [2, [3]]]}}},
+        "empty_list": [],
+        "n": size,
+    }
+    echoed = run(sandbox, "local v = ... return v", value)
+    assert echoed == {**value, "empty_list": {}}  # an empty Lua table reads as a map (array() marks a list)
+    body = "local v = ... local s = 0 for _, o in ipairs(v.orders) do s = s + o.total end return {s, #v.tags, v.n}"
+    assert run(sandbox, body, value) == [pytest.approx(sum(o["total"] for o in value["orders"])), size, size]
+
+
+def test_non_plain_inputs_become_what_a_script_can_read(sandbox: Sandbox) -> None:
+    value = {1: Decimal("2.5"), "whole": Decimal("3"), "day": date(2026, 5, 1), "pair": (1, "x")}
+    expected = {"1": 2.5, "whole": 3, "day": "2026-05-01", "pair": [1, "x"]}
+    assert run(sandbox, "local v = ... return v", value) == expected
 
 
 @pytest.mark.parametrize(
