@@ -38,8 +38,19 @@ def unit_interval(seed: str, salt: str, unit: str) -> float:
     64 bits of a keyed BLAKE2b digest: uniform, independent across seeds and salts, and stable across
     processes and Python versions (unlike ``hash()``, which is salted per process).
     """
-    digest = hashlib.blake2b(unit.encode(), digest_size=8, key=seed.encode()[:64], person=salt.encode()[:16]).digest()
-    return int.from_bytes(digest, "big") / _SCALE
+    keyed = _KEYED.get((seed, salt))
+    if keyed is None:
+        if len(_KEYED) >= _MAX_KEYED:
+            _KEYED.clear()
+        keyed = _KEYED[(seed, salt)] = hashlib.blake2b(digest_size=8, key=seed.encode()[:64], person=salt.encode()[:16])
+    digest = keyed.copy()  # copying a keyed state costs half of keying a new one
+    digest.update(unit.encode())
+    return int.from_bytes(digest.digest(), "big") / _SCALE
+
+
+_KEYED: dict[tuple[str, str], Any] = {}
+"""BLAKE2b states already keyed with (seed, salt): a few per experiment."""
+_MAX_KEYED = 4096
 
 
 def bucket(seed: str, salt: str, unit: str, buckets: int = DEFAULT_BUCKETS) -> int:
