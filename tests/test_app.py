@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import orjson
 import pytest
 from starlette.routing import Route
@@ -96,3 +98,12 @@ def test_an_unexpected_error_on_a_per_page_route_is_a_logged_500_problem(
     assert r.status_code == 500 and r.headers["content-type"] == "application/problem+json"
     assert r.json()["instance"] == "/v1/decide/m" and "a bug" not in r.text
     assert any("unhandled error on POST /v1/decide/m" in rec.getMessage() for rec in caplog.records)
+
+
+def test_what_exists_at_startup_is_kept_out_of_full_collections() -> None:
+    gc.unfreeze()
+    app = create_app(Settings(admin_key="a", public_keys={"p": "default"}), store=MemoryStore())
+    with TestClient(app):
+        frozen = gc.get_freeze_count()
+        assert frozen > 10_000  # modules, functions and the started app: all of it, not a handful
+    gc.unfreeze()
