@@ -51,41 +51,58 @@ def _scope(body: bytes, model: str) -> dict[str, Any]:
     }
 
 
-async def _run(redis_url: str, model: str, requests: int, guests: int) -> None:
+def in_process_app(redis_url: str) -> Any:
+    """The app as ``arbiter serve`` builds it, against ``redis_url``, without a server around it."""
     os.environ.update(ARBITER_REDIS_URL=redis_url, ARBITER_PUBLIC_KEY=PUBLIC_KEY, ARBITER_ADMIN_KEY=ADMIN_KEY)
     from engine.app import app_from_env  # after the environment is set
 
-    app = app_from_env()
+    return app_from_env()
+
+
+async def decide_once(app: Any, body: bytes, model: str) -> None:
+    """One decide request through the ASGI app; anything but 200 stops the run."""
+    sent: list[Any] = []
+    incoming = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> Any:
+        return incoming.pop() if incoming else {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    await app(_scope(body, model), receive, send)
+    if sent[0]["status"] != 200:
+        raise SystemExit(f"{model}: decide answered {sent[0]['status']}: {orjson.loads(sent[1]['body'])}")
+
+
+async def cpu_per_decision_us(app: Any, bodies: list[bytes], model: str, requests: int, in_flight: int) -> float:
+    """CPU µs per decision over ``requests`` decisions with at most ``in_flight`` at once."""
+    gate = asyncio.Semaphore(in_flight)
+
+    async def limited(body: bytes) -> None:
+        async with gate:
+            await decide_once(app, body, model)
+
+    cpu0 = time.process_time()
+    await asyncio.gather(*(limited(bodies[i % len(bodies)]) for i in range(requests)))
+    return (time.process_time() - cpu0) / requests * 1e6
+
+
+def shuffled_bodies(guests: int) -> list[bytes]:
     bodies = decide_bodies(2_000, guests)
     random.Random(1).shuffle(bodies)
+    return bodies
 
-    async def one(body: bytes) -> None:
-        sent: list[Any] = []
-        incoming = [{"type": "http.request", "body": body, "more_body": False}]
 
-        async def receive() -> Any:
-            return incoming.pop() if incoming else {"type": "http.disconnect"}
-
-        async def send(message: Any) -> None:
-            sent.append(message)
-
-        await app(_scope(body, model), receive, send)
-        if sent[0]["status"] != 200:
-            raise SystemExit(f"decide answered {sent[0]['status']}: {orjson.loads(sent[1]['body'])}")
-
-    async with app.router.lifespan_context(app):  # type: ignore[attr-defined]
+async def _run(redis_url: str, model: str, requests: int, guests: int) -> None:
+    app = in_process_app(redis_url)
+    bodies = shuffled_bodies(guests)
+    async with app.router.lifespan_context(app):
         for body in bodies[:500]:  # warm: compile, connections, caches
-            await one(body)
+            await decide_once(app, body, model)
         for in_flight in (1, 16):
-            gate = asyncio.Semaphore(in_flight)
-
-            async def limited(body: bytes, gate: asyncio.Semaphore = gate) -> None:
-                async with gate:
-                    await one(body)
-
-            cpu0, wall0 = time.process_time(), time.perf_counter()
-            await asyncio.gather(*(limited(bodies[i % len(bodies)]) for i in range(requests)))
-            cpu_us = (time.process_time() - cpu0) / requests * 1e6
+            wall0 = time.perf_counter()
+            cpu_us = await cpu_per_decision_us(app, bodies, model, requests, in_flight)
             wall_us = (time.perf_counter() - wall0) / requests * 1e6
             print(f"{in_flight:>2} in flight: {cpu_us:6.1f} µs CPU per decision, {wall_us:6.1f} µs wall")
 

@@ -1,0 +1,87 @@
+"""What each node of the realistic model costs a decision, measured by taking it away.
+
+A profile attributes time to the code that runs, not to what a part costs the code around it (a Lua call leaves
+the interpreter's caches cold for the Python that follows). So each node is replaced by a constant of the same
+shape in its own copy of the model, every copy is published, and the copies run in one process (the ASGI app
+called directly, 16 in flight) in alternating blocks, so machine noise hits them alike. Point it at the Redis of
+a harness started with ``--serve``, as for ``benchmarks/inprocess.py``:
+
+    python -m benchmarks.ablation --redis redis://127.0.0.1:PORT/0 --rounds 7 --block 2000
+
+Prints the median CPU µs per decision of each variant and what removing the node saved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvloop
+
+from benchmarks.inprocess import cpu_per_decision_us, decide_once, in_process_app, shuffled_bodies
+
+SCENARIO = Path(__file__).with_name("scenario") / "realistic.json"
+CONSTANTS = {
+    "loyalty": '{tier: "gold", score: 100, idle_days: 3}',
+    "candidates": '[{id: "a", name: "b"}, {id: "c", name: "d"}]',
+    "recency": '{spent: 100, big_orders: 1, last_order: "2026-10-01", dormant: false, pages: 10}',
+    "hero": '{arm: "classic", payload: {headline: "x"}, propensity: 0.5}',
+    "picks": '[{id: "p1"}, {id: "p2"}]',
+    "segment": '{name: "vip", rank: 4, discount_pct: 10}',
+    "affinity": '{boost: 2, theme: "shoes"}',
+}
+"""Each node's stand-in: a FEEL constant shaped like what the node outputs."""
+VARIANTS = {"full": (), **{f"no {node}": (node,) for node in CONSTANTS}, "no tables": ("segment", "affinity")}
+
+
+def variant(model: dict[str, Any], removed: tuple[str, ...]) -> dict[str, Any]:
+    out = copy.deepcopy(model)
+    out["nodes"] = [
+        {"id": n["id"], "kind": "expression", "expr": CONSTANTS[n["id"]]} if n["id"] in removed else n
+        for n in out["nodes"]
+    ]
+    return out
+
+
+async def _run(redis_url: str, rounds: int, block: int, guests: int) -> None:
+    app = in_process_app(redis_url)
+    bodies = shuffled_bodies(guests)
+    model = orjson.loads(SCENARIO.read_bytes())
+    async with app.router.lifespan_context(app):  # type: ignore[attr-defined]
+        registry = app.state.rt.registry
+        keys = {}
+        for name, removed in VARIANTS.items():
+            key = keys[name] = "ablation-" + name.replace(" ", "-")
+            created = await registry.upload(key, orjson.dumps(variant(model, removed)), "application/json")
+            if created["state"] != "production":
+                await registry.set_state(key, created["version"], "production")
+            for body in bodies[:300]:
+                await decide_once(app, body, key)
+        samples: dict[str, list[float]] = {name: [] for name in VARIANTS}
+        for r in range(rounds):
+            for name in list(VARIANTS)[:: 1 if r % 2 == 0 else -1]:
+                samples[name].append(await cpu_per_decision_us(app, bodies, keys[name], block, 16))
+    full = statistics.median(samples["full"])
+    print("| variant | median CPU µs per decision | saved |\n|---|---:|---:|")
+    for name, values in samples.items():
+        median = statistics.median(values)
+        print(f"| {name} | {median:.1f} | {'–' if name == 'full' else f'{full - median:.0f}'} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--redis", required=True, help="the Redis of a `loadtest --serve` harness")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--block", type=int, default=2_000, help="decisions per variant per round")
+    parser.add_argument("--guests", type=int, default=20_000)
+    args = parser.parse_args(argv)
+    uvloop.run(_run(args.redis, args.rounds, args.block, args.guests))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
