@@ -13,7 +13,6 @@ Prints the median CPU µs per decision of each variant and what removing the nod
 
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 import orjson
 import uvloop
 
-from benchmarks.inprocess import cpu_per_decision_us, decide_once, in_process_app, shuffled_bodies
+from benchmarks.inprocess import cpu_per_decision_us, decide_once, harness_parser, in_process_app, shuffled_bodies
 
 SCENARIO = Path(__file__).with_name("scenario") / "realistic.json"
 CONSTANTS = {
@@ -73,11 +72,9 @@ async def _run(redis_url: str, rounds: int, block: int, guests: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--redis", required=True, help="the Redis of a `loadtest --serve` harness")
+    parser = harness_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--block", type=int, default=2_000, help="decisions per variant per round")
-    parser.add_argument("--guests", type=int, default=20_000)
     args = parser.parse_args(argv)
     uvloop.run(_run(args.redis, args.rounds, args.block, args.guests))
     return 0

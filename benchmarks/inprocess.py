@@ -107,12 +107,18 @@ async def _run(redis_url: str, model: str, requests: int, guests: int) -> None:
             print(f"{in_flight:>2} in flight: {cpu_us:6.1f} µs CPU per decision, {wall_us:6.1f} µs wall")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def harness_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every in-process tool shares: the harness's Redis and how many guests it seeded."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--redis", required=True, help="the Redis of a `loadtest --serve` harness")
+    parser.add_argument("--guests", type=int, default=20_000)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = harness_parser(__doc__)
     parser.add_argument("--model", default="realistic")
     parser.add_argument("--requests", type=int, default=8_000)
-    parser.add_argument("--guests", type=int, default=20_000)
     args = parser.parse_args(argv)
     uvloop.run(_run(args.redis, args.model, args.requests, args.guests))
     return 0
