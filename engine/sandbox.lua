@@ -291,8 +291,13 @@ local function export(...)
   if select("#", ...) == 0 then return 0 end
   local out = {}
   local n = encode((...), out, 0, 0)
-  if n > MAX_RETURNED_TOKENS then return -1, out end
+  if n > MAX_RETURNED_TOKENS then return -n, out end
   return n, unpack(out, 1, n)
+end
+
+-- Tokens i..j of a large result, counted first (so Python always gets a tuple): read in order by index.
+local function slice(t, i, j)
+  return j - i + 1, unpack(t, i, j)
 end
 
 function finish(ok, ...)
@@ -305,7 +310,7 @@ end
 -- Run a compiled chunk: a fresh global table for this call, the inputs decoded from their tokens, the
 -- instruction hook, then the function the chunk returns, called with the inputs; its first result is
 -- encoded within the budget too (a result can be built to be costly to walk). Returns true, count,
--- tokens… (count -1: true, -1, {tokens}) or false, message. ``nargs`` < 0: the tokens came as a table.
+-- tokens… (a large result: true, -count, {tokens}, read with slice) or false, message. ``nargs`` < 0: the tokens came as a table.
 function run(chunk, budget, nargs, ...)
   setupvalue(chunk, 1, setmetatable({}, ENV_MT))
   local tokens = nargs < 0 and ... or {...}
@@ -322,4 +327,4 @@ function run(chunk, budget, nargs, ...)
   end))
 end
 
-return {compile = compile, run = run, budget_exhausted = BUDGET_EXHAUSTED}
+return {compile = compile, run = run, slice = slice, budget_exhausted = BUDGET_EXHAUSTED}

@@ -75,7 +75,7 @@ class Sandbox:
             attribute_filter=_deny_attributes,
         )
         api = self._lua.execute(BOOTSTRAP, self.limits.string_bytes)
-        self._compile, self._run = api["compile"], api["run"]
+        self._compile, self._run, self._slice = api["compile"], api["run"], api["slice"]
         self._budget_message: str = api["budget_exhausted"]
         real_globals = self._lua.globals()
         for name in _UNSAFE_GLOBALS:
@@ -131,7 +131,9 @@ class Sandbox:
             if count == 0:
                 return None
             if count < 0:  # a large result came back as a table of tokens
-                rest = [count, *rest[1].values()]
+                table, rest = rest[1], [count]
+                for first in range(1, -count + 1, MAX_PASSED_TOKENS):
+                    rest += self._slice(table, first, min(first + MAX_PASSED_TOKENS - 1, -count))[1:]
         return _decode(rest, 1)[0]
 
     def _allow_memory(self, extra_bytes: int = 0) -> None:
@@ -143,7 +145,8 @@ class Sandbox:
 # Values cross into and out of Lua as one flat sequence of plain values: see "tokens" in sandbox.lua.
 _SCALAR, _MAP, _LIST, _FLAT_MAP, _FLAT_LIST = 0, 1, 2, 3, 4
 MAX_PASSED_TOKENS = 4096
-"""Inputs up to this many tokens are passed as arguments (one conversion in C); larger ones as one table."""
+"""Inputs up to this many tokens are passed as arguments (one conversion in C), larger ones as one table; a large
+result is read back in slices of this many."""
 _BYTES_PER_TOKEN = 64
 """Roughly what a token costs once decoded into a Lua table."""
 
