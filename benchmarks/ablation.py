@@ -38,6 +38,9 @@ VARIANTS = {"full": (), **{f"no {node}": (node,) for node in CONSTANTS}, "no tab
 
 
 def variant(model: dict[str, Any], removed: tuple[str, ...]) -> dict[str, Any]:
+    missing = set(removed) - {n["id"] for n in model["nodes"]}
+    if missing:  # the scenario changed: a "no X" variant would silently measure the full model
+        raise SystemExit(f"the scenario has no node {', '.join(sorted(missing))}: update CONSTANTS")
     out = copy.deepcopy(model)
     out["nodes"] = [
         {"id": n["id"], "kind": "expression", "expr": CONSTANTS[n["id"]]} if n["id"] in removed else n

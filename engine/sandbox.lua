@@ -10,7 +10,9 @@ local string_rep, string_format, string_sub = string.rep, string.format, string.
 local ipairs, pairs, unpack, math_max, math_min = ipairs, pairs, table.unpack, math.max, math.min
 local os_date, math_floor = os.date, math.floor
 
-local MAX_STRING_BYTES = tonumber(...) or 1048576
+-- Set by engine/sandbox.py, so each limit is written once: string.rep's cap, how deep a result may nest,
+-- and how many tokens (below) a result may return as values before it comes back as a table.
+local MAX_STRING_BYTES, MAX_DEPTH, MAX_RETURNED_TOKENS = ...
 local BUDGET_EXHAUSTED = "instruction budget exhausted"
 local BOOTSTRAP_SOURCE = debug.getinfo(1, "S").source
 
@@ -190,7 +192,6 @@ end
 -- scalar; MAP n k1 <value> … or LIST n <value> … otherwise. Tags sit where a tag is expected, so a
 -- string or number never reads as one.
 local SCALAR, MAP, LIST, FLAT_MAP, FLAT_LIST = 0, 1, 2, 3, 4
-local MAX_DEPTH = 32
 local HUGE = math.huge
 local math_type = math.type
 
@@ -239,7 +240,9 @@ local function encode(v, out, n, depth)
     out[n + 1], out[n + 2] = SCALAR, scalar(v)
     return n + 2
   end
-  if depth > MAX_DEPTH then error("returned a value nested deeper than " .. MAX_DEPTH .. " levels (a cycle?)", 0) end
+  if depth > MAX_DEPTH then
+    error("returned a value nested deeper than " .. MAX_DEPTH .. " levels (a cycle?)", 0)
+  end
   -- Raw iteration (next, rawget): a script's __pairs or __index must not decide what leaves the sandbox.
   local count, min_key, max_key, all_integers, flat = 0, nil, 0, true, true
   for k, x in next, v do
@@ -284,9 +287,7 @@ local function encode(v, out, n, depth)
   return n
 end
 
--- Results up to this many tokens return as multiple values (converted in one go); larger ones as a table.
-local MAX_RETURNED_TOKENS = 4096
-
+-- Results up to MAX_RETURNED_TOKENS return as multiple values (converted in one go); larger ones as a table.
 local function export(...)
   if select("#", ...) == 0 then return 0 end
   local out = {}
@@ -310,7 +311,8 @@ end
 -- Run a compiled chunk: a fresh global table for this call, the inputs decoded from their tokens, the
 -- instruction hook, then the function the chunk returns, called with the inputs; its first result is
 -- encoded within the budget too (a result can be built to be costly to walk). Returns true, count,
--- tokens… (a large result: true, -count, {tokens}, read with slice) or false, message. ``nargs`` < 0: the tokens came as a table.
+-- tokens… (a large result: true, -count, {tokens}, read with slice) or false, message.
+-- A negative nargs means the input tokens came as one table.
 function run(chunk, budget, nargs, ...)
   setupvalue(chunk, 1, setmetatable({}, ENV_MT))
   local tokens = nargs < 0 and ... or {...}

@@ -74,7 +74,7 @@ class Sandbox:
             unpack_returned_tuples=True,
             attribute_filter=_deny_attributes,
         )
-        api = self._lua.execute(BOOTSTRAP, self.limits.string_bytes)
+        api = self._lua.execute(BOOTSTRAP, self.limits.string_bytes, MAX_DEPTH, MAX_TOKENS)
         self._compile, self._run, self._slice = api["compile"], api["run"], api["slice"]
         self._budget_message: str = api["budget_exhausted"]
         real_globals = self._lua.globals()
@@ -105,7 +105,7 @@ class Sandbox:
             # Input tables are built inside the call, after the limit is set: allow for them on top.
             self._allow_memory(len(tokens) * _BYTES_PER_TOKEN)
             try:
-                if len(tokens) <= MAX_PASSED_TOKENS:
+                if len(tokens) <= MAX_TOKENS:
                     ok, *rest = self._run(script.chunk, self.limits.instructions, len(args), *tokens)
                 else:
                     ok, *rest = self._run(script.chunk, self.limits.instructions, -len(args), self._table_from(tokens))
@@ -132,8 +132,8 @@ class Sandbox:
                 return None
             if count < 0:  # a large result came back as a table of tokens
                 table, rest = rest[1], [count]
-                for first in range(1, -count + 1, MAX_PASSED_TOKENS):
-                    rest += self._slice(table, first, min(first + MAX_PASSED_TOKENS - 1, -count))[1:]
+                for first in range(1, -count + 1, MAX_TOKENS):
+                    rest += self._slice(table, first, min(first + MAX_TOKENS - 1, -count))[1:]
         return _decode(rest, 1)[0]
 
     def _allow_memory(self, extra_bytes: int = 0) -> None:
@@ -144,9 +144,9 @@ class Sandbox:
 
 # Values cross into and out of Lua as one flat sequence of plain values: see "tokens" in sandbox.lua.
 _SCALAR, _MAP, _LIST, _FLAT_MAP, _FLAT_LIST = 0, 1, 2, 3, 4
-MAX_PASSED_TOKENS = 4096
-"""Inputs up to this many tokens are passed as arguments (one conversion in C), larger ones as one table; a large
-result is read back in slices of this many."""
+MAX_TOKENS = 4096
+"""Values of up to this many tokens cross as call arguments or results (one conversion in C); larger inputs go as
+one table, larger results come back as one and are read in slices of this many."""
 _BYTES_PER_TOKEN = 64
 """Roughly what a token costs once decoded into a Lua table."""
 
