@@ -47,9 +47,15 @@ class Plan:
     """Declared inputs whose type lists allowed values (DMN item definitions): checked on the way in."""
     """The model's item definitions: declared inputs are coerced through them (DMN structures, lists)."""
     is_async: bool = field(init=False)
+    steps: tuple[tuple[Any, bool, tuple[str, ...]], ...] = field(init=False, repr=False)
+    """Per node: the node, whether it waits on I/O, and the I/O nodes among its dependencies (worked out
+    once here rather than per request: most nodes have none to wait for)."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "is_async", any(hasattr(n, "evaluate_async") for n in self.nodes))
+        io_ids = {n.id for n in self.nodes if hasattr(n, "evaluate_async")}
+        steps = tuple((n, n.id in io_ids, tuple(d for d in n.deps if d in io_ids)) for n in self.nodes)
+        object.__setattr__(self, "is_async", bool(io_ids))
+        object.__setattr__(self, "steps", steps)
 
     def scope(self, guest: JSONObject, context: JSONObject) -> dict[str, Any]:
         scope: dict[str, Any] = {"guest": guest, "context": context}
@@ -82,12 +88,13 @@ class Plan:
         rejected = self._check_inputs(scope)
         pending: dict[str, asyncio.Task[TraceEntry]] = {}
         trace: list[TraceEntry] = []
-        for node in self.nodes:
-            for dep in node.deps:
-                task = pending.pop(dep, None)
-                if task is not None:
-                    trace.append(await task)
-            if hasattr(node, "evaluate_async"):
+        for node, waits_on_io, io_deps in self.steps:
+            if pending:
+                for dep in io_deps:
+                    task = pending.pop(dep, None)
+                    if task is not None:
+                        trace.append(await task)
+            if waits_on_io:
                 hit = self._run_cached(node, scope, deadline_s)
                 if hit is not None:
                     trace.append(hit)

@@ -13,16 +13,15 @@ and results are copied back out, so no Python object is ever reachable from Lua.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import lupa.lua54 as lupa
 
 from engine.errors import ScriptError
+from engine.feel import to_json
 
 BOOTSTRAP = (Path(__file__).with_name("sandbox.lua")).read_text()
 MAX_DEPTH = 32
@@ -106,17 +105,17 @@ class Sandbox:
             self._allow_memory(len(tokens) * _BYTES_PER_TOKEN)
             try:
                 if len(tokens) <= MAX_TOKENS:
-                    ok, *rest = self._run(script.chunk, self.limits.instructions, len(args), *tokens)
+                    reply = self._run(script.chunk, self.limits.instructions, len(args), *tokens)
                 else:
-                    ok, *rest = self._run(script.chunk, self.limits.instructions, -len(args), self._table_from(tokens))
+                    reply = self._run(script.chunk, self.limits.instructions, -len(args), self._table_from(tokens))
             except lupa.LuaMemoryError:
-                ok, rest = False, ["not enough memory"]
+                reply = (False, "not enough memory")
             except UnicodeDecodeError as exc:
                 raise ScriptError(f"{script.name}: returned a string that is not valid UTF-8") from exc
             except lupa.LuaError as exc:  # raised outside the protected call: conversion of the results
-                ok, rest = False, [str(exc)]
-            if not ok:
-                message = str(rest[0])
+                reply = (False, str(exc))
+            if not reply[0]:
+                message = str(reply[1])
                 if "not enough memory" in message:
                     self._lua.gccollect()
                     raise ScriptError(f"{script.name}: memory limit of {self.limits.memory_bytes} bytes exceeded")
@@ -127,14 +126,15 @@ class Sandbox:
                         line=_line(where + ": "),
                     )
                 raise ScriptError(message, line=_line(message))
-            count = rest[0]
+            count = reply[1]
             if count == 0:
                 return None
             if count < 0:  # a large result came back as a table of tokens
-                table, rest = rest[1], [count]
+                table, reply = reply[2], [True, count]
                 for first in range(1, -count + 1, MAX_TOKENS):
-                    rest += self._slice(table, first, min(first + MAX_TOKENS - 1, -count))[1:]
-        return _decode(rest, 1)[0]
+                    reply += self._slice(table, first, min(first + MAX_TOKENS - 1, -count))[1:]
+        # reply: true, count, tokens...
+        return _decode(reply, 2)[0]
 
     def _allow_memory(self, extra_bytes: int = 0) -> None:
         # lupa's limit is absolute; counting from what the runtime holds now means compiled scripts and
@@ -183,18 +183,14 @@ def _encode(value: Any, out: list[Any], depth: int) -> None:
 
 
 def _scalar(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, datetime | date | time):
-        return value.isoformat()
-    if isinstance(value, timedelta):
-        return value.total_seconds()
+    """A FEEL value as JSON has it, exactly as the decision's own answer writes it (``to_json``): a
+    script sees a date as the storefront would."""
     if isinstance(value, str | bool | int | float):  # subclasses of the plain kinds
         return value
-    return str(value)
+    return to_json(value)
 
 
-def _decode(tokens: list[Any], i: int) -> tuple[Any, int]:
+def _decode(tokens: Sequence[Any], i: int) -> tuple[Any, int]:
     """The value whose tokens start at ``tokens[i]`` (checked to be JSON by the Lua side), and where the next
     one starts."""
     tag, n = tokens[i], tokens[i + 1]
@@ -205,7 +201,7 @@ def _decode(tokens: list[Any], i: int) -> tuple[Any, int]:
         end = i + 2 * n
         return dict(zip(tokens[i:end:2], tokens[i + 1 : end : 2], strict=True)), end
     if tag == _FLAT_LIST:
-        return tokens[i : i + n], i + n
+        return list(tokens[i : i + n]), i + n
     if tag == _MAP:
         out: dict[str, Any] = {}
         for _ in range(n):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import Problem, ScriptError
-from engine.feel import Expression, to_feel, to_json
+from engine.feel import Expression, to_feel
 from engine.nodes.base import CompileContext, Node, TraceEntry, known_keys, references, require
 from engine.sandbox import Sandbox, Script, sandbox_for
 from engine.types import JSONObject, Scope
@@ -57,8 +57,8 @@ class ScriptNode:
     fallback: Any
 
     def evaluate(self, scope: Scope, trace: TraceEntry) -> Any:
-        # to_json: FEEL values (Decimal, dates) become plain data before they are copied into Lua.
-        value = self.script(*(to_json(e(scope)) for e in self.inputs))
+        # FEEL values (Decimal, dates) become plain data on their way into Lua (engine.sandbox._encode).
+        value = self.script(*[e(scope) for e in self.inputs])
         for type_name in self.returns:
             if _CHECKS[type_name](value):
                 return to_feel(_shape(value, type_name))
