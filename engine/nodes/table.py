@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -101,9 +101,24 @@ class TableNode:
     indexes: tuple[tuple[int, dict[Any, int], int], ...]  # (column, literal key → rule bits, bits of the rest)
     ranges: tuple[tuple[int, list[Decimal], list[int], int], ...]  # (column, breakpoints, segment bits, rest)
     all_rules: int
+    unchecked: bool = field(init=False)
+    """No output lists allowed values: a rule's outputs need no check (the common case, kept cheap)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "unchecked", all(o.allowed is None for o in self.outputs))
 
     def evaluate(self, scope: Scope, trace: TraceEntry) -> Any:
-        values = [self._input(c, scope) for c in self.columns]
+        values = []
+        for column in self.columns:
+            value = column.expr.fn(scope)
+            if column.convert is not None:
+                value = column.convert(value)
+            if column.allowed is not None and value is not None and not column.allowed.matches(value, scope):
+                raise EvaluationError(
+                    f"table '{self.id}': input '{column.label}' = {value!r} is not one of "
+                    f"its allowed values ({column.allowed.source})"
+                )
+            values.append(value)
         matched = self._match(values, scope)
         trace.matched = [self.rule_ids[r] for r in matched]
         if not matched:
@@ -132,17 +147,6 @@ class TableNode:
         if policy in _AGGREGATE:
             return _AGGREGATE[policy]([v for v in results if v is not None])
         return results  # R, C
-
-    def _input(self, column: Column, scope: Scope) -> Any:
-        value = column.expr.fn(scope)
-        if column.convert is not None:
-            value = column.convert(value)
-        if column.allowed is not None and value is not None and not column.allowed.matches(value, scope):
-            raise EvaluationError(
-                f"table '{self.id}': input '{column.label}' = {value!r} is not one of "
-                f"its allowed values ({column.allowed.source})"
-            )
-        return value
 
     def _match(self, values: list[Any], scope: Scope) -> list[int]:
         candidates = self.all_rules
@@ -183,8 +187,12 @@ class TableNode:
         return value
 
     def _result(self, rule: int, scope: Scope) -> Any:
-        where = f"rule '{self.rule_ids[rule]}'"
         cells = self.then[rule]
+        if self.unchecked:
+            if len(cells) == 1:
+                return cells[0].fn(scope)
+            return {o.name: e.fn(scope) for o, e in zip(self.outputs, cells, strict=True)}
+        where = f"rule '{self.rule_ids[rule]}'"
         if len(cells) == 1:
             return self._checked(self.outputs[0], cells[0].fn(scope), scope, where)
         return {o.name: self._checked(o, e.fn(scope), scope, where) for o, e in zip(self.outputs, cells, strict=True)}
