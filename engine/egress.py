@@ -150,6 +150,10 @@ class Egress:
         self.inflight: dict[Any, Any] = {}
         """Shared calls in flight per cache key (engine.nodes.external._Flight): requests for the key wait for it."""
         self._background: set[asyncio.Task[Any]] = set()
+        self._slots: dict[bool, asyncio.Semaphore] = {}
+        """Per pool, one slot per connection: exchanges in flight never outnumber the connections."""
+        self._exchanges: set[asyncio.Future[tuple[int, bytes]]] = set()
+        """Exchanges on the shared pools, kept to their end even when their caller stopped waiting."""
 
     def background(self, call: Coroutine[Any, Any, Any]) -> None:
         """Run a shared external call (a cache miss or refresh) that outlives its requests; cancelled at shutdown."""
@@ -169,7 +173,18 @@ class Egress:
     async def send(
         self, request: httpx.Request, *, allow_private: bool, timeout_s: float, max_bytes: int
     ) -> tuple[int, bytes]:
-        """Send ``request``; its status and body, read within ``timeout_s``. httpx errors pass through."""
+        """Send ``request``; its status and body, read within ``timeout_s``. httpx errors pass through.
+
+        On the shared pools an exchange, once started, runs as a task of its own that the caller's timeout
+        or cancellation never interrupts: httpcore 1.0 leaves a connection CONNECTING for ever when its
+        request is cancelled after the pool handed it the connection and before it opened it
+        (encode/httpcore#1093), and under load a worker's whole pool ended up so, every later call timing
+        out. So the exchange ends by httpx's own connect, write and read timeouts (``timeout_s`` each),
+        inside httpcore, which releases its connection; and no more exchanges start than the pool has
+        connections, so one never waits in httpcore's queue, where a pool timeout would be that very
+        cancellation from inside. What a caller waits on is a slot here, which is safe to give up.
+        """
+        request.extensions["timeout"] = httpx.Timeout(timeout_s, pool=None).as_dict()
         if not self.shared:
             async with guarded_client(allow_private=allow_private, max_connections=4) as client:
                 async with asyncio.timeout(timeout_s):
@@ -179,14 +194,27 @@ class Egress:
             pooled = self._clients[allow_private] = guarded_client(
                 allow_private=allow_private, max_connections=self.max_connections
             )
+            self._slots[allow_private] = asyncio.Semaphore(self.max_connections)
+        slots = self._slots[allow_private]
         async with asyncio.timeout(timeout_s):
-            return await _exchange(pooled, request, max_bytes)
+            await slots.acquire()
+            exchange = asyncio.ensure_future(_exchange(pooled, request, max_bytes))
+            self._exchanges.add(exchange)
+
+            def finished(done: asyncio.Future[tuple[int, bytes]]) -> None:
+                slots.release()
+                self._exchanges.discard(done)
+                _retrieved(done)
+
+            exchange.add_done_callback(finished)
+            return await asyncio.shield(exchange)
 
     async def aclose(self) -> None:
-        for task in list(self._background):
+        pending = self._background | self._exchanges
+        for task in pending:
             task.cancel()
-        if self._background:
-            await asyncio.wait(self._background, timeout=2)
+        if pending:
+            await asyncio.wait(pending, timeout=2)
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()
@@ -197,6 +225,13 @@ def _settled(task: asyncio.Task[Any]) -> None:
     exc = None if task.cancelled() else task.exception()
     if exc is not None:
         log.error("a shared external call failed unexpectedly", exc_info=exc)
+
+
+def _retrieved(exchange: asyncio.Future[Any]) -> None:
+    # So that an exchange whose caller stopped waiting does not log "exception was never retrieved": its
+    # failure is the caller's timeout, already reported.
+    if not exchange.cancelled():
+        exchange.exception()
 
 
 async def _exchange(client: httpx.AsyncClient, request: httpx.Request, max_bytes: int) -> tuple[int, bytes]:
