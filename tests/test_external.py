@@ -296,6 +296,34 @@ async def test_stale_while_revalidate_answers_at_once_and_refreshes_once(world: 
     assert entry(await world.run(plan, SHOES_GOLD), "products")["cache"] == "miss"
 
 
+async def test_an_open_circuit_keeps_revalidating_answers_without_refreshes(world: World, commerce: StubServer) -> None:
+    # A refresh while the circuit is open could only fail; started per request, it cost a task and an
+    # exception each, under the very overload that opened the circuit.
+    await world.connect(commerce, circuit={"failures": 1, "cooldown_ms": 60_000})
+    plan = world.plan(products(cache_ttl_s=30, stale_while_revalidate_s=60))
+    assert (await world.run(plan, SHOES_GOLD)).outputs == {"products": ["p1", "p2", "p3"]}
+    breaker = world.egress.breakers["commerce"]
+    breaker.failure()
+    assert breaker.state() == "open"
+    world.egress.cache.clear()  # the entry expired; it is within stale_while_revalidate_s
+    calls = commerce.knobs.calls["/products"]
+    served = [await world.run(plan, SHOES_GOLD) for _ in range(5)]
+    assert [entry(r, "products")["cache"] for r in served] == ["revalidating"] * 5
+    assert all(r.outputs == {"products": ["p1", "p2", "p3"]} for r in served)
+    assert not world.egress.inflight and not world.egress._background  # no refresh was started
+    assert commerce.knobs.calls["/products"] == calls
+    # Half-open: one request sends the probe, and its answer fills the cache again.
+    breaker.opened_at_s -= 61
+    assert entry(await world.run(plan, SHOES_GOLD), "products")["cache"] == "revalidating"
+    for _ in range(100):
+        if world.egress.cache:
+            break
+        await asyncio.sleep(0.01)
+    assert commerce.knobs.calls["/products"] == calls + 1
+    assert breaker.state() == "closed"
+    assert entry(await world.run(plan, SHOES_GOLD), "products")["cache"] == "hit"
+
+
 async def test_a_shared_call_waits_for_the_connections_timeout_and_outlives_its_requests(
     world: World, commerce: StubServer
 ) -> None:

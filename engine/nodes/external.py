@@ -132,8 +132,7 @@ class ExternalNode:
         """With the connection's circuit open, the answer the call path would give (the stale response or
         the fallback), without its task: an open circuit usually means an overloaded worker, whose event
         loop lag made calls miss their timeouts, and it should not pay more per decision then."""
-        breaker = self.egress.breakers.get(self.connection)
-        if breaker is None or breaker.state() != "open" or key in self.egress.inflight:
+        if not self._circuit_is_open() or key in self.egress.inflight:
             return MISS  # closed, a half-open probe to send, or a call in flight to join: the call path
         trace.detail.update(attempts=0, cache="miss", circuit="open")
         return self._failed(_circuit_open(self.connection), request, scope, trace)
@@ -146,9 +145,16 @@ class ExternalNode:
         entry = self.egress.stale.get(key)
         if entry is None or time.monotonic() - entry[1] > self.cache_ttl_s + self.stale_while_revalidate_s:
             return None
-        if key not in self.egress.inflight:
+        # With the circuit open a refresh could only fail; started anyway, it was a task, a future and an
+        # exception (cyclic garbage) per request for as long as the circuit stayed open, which under
+        # overload, when a circuit opens, took CPU from the requests. The probe goes out once half-open.
+        if key not in self.egress.inflight and not self._circuit_is_open():
             self._start(key, request)
         return entry
+
+    def _circuit_is_open(self) -> bool:
+        breaker = self.egress.breakers.get(self.connection)
+        return breaker is not None and breaker.state() == "open"
 
     def evaluate(self, scope: Scope, trace: TraceEntry) -> Any:
         # The executor calls evaluate_async; a synchronous caller gets the fallback, as with a timeout.
