@@ -13,7 +13,8 @@ from engine.runtime import Runtime
 
 async def startup(rt: Runtime) -> None:
     rt.services[sandbox.SERVICE] = sandbox.Sandbox()
-    rt.services[egress.SERVICE] = egress.Egress()
+    outbound = rt.services[egress.SERVICE] = egress.Egress()
+    outbound.warm()
     rt.services[connections.SERVICE] = connections.Directory(rt.store)
 
 

@@ -107,3 +107,12 @@ def test_what_exists_at_startup_is_kept_out_of_full_collections() -> None:
         frozen = gc.get_freeze_count()
         assert frozen > 10_000  # modules, functions and the started app: all of it, not a handful
     gc.unfreeze()
+
+
+def test_outbound_clients_are_made_at_startup_not_at_the_first_external_call() -> None:
+    # Making one costs ~18 ms (its TLS context loads the CA bundle): at the first call it stalled every
+    # request in flight on the worker.
+    app = create_app(Settings(admin_key="a", public_keys={"p": "default"}), store=MemoryStore())
+    with TestClient(app):
+        outbound = app.state.rt.services["egress"]
+        assert set(outbound._clients) == {False, True}
