@@ -20,6 +20,9 @@ _SAMPLE = re.compile(
     r"^(arbiter_(?:node|decision)_seconds_(?:sum|count)|arbiter_node_errors_total)\{([^}]*)\} (\S+)$", re.M
 )
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
+_LAG = re.compile(r'^arbiter_event_loop_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$', re.M)
+LATE_MS = (5, 25, 100)
+"""Event-loop lag thresholds the report counts late ticks over (each a bucket bound of the engine's histogram)."""
 
 
 @dataclass(slots=True)
@@ -29,6 +32,8 @@ class Registry:
     sums_s: dict[tuple[str, str], float] = field(default_factory=dict)
     counts: dict[tuple[str, str], float] = field(default_factory=dict)
     fallbacks: dict[tuple[str, str], float] = field(default_factory=dict)
+    lag: dict[str, float] = field(default_factory=dict)
+    """The worker's event-loop lag histogram: cumulative tick counts by upper bound (``le``)."""
 
     @property
     def signature(self) -> float:
@@ -46,6 +51,7 @@ def parse(text: str, model: str) -> Registry:
             continue
         key = (lab["node"], lab["kind"]) if name.startswith("arbiter_node") else (DECISION, "-")
         (reg.sums_s if name.endswith("_sum") else reg.counts)[key] = float(value)
+    reg.lag = {le: float(n) for le, n in _LAG.findall(text)}
     return reg
 
 
@@ -60,8 +66,9 @@ def scrape(port: int, workers: int, model: str) -> dict[str, Any]:
     counts: dict[tuple[str, str], float] = {}
     sums_s: dict[tuple[str, str], float] = {}
     fallbacks: dict[tuple[str, str], float] = {}
+    lag: dict[str, float] = {}
     for reg in seen.values():
-        for total, part in ((counts, reg.counts), (sums_s, reg.sums_s), (fallbacks, reg.fallbacks)):
+        for total, part in ((counts, reg.counts), (sums_s, reg.sums_s), (fallbacks, reg.fallbacks), (lag, reg.lag)):
             for key, value in part.items():
                 total[key] = total.get(key, 0.0) + value
     nodes = [
@@ -74,7 +81,19 @@ def scrape(port: int, workers: int, model: str) -> dict[str, Any]:
         "workers_seen": len(seen),
         "nodes": nodes,
         "fallbacks": [{"node": n, "reason": r, "count": int(c)} for (n, r), c in sorted(fallbacks.items()) if c],
+        "loop_lag": late_ticks(lag),
     }
+
+
+def late_ticks(lag: dict[str, float]) -> dict[str, int]:
+    """Lag-watch ticks, and how many ran more than each of ``LATE_MS`` late (from the cumulative buckets)."""
+    ticks = int(lag.get("+Inf", 0))
+    out = {"loop ticks": ticks}
+    for ms in LATE_MS:
+        on_time = lag.get(repr(ms / 1000))
+        if on_time is not None:
+            out[f"loop late >{ms} ms"] = ticks - int(on_time)
+    return out
 
 
 def _cache(run: dict[str, Any], decisions: int, node: str) -> dict[str, Any]:
@@ -87,7 +106,9 @@ def _cache(run: dict[str, Any], decisions: int, node: str) -> dict[str, Any]:
     fallbacks = {k.split(" ", 1)[1]: v for k, v in counters.items() if k.startswith(f"{node} ")}
     hits_min = max(0, decisions - calls - sum(fallbacks.values()))
     rate = round(hits_min / decisions, 4) if decisions else None
-    return {"decisions": decisions, "stub_calls": calls, "fallbacks": fallbacks, "hit_rate_min": rate}
+    # Per-run differences leave out what did not change: no late tick is a zero, not a missing number.
+    late = {k: int(counters.get(k, 0)) for k in ("loop ticks", *(f"loop late >{ms} ms" for ms in LATE_MS))}
+    return {"decisions": decisions, "stub_calls": calls, "fallbacks": fallbacks, "hit_rate_min": rate, "loop": late}
 
 
 def ratios(report: dict[str, Any], external_node: str) -> dict[str, Any]:
@@ -173,6 +194,15 @@ def render(report: dict[str, Any]) -> str:
         falls = ", ".join(f"{r} × {n}" for r, n in sorted(c["fallbacks"].items())) or "none"
         lines.append(f"  {label}: hit rate {rate}; {c['decisions']} decisions, {c['stub_calls']} stub calls, "
                      f"fallbacks: {falls}")  # fmt: skip
+    lines.append(
+        f"\nthe worker's event loop during each decide run: ticks due every 50 ms that ran more than "
+        f"{' / '.join(f'{ms}' for ms in LATE_MS)} ms late (arbiter_event_loop_lag_seconds; a late tick is a "
+        "stall every request in flight shared):"
+    )
+    for c, label in zip(cache, ["saturation", *(f"{c['rate']:.0f}/s open loop" for c in cache[1:])], strict=True):
+        loop = c.get("loop", {})
+        late = " / ".join(str(loop.get(f"loop late >{ms} ms", "?")) for ms in LATE_MS)
+        lines.append(f"  {label}: {late} of {loop.get('loop ticks', '?')} ticks")
     seen = f"{me['workers_seen']} of {me['workers']} workers' /metrics, summed"
     lines += ["", f"| node ({seen}) | kind | count | mean µs |", "|---|---|---:|---:|"]
     lines += [f"| {n['node']} | {n['kind']} | {n['count']} | {n['mean_us']} |" for n in me["nodes"]]

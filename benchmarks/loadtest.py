@@ -174,10 +174,13 @@ def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
 
 
 def decide_counters(stub_port: int, arbiter_port: int, workers: int) -> dict[str, int]:
-    """Calls the stub has answered, and node fallbacks by ``node reason`` (all workers' registries seen)."""
+    """Calls the stub has answered, node fallbacks by ``node reason``, and event-loop lag-watch ticks, late
+    ones by threshold (all workers' registries seen)."""
     counters = {"stub_calls": int(orjson.loads(_http.get(stub_port, "/stats"))["calls"])}
-    for f in load_report.scrape(arbiter_port, workers, MODEL)["fallbacks"]:
+    scraped = load_report.scrape(arbiter_port, workers, MODEL)
+    for f in scraped["fallbacks"]:
         counters[f"{f['node']} {f['reason']}"] = f["count"]
+    counters.update(scraped["loop_lag"])  # "loop ticks", "loop late >5 ms", …: differences per run
     return counters
 
 

@@ -76,6 +76,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
             log.info("models loaded from %s: %s", settings.models_dir, ", ".join(loaded) or "(all current)")
         recorder.start()
         follower = asyncio.get_running_loop().create_task(registry.follow_changes())
+        lag_watch = asyncio.get_running_loop().create_task(metrics.watch_loop_lag())
         # What exists now (modules, compiled models, caches) lives as long as the worker. Moved out of the
         # collector's generations, a full collection no longer walks it: that walk was a pause of ~36 ms
         # in the middle of some request, every few thousand decisions (gc.callbacks, benchmarks/inprocess).
@@ -85,8 +86,9 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
             yield
         finally:
             follower.cancel()
-            # Wait without awaiting the task itself: a cancel Python 3.11 swallows must not hang shutdown.
-            await asyncio.wait({follower}, timeout=2)
+            lag_watch.cancel()
+            # Wait without awaiting the tasks themselves: a cancel Python 3.11 swallows must not hang shutdown.
+            await asyncio.wait({follower, lag_watch}, timeout=2)
             for feature in reversed(FEATURES):
                 if hasattr(feature, "shutdown"):
                     await feature.shutdown(rt)

@@ -12,6 +12,7 @@ observation and every scrape runs on the worker's event loop thread.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from bisect import bisect_left
 from collections.abc import Iterator
@@ -27,6 +28,9 @@ from engine.nodes.base import TraceEntry
 
 LATENCY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 NODE_BUCKETS_S = (0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.001, 0.005, 0.025, 0.1)
+LAG_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+LAG_TICK_S = 0.05
+"""How often the lag watch checks the worker's event loop: 20 timer callbacks a second, nothing measurable."""
 
 
 class LoopHistogram(Collector):
@@ -119,6 +123,13 @@ class Metrics:
             registry=self.registry,
         )
         self.models_loaded = Gauge("arbiter_models_loaded", "Models in production", registry=self.registry)
+        self.loop_lag_s = LoopHistogram(
+            "arbiter_event_loop_lag_seconds",
+            "How late the worker's event loop ran a timer due every 50 ms: every request in flight waited as long",
+            (),
+            buckets=LAG_BUCKETS_S,
+            registry=self.registry,
+        ).labels()
         self._node_children: dict[tuple[str, str], Any] = {}
         self._decision_children: dict[str, Any] = {}
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -147,6 +158,16 @@ class Metrics:
             )
         children[0].observe(elapsed_s)
         children[1].inc()
+
+    async def watch_loop_lag(self) -> None:
+        """Observe, every ``LAG_TICK_S``, how late the loop woke this task: a long callback, a collection,
+        a CPU-bound request, or the process not running at all (a busy machine) each show as lag. Tells an
+        operator whether slow answers come from inside the worker or from outside it."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due_s = loop.time() + LAG_TICK_S
+            await asyncio.sleep(LAG_TICK_S)
+            self.loop_lag_s.observe(max(0.0, loop.time() - due_s))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

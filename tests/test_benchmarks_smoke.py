@@ -42,4 +42,9 @@ def test_load_harness_reports(tmp_path: Path) -> None:
     assert kinds >= {"expression", "table", "rule", "offers", "script", "external", "experiment", "output"}
     assert report["metrics"]["workers_seen"] == 1
     assert all(0 <= c["hit_rate_min"] <= 1 for c in report["ratios"]["cache"])
-    assert "of own sat." in load_report.render(report)
+    # The worker's lag watch ticked through every decide run (~20 ticks a second), counted per run.
+    assert all(c["loop"]["loop ticks"] >= 10 for c in report["ratios"]["cache"])
+    assert all(0 <= c["loop"]["loop late >5 ms"] <= c["loop"]["loop ticks"] for c in report["ratios"]["cache"])
+    assert report["metrics"]["loop_lag"]["loop ticks"] > 0
+    rendered = load_report.render(report)
+    assert "of own sat." in rendered and "ticks due every 50 ms" in rendered

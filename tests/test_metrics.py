@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
+import time
+
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from engine.metrics import NODE_BUCKETS_S, LoopHistogram
+from engine.metrics import LAG_TICK_S, NODE_BUCKETS_S, LoopHistogram, Metrics
 
 
 def test_same_exposition_as_prometheus_client() -> None:
@@ -19,3 +23,25 @@ def test_same_exposition_as_prometheus_client() -> None:
             ours.labels(*labels).observe(v)
     expected = [line for line in generate_latest(reference_registry).decode().splitlines() if "_created" not in line]
     assert generate_latest(ours_registry).decode().splitlines() == expected
+
+
+def lag_buckets(metrics: Metrics) -> dict[str, float]:
+    text = metrics.render().decode()
+    return {le: float(n) for le, n in re.findall(r'arbiter_event_loop_lag_seconds_bucket\{le="([^"]+)"\} (\S+)', text)}
+
+
+async def test_a_stalled_event_loop_shows_as_lag() -> None:
+    metrics = Metrics()
+    watch = asyncio.ensure_future(metrics.watch_loop_lag())
+    try:
+        await asyncio.sleep(LAG_TICK_S * 4)  # ticks of an idle loop: on time
+        idle = lag_buckets(metrics)
+        assert idle["+Inf"] >= 2
+        time.sleep(0.3)  # noqa: ASYNC251 — the stall under test: a callback that holds the loop for 300 ms
+        await asyncio.sleep(LAG_TICK_S * 2)
+        stalled = lag_buckets(metrics)
+        late = (stalled["+Inf"] - stalled["0.1"]) - (idle["+Inf"] - idle["0.1"])
+        assert late >= 1  # the tick due during the stall ran at least 100 ms late
+        assert stalled["+Inf"] > idle["+Inf"] + late  # and the watch went on ticking after it
+    finally:
+        watch.cancel()
