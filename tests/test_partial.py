@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
 
-from engine.feel import compile_expression
+from engine.feel import Expression, compile_expression
 from engine.model import compile_model
 
 NAMES = {"offer", "x", "context"}
@@ -62,13 +63,24 @@ def catalogue_model(filter_: str, rank: str) -> dict:
 FILTER = 'offer.min_rank <= context.rank and (offer.channel = "any" or offer.channel = context.channel)'
 
 
+def failing(expr: Expression) -> Expression:
+    """``expr`` as if something in it raised: its guard makes it null."""
+    return dataclasses.replace(expr, fn=lambda scope: None)
+
+
+@pytest.mark.parametrize("operands", ["together", "one by one", "together failed"])
 @pytest.mark.parametrize("rank", ["offer.priority", "offer.priority + context.boost"])
-def test_offers_answer_as_a_plain_walk_of_the_catalogue_would(rank: str) -> None:
-    """Against a brute-force reference over seeded random requests (seed printed on failure)."""
+def test_offers_answer_as_a_plain_walk_of_the_catalogue_would(rank: str, operands: str) -> None:
+    """Against a brute-force reference over seeded random requests (seed printed on failure), whether the
+    operands are computed in one call, one by one, or one by one after the one call failed."""
     model = catalogue_model(FILTER, rank)
     plan = compile_model(model)
     node = plan.nodes[0]
     assert node.presorted == (rank == "offer.priority")  # type: ignore[attr-defined]
+    assert node.together is not None  # type: ignore[attr-defined]
+    if operands != "together":
+        together = None if operands == "one by one" else failing(node.together)  # type: ignore[attr-defined]
+        plan = dataclasses.replace(plan, nodes=(dataclasses.replace(node, together=together),))
     unbound_filter = compile_expression(FILTER, names=NAMES)
     unbound_rank = compile_expression(rank, names=NAMES)
     eligibility = compile_expression("context.vip = true", names=NAMES)

@@ -16,7 +16,7 @@ Syntax errors raise :class:`engine.errors.FeelError` with the position of the of
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from engine.feel.codegen import generate
@@ -46,6 +46,7 @@ __all__ = [
     "UnaryTests",
     "coerce",
     "compile_conjuncts",
+    "compile_together",
     "compile_expression",
     "compile_unary_tests",
     "to_feel",
@@ -70,7 +71,7 @@ def compile_expression(
 
 def compile_conjuncts(
     text: str, *, names: Iterable[str] = (), bindings: Mapping[str, Any] | None = None
-) -> list[tuple[str, Expression]] | None:
+) -> list[tuple[str, Any, Expression]] | None:
     """Compile a condition as its top-level ``and`` operands, those that fold to true dropped.
 
     The condition is true exactly when every operand is (FEEL's three-valued ``and`` is true only then), so
@@ -88,8 +89,16 @@ def compile_conjuncts(
             if expr.value is not True:
                 return None
             continue
-        out.append((repr(_folded(operand, text)), expr))
+        out.append((repr(_folded(operand, text)), operand, expr))
     return out
+
+
+def compile_together(trees: Sequence[Any], text: str) -> Expression:
+    """One function computing the values of several syntax trees (from :func:`compile_conjuncts`) as a
+    list: each path they share is read once, and it is one call instead of one per tree. If anything in
+    it raises, the whole call yields null (the generated function's guard): callers then evaluate the
+    trees one by one, so a failing tree never takes the others with it."""
+    return _expression(ListLiteral(tuple(trees)), text)
 
 
 _FOLDABLE = (Path, Filter, Call, Negate, Arithmetic, Comparison, Logical, If, Between, ListLiteral)
