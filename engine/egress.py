@@ -22,7 +22,7 @@ from typing import Any
 
 import httpcore
 import httpx
-from cachetools import LRUCache, TLRUCache
+from cachetools import LRUCache
 
 from engine.breaker import Breaker
 from engine.errors import ExternalCallFailed
@@ -141,10 +141,11 @@ class Egress:
         self.max_connections = max_connections
         self._clients: dict[bool, httpx.AsyncClient] = {}
         self.breakers: dict[str, Breaker] = {}
-        # TLRU rather than TTLCache: each node declares its own TTL, stored with the entry.
-        self.cache: TLRUCache[Any, tuple[Any, float]] = TLRUCache(
-            CACHE_ENTRIES, ttu=lambda _key, value, now: now + value[1], timer=time.monotonic
-        )
+        self.cache: dict[Any, tuple[Any, float]] = {}
+        """Response per cache key with when it expires (monotonic s; each node has its own TTL): read on every
+        decision with an external node, so a dict (~0.1 µs) rather than cachetools' TLRUCache (~2.7 µs a
+        ``get``, its expiry bookkeeping and LRU order in Python). Bounded by evicting the oldest written, which
+        for entries of one TTL is the one to expire first."""
         self.stale: LRUCache[Any, tuple[Any, float]] = LRUCache(CACHE_ENTRIES)
         """Last good response per cache key with when it arrived (monotonic s): for ``stale_if_error_s``."""
         self.inflight: dict[Any, Any] = {}
@@ -154,6 +155,17 @@ class Egress:
         """Per pool, one slot per connection: exchanges in flight never outnumber the connections."""
         self._exchanges: set[asyncio.Future[tuple[int, bytes]]] = set()
         """Exchanges on the shared pools, kept to their end even when their caller stopped waiting."""
+
+    def fresh(self, key: Any) -> tuple[Any, float] | None:
+        """The cached response for ``key`` and its expiry, unless it has expired."""
+        hit = self.cache.get(key)
+        return hit if hit is not None and hit[1] > time.monotonic() else None
+
+    def remember(self, key: Any, value: Any, ttl_s: float) -> None:
+        cache = self.cache
+        if cache.pop(key, None) is None and len(cache) >= CACHE_ENTRIES:
+            del cache[next(iter(cache))]  # dicts keep insertion order: the oldest written
+        cache[key] = (value, time.monotonic() + ttl_s)
 
     def background(self, call: Coroutine[Any, Any, Any]) -> None:
         """Run a shared external call (a cache miss or refresh) that outlives its requests; cancelled at shutdown."""

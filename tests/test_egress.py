@@ -8,7 +8,9 @@ import contextlib
 import random
 
 import httpx
+import pytest
 
+from engine import egress as egress_module
 from engine.egress import Egress
 from tests.commerce_stub import StubServer
 from tests.commerce_stub import commerce as commerce  # noqa: F401 — fixtures
@@ -62,3 +64,18 @@ async def test_a_cancelled_caller_leaves_the_exchange_to_finish(commerce: StubSe
         assert commerce.knobs.calls["/products"] == 2
     finally:
         await egress.aclose()
+
+
+def test_the_response_cache_expires_entries_and_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    egress = Egress()
+    egress.remember("a", 1, ttl_s=30)
+    egress.remember("b", 2, ttl_s=0.0)  # expires at once
+    assert egress.fresh("a") is not None and egress.fresh("a")[0] == 1  # type: ignore[index]
+    assert egress.fresh("b") is None and egress.fresh("missing") is None
+    monkeypatch.setattr(egress_module, "CACHE_ENTRIES", 3)
+    egress.remember("a", 10, ttl_s=30)  # rewritten: now the newest
+    egress.remember("c", 3, ttl_s=30)
+    egress.remember("d", 4, ttl_s=30)  # over the bound: the oldest written ("b") goes
+    assert list(egress.cache) == ["a", "c", "d"]
+    egress.remember("e", 5, ttl_s=30)
+    assert list(egress.cache) == ["c", "d", "e"] and len(egress.cache) == 3
