@@ -47,6 +47,8 @@ class Plan:
     """Declared inputs whose type lists allowed values (DMN item definitions): checked on the way in."""
     """The model's item definitions: declared inputs are coerced through them (DMN structures, lists)."""
     is_async: bool = field(init=False)
+    output_is_json: bool = field(init=False)
+    """The answer node returns JSON already (output nodes do): no second conversion."""
     steps: tuple[tuple[Any, bool, tuple[str, ...]], ...] = field(init=False, repr=False)
     """Per node: the node, whether it waits on I/O, and the I/O nodes among its dependencies (worked out
     once here rather than per request: most nodes have none to wait for)."""
@@ -56,6 +58,8 @@ class Plan:
         steps = tuple((n, n.id in io_ids, tuple(d for d in n.deps if d in io_ids)) for n in self.nodes)
         object.__setattr__(self, "is_async", bool(io_ids))
         object.__setattr__(self, "steps", steps)
+        answer = next((n for n in self.nodes if n.id == self.output_id), None)
+        object.__setattr__(self, "output_is_json", getattr(answer, "json_output", False))
 
     def scope(self, guest: JSONObject, context: JSONObject) -> dict[str, Any]:
         scope: dict[str, Any] = {"guest": guest, "context": context}
@@ -173,10 +177,12 @@ class Plan:
     def _result(self, scope: dict[str, Any], trace: list[TraceEntry], rejected: list[JSONObject]) -> Result:
         if self.output_id is not None:
             outputs = scope.get(self.output_id)
+            if not self.output_is_json:
+                outputs = to_json(outputs)
         else:
-            outputs = {n.id: scope.get(n.id) for n in self.nodes}
+            outputs = to_json({n.id: scope.get(n.id) for n in self.nodes})
         errors = rejected + [{"node": e.id, "error": e.error} for e in trace if e.error is not None]
-        return Result(to_json(outputs), trace, errors)
+        return Result(outputs, trace, errors)
 
 
 class ResultTooLarge(EvaluationError):

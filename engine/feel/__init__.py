@@ -46,6 +46,7 @@ __all__ = [
     "UnaryTests",
     "coerce",
     "compile_conjuncts",
+    "compile_list",
     "compile_together",
     "compile_expression",
     "compile_unary_tests",
@@ -91,6 +92,13 @@ def compile_conjuncts(
             continue
         out.append((repr(_folded(operand, text)), operand, expr))
     return out
+
+
+def compile_list(texts: Sequence[str], *, names: Iterable[str] = ()) -> Expression:
+    """Several FEEL expressions as one function returning their values as a list (see
+    :func:`compile_together`, which it shares its failure rule with)."""
+    scope_names = _names(names)
+    return compile_together([parse_expression(t, scope_names) for t in texts], "; ".join(texts))
 
 
 def compile_together(trees: Sequence[Any], text: str) -> Expression:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import Problem
-from engine.feel import Expression
+from engine.feel import Expression, compile_list, to_json
 from engine.nodes.base import CompileContext, Node, TraceEntry, known_keys
 from engine.types import JSONObject, Scope
 
@@ -27,9 +27,45 @@ class OutputNode:
     deps: frozenset[str]
     gate: Expression | None
     build: Builder
+    leaves: Expression | None
+    """Every FEEL leaf of the template in one generated call (each shared path read once), or None."""
+    assemble: Callable[[list[Any]], Any] | None
+    """The template's shape, filled from the leaves' values in order, each as JSON."""
+    json_output = True
+    """What ``evaluate`` returns is JSON already: the plan does not convert the answer again."""
 
     def evaluate(self, scope: Scope, trace: TraceEntry) -> Any:
-        return self.build(scope)
+        if self.leaves is not None and self.assemble is not None:
+            values = self.leaves.fn(scope)
+            if type(values) is list:
+                return self.assemble(values)
+            # Something in the one call raised (its guard gave null): leaf by leaf, as each is guarded.
+        return to_json(self.build(scope))
+
+
+def _assembler(value: Any, leaves: list[str]) -> Callable[[list[Any]], Any] | None:
+    """A function building ``value``'s shape from its leaves' values (``leaves`` collects their sources, in
+    order), one generated expression rather than a closure per object and list; None if Python cannot
+    compile it (absurd nesting): the closures then serve."""
+    constants: dict[str, Any] = {"_json": to_json}
+
+    def source(v: Any) -> str:
+        if isinstance(v, str):
+            leaves.append(v)
+            return f"_json(v[{len(leaves) - 1}])"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{str(k)!r}: {source(x)}" for k, x in v.items()) + "}"
+        if isinstance(v, list):
+            return "[" + ", ".join(source(x) for x in v) + "]"
+        name = f"_c{len(constants)}"
+        constants[name] = v
+        return name
+
+    try:
+        fn: Callable[[list[Any]], Any] = eval(f"lambda v: {source(value)}", constants)  # noqa: S307 — our own source
+    except (SyntaxError, RecursionError, MemoryError, ValueError):
+        return None
+    return fn
 
 
 def template(value: Any, pointer: str, ctx: CompileContext, refs: set[str]) -> Builder:
@@ -65,4 +101,7 @@ def compile(defn: JSONObject, pointer: str, ctx: CompileContext) -> Node | None:
         refs |= gate.references
     if len(ctx.problems) > before:
         return None
-    return OutputNode(defn["id"], KIND, frozenset(refs), gate, build)
+    sources: list[str] = []
+    assemble = _assembler(defn["value"], sources)
+    leaves = compile_list(sources, names=ctx.names) if assemble is not None and sources else None
+    return OutputNode(defn["id"], KIND, frozenset(refs), gate, build, leaves, assemble)
