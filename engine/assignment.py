@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -98,8 +98,9 @@ class Allocation:
     weights: tuple[float, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Choice:
+class Choice(NamedTuple):
+    """An arm chosen for one request (a tuple: made per request, in C)."""
+
     experiment: str
     arm: str | None
     payload: Any
@@ -115,8 +116,14 @@ class Choice:
         return self.reason != DEFAULT and self.arm is not None
 
     def as_output(self) -> JSONObject:
-        return {"experiment": self.experiment, "arm": self.arm, "payload": self.payload,
-                "propensity": self.propensity, "reason": self.reason, "epoch": self.epoch}
+        return {
+            "experiment": self.experiment,
+            "arm": self.arm,
+            "payload": self.payload,
+            "propensity": self.propensity,
+            "reason": self.reason,
+            "epoch": self.epoch,
+        }
 
 
 SPLIT, TARGETING_MATCH, DEFAULT = "SPLIT", "TARGETING_MATCH", "DEFAULT"

@@ -7,8 +7,7 @@ the request path (tallies for the allocation) happen on the refresher's schedule
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import orjson
 from redis.exceptions import RedisError
@@ -22,8 +21,9 @@ if TYPE_CHECKING:
     from engine.store.redis import RedisStore
 
 
-@dataclass(frozen=True, slots=True)
-class Exposure:
+class Exposure(NamedTuple):
+    """One served arm, queued for the ledger (a tuple: made per decision, in C)."""
+
     experiment: str
     arm: str
     epoch: str

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from engine.types import JSONObject
 
 MODEL_STATES = ("draft", "test", "production", "archived")
 
 
-@dataclass(frozen=True, slots=True)
-class GuestLookup:
-    """How a request names its guest: exactly one of the three."""
+class GuestLookup(NamedTuple):
+    """How a request names its guest: exactly one of the three. (A tuple: made per request, in C.)"""
 
     browser_id: str | None = None
     guest_ref: str | None = None
@@ -46,8 +45,9 @@ class ModelPointers:
     latest: int
 
 
-@dataclass(frozen=True, slots=True)
-class DecisionRecord:
+class DecisionRecord(NamedTuple):
+    """A served (or shadow) decision for the decision log (a tuple: made per decision, in C)."""
+
     decision_id: str
     model_key: str
     model_version: int
