@@ -130,7 +130,8 @@ class Metrics:
             buckets=LAG_BUCKETS_S,
             registry=self.registry,
         ).labels()
-        self._node_children: dict[tuple[str, str], Any] = {}
+        self._node_children: dict[str, dict[str, Any]] = {}
+        """model → node id → its histogram child (no key tuple to build and hash per node per decision)."""
         self._decision_children: dict[str, Any] = {}
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         """(route, method, status) → (latency histogram child, request counter child)."""
@@ -140,10 +141,13 @@ class Metrics:
         if child is None:
             child = self._decision_children[model] = self.decision_s.labels(model)
         child.observe(elapsed_s)
+        nodes = self._node_children.get(model)
+        if nodes is None:
+            nodes = self._node_children[model] = {}
         for entry in trace:
-            node_child = self._node_children.get((model, entry.id))
+            node_child = nodes.get(entry.id)
             if node_child is None:
-                node_child = self._node_children[(model, entry.id)] = self.node_s.labels(model, entry.id, entry.kind)
+                node_child = nodes[entry.id] = self.node_s.labels(model, entry.id, entry.kind)
             node_child.observe(entry.time_us / 1_000_000)
             if entry.error is not None or entry.fallback is not None:
                 self.node_errors.labels(model, entry.id, entry.fallback or "error").inc()
