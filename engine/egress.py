@@ -199,18 +199,22 @@ class Egress:
             self.pool(allow_private)
 
     async def send(
-        self, request: httpx.Request, *, allow_private: bool, timeout_s: float, max_bytes: int
+        self, request: httpx.Request, *, allow_private: bool, timeout_s: float, max_bytes: int, detached: bool = True
     ) -> tuple[int, bytes]:
         """Send ``request``; its status and body, read within ``timeout_s``. httpx errors pass through.
 
-        On the shared pools an exchange, once started, runs as a task of its own that the caller's timeout
-        or cancellation never interrupts: httpcore 1.0 leaves a connection CONNECTING for ever when its
-        request is cancelled after the pool handed it the connection and before it opened it
+        Nothing here cancels an exchange inside httpcore: httpcore 1.0 leaves a connection CONNECTING for ever
+        when its request is cancelled after the pool handed it the connection and before it opened it
         (encode/httpcore#1093), and under load a worker's whole pool ended up so, every later call timing
-        out. So the exchange ends by httpx's own connect, write and read timeouts (``timeout_s`` each),
-        inside httpcore, which releases its connection; and no more exchanges start than the pool has
-        connections, so one never waits in httpcore's queue, where a pool timeout would be that very
-        cancellation from inside. What a caller waits on is a slot here, which is safe to give up.
+        out. An exchange ends by httpx's own connect, write and read timeouts (``timeout_s`` each), inside
+        httpcore, which releases its connection; and no more exchanges run than the pool has connections, so
+        one never waits in httpcore's queue, where a pool timeout would be that very cancellation from
+        inside. What a caller may wait on is a slot here, which is safe to give up.
+
+        ``detached`` (for a caller that may itself be cancelled, by a request's deadline): the exchange runs
+        as a task of its own, and the caller stops waiting at ``timeout_s``. A caller that is never cancelled
+        (a shared call, a task of the egress) passes False and runs it inline: under saturation each hop
+        through the event loop costs milliseconds, and a task and its wake-up are two more hops.
         """
         request.extensions["timeout"] = httpx.Timeout(timeout_s, pool=None).as_dict()
         if not self.shared:
@@ -218,6 +222,12 @@ class Egress:
                 async with asyncio.timeout(timeout_s):
                     return await _exchange(client, request, max_bytes)
         pooled, slots = self.pool(allow_private)
+        if not detached:
+            await slots.acquire()
+            try:
+                return await _exchange(pooled, request, max_bytes)
+            finally:
+                slots.release()
         async with asyncio.timeout(timeout_s):
             await slots.acquire()
             exchange = asyncio.ensure_future(_exchange(pooled, request, max_bytes))

@@ -297,6 +297,7 @@ class ExternalNode:
         conn = await directory.get(self.connection)
         breaker = self.egress.breaker(conn.key, conn.circuit_failures, conn.circuit_cooldown_ms / 1000)
         timeout_s = (self.timeout_ms or conn.timeout_ms) / 1000
+        shared = deadline_s is None
         if deadline_s is None:
             # A shared call (cache misses, refreshes) runs on its own with the connection's timeout: the
             # node's timeout is what a request can afford to wait (see _shared_call), and a busy worker's
@@ -315,7 +316,7 @@ class ExternalNode:
             attempt += 1
             trace.detail["attempts"] = attempt
             try:
-                value = await self._attempt(conn, request, trace, min(timeout_s, remaining_s))
+                value = await self._attempt(conn, request, trace, min(timeout_s, remaining_s), shared)
             except Retryable as exc:
                 breaker.failure()
                 backoff_s = self.backoff_ms * 2 ** (attempt - 1) / 1000
@@ -335,7 +336,9 @@ class ExternalNode:
             breaker.success()
             return value
 
-    async def _attempt(self, conn: Connection, request: Request, trace: TraceEntry, timeout_s: float) -> Any:
+    async def _attempt(
+        self, conn: Connection, request: Request, trace: TraceEntry, timeout_s: float, shared: bool
+    ) -> Any:
         url = httpx.URL(conn.base_url + request.path, params=request.query)
         if url.host != conn.host or not conn.host_allowed(url.host):
             raise ExternalCallFailed(f"host '{url.host}' is not allowed for '{conn.key}'", reason="refused")
@@ -348,8 +351,13 @@ class ExternalNode:
             headers[auth[0]] = auth[1]
         http_request = httpx.Request(request.method, url, headers=headers, content=request.body)
         try:
+            # A shared call runs in an egress task nobody cancels: its exchange can run inline (see Egress.send).
             status, content = await self.egress.send(
-                http_request, allow_private=conn.allow_private, timeout_s=timeout_s, max_bytes=MAX_RESPONSE_BYTES
+                http_request,
+                allow_private=conn.allow_private,
+                timeout_s=timeout_s,
+                max_bytes=MAX_RESPONSE_BYTES,
+                detached=not shared,
             )
         except TimeoutError as exc:
             raise Retryable(f"no answer within {timeout_s * 1000:.0f} ms", reason="timeout") from exc
