@@ -203,13 +203,15 @@ class Egress:
     ) -> tuple[int, bytes]:
         """Send ``request``; its status and body, read within ``timeout_s``. httpx errors pass through.
 
-        Nothing here cancels an exchange inside httpcore: httpcore 1.0 leaves a connection CONNECTING for ever
-        when its request is cancelled after the pool handed it the connection and before it opened it
-        (encode/httpcore#1093), and under load a worker's whole pool ended up so, every later call timing
+        On the shared pools nothing cancels an exchange inside httpcore: httpcore 1.0 leaves a connection
+        CONNECTING for ever when its request is cancelled after the pool handed it the connection and before
+        it opened it (encode/httpcore#1093), and under load a worker's whole pool ended up so, every later call timing
         out. An exchange ends by httpx's own connect, write and read timeouts (``timeout_s`` each), inside
         httpcore, which releases its connection; and no more exchanges run than the pool has connections, so
         one never waits in httpcore's queue, where a pool timeout would be that very cancellation from
         inside. What a caller may wait on is a slot here, which is safe to give up.
+
+        (The CLI's unshared clients live for one call, so a cancellation there leaks nothing that lasts.)
 
         ``detached`` (for a caller that may itself be cancelled, by a request's deadline): the exchange runs
         as a task of its own, and the caller stops waiting at ``timeout_s``. A caller that is never cancelled
