@@ -251,6 +251,10 @@ def test_date_parse_agrees_with_python_across_calendars_and_offsets(sandbox: San
         "2026-04-31",
         "2026-00-10",
         "2026-05-04T25:00",
+        "2025-02-29T10:00:00Z",  # the one-match shape takes the same checks
+        "2026-04-31T00:00:00Z",
+        "2026-05-04T24:00:00Z",
+        "2026-05-04T10:60:00Z",
         "2026-05-04X",
         "26-05-04",
         "",
