@@ -140,30 +140,22 @@ def assign(
 ) -> Choice:
     """Which arm ``unit`` (the guest ref) gets. Pure apart from ``rng``, which serves only guests with no
     ref (nothing to hash, so nothing to keep sticky)."""
-    fallback = exp.winner if exp.status == "stopped" and exp.winner else exp.control
-    if eligible is not None and fallback not in eligible:
-        fallback = None  # type: ignore[assignment]
-
-    def default() -> Choice:
-        payload = exp.arms[exp.index[fallback]].payload if fallback is not None else None
-        return Choice(exp.key, fallback, payload, 1.0, DEFAULT, alloc.epoch)
-
     if exp.status != "running":
-        return default()
+        return _default(exp, alloc, eligible)
     if exp.targeting is not None and exp.targeting({"guest": guest, "context": context}) is not True:
-        return default()
+        return _default(exp, alloc, eligible)
     if unit is not None and exp.layer is not None:
         if not in_range(bucket(exp.layer, "layer", unit, LAYER_BUCKETS), *exp.layer_range):
-            return default()
+            return _default(exp, alloc, eligible)
     traffic_u = unit_interval(exp.seed, "traffic", unit) if unit is not None else float(rng.random())
     if exp.buckets != DEFAULT_BUCKETS:
         traffic_u = (int(traffic_u * exp.buckets) + 0.5) / exp.buckets
     entered = exp.traffic_pct / 100
     if traffic_u >= entered or traffic_u < entered * exp.holdout_pct / 100:
-        return default()
+        return _default(exp, alloc, eligible)
     candidates = [i for i, a in enumerate(exp.arms) if (eligible is None or a.id in eligible) and alloc.weights[i] > 0]
     if not candidates:
-        return default()
+        return _default(exp, alloc, eligible)
     weights = [alloc.weights[i] for i in candidates]
     total = sum(weights)
     if len(candidates) == 1:
@@ -179,6 +171,15 @@ def assign(
     else:
         j = pick(weights, float(rng.random()))
     return _choice(exp, alloc, candidates[j], weights[j] / total, SPLIT)
+
+
+def _default(exp: Experiment, alloc: Allocation, eligible: Collection[str] | None) -> Choice:
+    """Not in the experiment: the winner of a stopped one, else the control (none if not eligible)."""
+    fallback = exp.winner if exp.status == "stopped" and exp.winner else exp.control
+    if eligible is not None and fallback not in eligible:
+        return Choice(exp.key, None, None, 1.0, DEFAULT, alloc.epoch)
+    payload = exp.arms[exp.index[fallback]].payload if fallback is not None else None
+    return Choice(exp.key, fallback, payload, 1.0, DEFAULT, alloc.epoch)
 
 
 def _kept_arm(guest: Mapping[str, Any], exp: Experiment) -> int | None:

@@ -38,7 +38,7 @@ class ExperimentNode:
     def evaluate(self, scope: Scope, trace: TraceEntry) -> JSONObject:
         if self.lab is None:
             raise EvaluationError("experiments are not available here (no running experiments feature)")
-        eligible = _arm_ids(self.eligible(scope)) if self.eligible is not None else None
+        eligible = _arm_ids(self.eligible.fn(scope)) if self.eligible is not None else None
         guest = scope.get("guest") or {}
         context = scope.get("context") or {}
         choice = self.lab.choose(self.experiment, guest, context, eligible)
