@@ -23,6 +23,8 @@ _LABEL = re.compile(r'(\w+)="([^"]*)"')
 _LAG = re.compile(r'^arbiter_event_loop_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$', re.M)
 LATE_MS = (5, 25, 100)
 """Event-loop lag thresholds the report counts late ticks over (each a bucket bound of the engine's histogram)."""
+TICKS, LATE = "loop ticks", {ms: f"loop late >{ms} ms" for ms in LATE_MS}
+"""The counter names of the lag-watch ticks, and of those late by more than each threshold."""
 
 
 @dataclass(slots=True)
@@ -88,11 +90,11 @@ def scrape(port: int, workers: int, model: str) -> dict[str, Any]:
 def late_ticks(lag: dict[str, float]) -> dict[str, int]:
     """Lag-watch ticks, and how many ran more than each of ``LATE_MS`` late (from the cumulative buckets)."""
     ticks = int(lag.get("+Inf", 0))
-    out = {"loop ticks": ticks}
-    for ms in LATE_MS:
+    out = {TICKS: ticks}
+    for ms, name in LATE.items():
         on_time = lag.get(repr(ms / 1000))
         if on_time is not None:
-            out[f"loop late >{ms} ms"] = ticks - int(on_time)
+            out[name] = ticks - int(on_time)
     return out
 
 
@@ -107,7 +109,7 @@ def _cache(run: dict[str, Any], decisions: int, node: str) -> dict[str, Any]:
     hits_min = max(0, decisions - calls - sum(fallbacks.values()))
     rate = round(hits_min / decisions, 4) if decisions else None
     # Per-run differences leave out what did not change: no late tick is a zero, not a missing number.
-    late = {k: int(counters.get(k, 0)) for k in ("loop ticks", *(f"loop late >{ms} ms" for ms in LATE_MS))}
+    late = {k: int(counters.get(k, 0)) for k in (TICKS, *LATE.values())}
     return {"decisions": decisions, "stub_calls": calls, "fallbacks": fallbacks, "hit_rate_min": rate, "loop": late}
 
 
@@ -201,8 +203,8 @@ def render(report: dict[str, Any]) -> str:
     )
     for c, label in zip(cache, ["saturation", *(f"{c['rate']:.0f}/s open loop" for c in cache[1:])], strict=True):
         loop = c.get("loop", {})
-        late = " / ".join(str(loop.get(f"loop late >{ms} ms", "?")) for ms in LATE_MS)
-        lines.append(f"  {label}: {late} of {loop.get('loop ticks', '?')} ticks")
+        late = " / ".join(str(loop.get(name, "?")) for name in LATE.values())
+        lines.append(f"  {label}: {late} of {loop.get(TICKS, '?')} ticks")
     seen = f"{me['workers_seen']} of {me['workers']} workers' /metrics, summed"
     lines += ["", f"| node ({seen}) | kind | count | mean µs |", "|---|---|---:|---:|"]
     lines += [f"| {n['node']} | {n['kind']} | {n['count']} | {n['mean_us']} |" for n in me["nodes"]]

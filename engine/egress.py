@@ -139,7 +139,9 @@ class Egress:
     def __init__(self, *, shared: bool = True, max_connections: int = 100) -> None:
         self.shared = shared
         self.max_connections = max_connections
-        self._clients: dict[bool, httpx.AsyncClient] = {}
+        self._pools: dict[bool, tuple[httpx.AsyncClient, asyncio.Semaphore]] = {}
+        """Per ``allow_private``: the shared client, and one slot per connection it may open (exchanges in flight
+        never outnumber the connections)."""
         self.breakers: dict[str, Breaker] = {}
         self.cache: dict[Any, tuple[Any, float]] = {}
         """Response per cache key with when it expires (monotonic s; each node has its own TTL): read on every
@@ -151,8 +153,6 @@ class Egress:
         self.inflight: dict[Any, Any] = {}
         """Shared calls in flight per cache key (engine.nodes.external._Flight): requests for the key wait for it."""
         self._background: set[asyncio.Task[Any]] = set()
-        self._slots: dict[bool, asyncio.Semaphore] = {}
-        """Per pool, one slot per connection: exchanges in flight never outnumber the connections."""
         self._exchanges: set[asyncio.Future[tuple[int, bytes]]] = set()
         """Exchanges on the shared pools, kept to their end even when their caller stopped waiting."""
 
@@ -186,13 +186,11 @@ class Egress:
         """The shared client for ``allow_private`` and its slots, made on first use. Making one costs
         ~18 ms (its TLS context loads the CA bundle): a worker makes both at start-up (``warm``) rather
         than stall its event loop at its first external call."""
-        pooled = self._clients.get(allow_private)
-        if pooled is None:
-            pooled = self._clients[allow_private] = guarded_client(
-                allow_private=allow_private, max_connections=self.max_connections
-            )
-            self._slots[allow_private] = asyncio.Semaphore(self.max_connections)
-        return pooled, self._slots[allow_private]
+        pool = self._pools.get(allow_private)
+        if pool is None:
+            client = guarded_client(allow_private=allow_private, max_connections=self.max_connections)
+            pool = self._pools[allow_private] = (client, asyncio.Semaphore(self.max_connections))
+        return pool
 
     def warm(self) -> None:
         for allow_private in (False, True):
@@ -249,9 +247,9 @@ class Egress:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=2)
-        for client in self._clients.values():
+        for client, _ in self._pools.values():
             await client.aclose()
-        self._clients.clear()
+        self._pools.clear()
 
 
 def _settled(task: asyncio.Task[Any]) -> None:

@@ -115,4 +115,4 @@ def test_outbound_clients_are_made_at_startup_not_at_the_first_external_call() -
     app = create_app(Settings(admin_key="a", public_keys={"p": "default"}), store=MemoryStore())
     with TestClient(app):
         outbound = app.state.rt.services["egress"]
-        assert set(outbound._clients) == {False, True}
+        assert set(outbound._pools) == {False, True}
