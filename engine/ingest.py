@@ -213,7 +213,7 @@ class Ingest:
                 outcomes.append(outcome)
             assert guest is not None
             tokens = tuple(run.events[j].ref for j in fresh)
-            writes.append(Write(run.ref, guest, snap.rev, tokens, now_ms, _active_ms(guest, outcomes)))
+            writes.append(Write(run.ref, guest, snap.rev, tokens, now_ms, _active_ms(guest, outcomes), snap.stored))
             staged.append((run, fresh, outcomes))
         return writes, staged, moved
 

@@ -13,7 +13,7 @@ import asyncio
 import copy
 import enum
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -38,6 +38,10 @@ class Commit(enum.Enum):
 class Snapshot:
     guest: JSONObject | None
     rev: int
+    stored: Mapping[str, bytes] | None = None
+    """The guest's parts as the store holds them (Redis: each hash field's bytes), so a commit of this read
+    rewrites only the parts that changed: an event touches its session and cart, not the orders. None (a new
+    guest, the embedded store): a commit writes every part."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,15 +55,27 @@ class Write:
     now_ms: int
     active_ms: int | None = None
     """The write opens a session: put the guest on the sweeper's index with this last-activity time."""
+    stored: Mapping[str, bytes] | None = None
+    """The read's :attr:`Snapshot.stored`: parts still equal to it are not written again."""
 
 
 class Profiles(Protocol):
     async def read(self, ref: str) -> Snapshot: ...
 
     async def commit(
-        self, ref: str, guest: JSONObject, rev: int, *, token: str | None, now_ms: int, carried: Sequence[str] = ()
+        self,
+        ref: str,
+        guest: JSONObject,
+        rev: int,
+        *,
+        token: str | None,
+        now_ms: int,
+        carried: Sequence[str] = (),
+        stored: Mapping[str, bytes] | None = None,
     ) -> Commit:
-        """Write ``guest`` if its revision is still ``rev`` and ``token`` is new; also remember ``carried`` tokens."""
+        """Write ``guest`` if its revision is still ``rev`` and ``token`` is new; also remember ``carried`` tokens.
+
+        ``stored`` is the read's :attr:`Snapshot.stored`; parts unchanged since are left as they are."""
         ...
 
     async def read_many(self, refs: Sequence[str]) -> list[Snapshot]:
@@ -121,7 +137,9 @@ async def update(
         guest = result[0] if isinstance(result, tuple) else result
         if guest is None:
             return Commit.OK, result
-        outcome = await profiles.commit(ref, guest, snap.rev, token=token, now_ms=now_ms, carried=carried)
+        outcome = await profiles.commit(
+            ref, guest, snap.rev, token=token, now_ms=now_ms, carried=carried, stored=snap.stored
+        )
         if outcome is not Commit.CONFLICT:
             return outcome, result
         if attempt > 8:
@@ -151,7 +169,15 @@ class MemoryProfiles:
         return [await self.read(ref) for ref in refs]
 
     async def commit(
-        self, ref: str, guest: JSONObject, rev: int, *, token: str | None, now_ms: int, carried: Sequence[str] = ()
+        self,
+        ref: str,
+        guest: JSONObject,
+        rev: int,
+        *,
+        token: str | None,
+        now_ms: int,
+        carried: Sequence[str] = (),
+        stored: Mapping[str, bytes] | None = None,
     ) -> Commit:
         return self._commit(ref, guest, rev, () if token is None else (token,), now_ms, carried)
 

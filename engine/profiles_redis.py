@@ -8,7 +8,7 @@ leaves nothing a retry cannot finish.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -51,15 +51,24 @@ class RedisProfiles:
         return [_snapshot(pairs(fields)) for fields in replies]
 
     async def commit(
-        self, ref: str, guest: JSONObject, rev: int, *, token: str | None, now_ms: int, carried: Sequence[str] = ()
+        self,
+        ref: str,
+        guest: JSONObject,
+        rev: int,
+        *,
+        token: str | None,
+        now_ms: int,
+        carried: Sequence[str] = (),
+        stored: Mapping[str, bytes] | None = None,
     ) -> Commit:
-        return await self._commit_one(ref, guest, rev, () if token is None else (token,), now_ms, carried)
+        checked = () if token is None else (token,)
+        return await self._commit_one(ref, _commit_args(guest, rev, checked, now_ms, carried, stored))
 
     async def commit_many(self, writes: Sequence[Write]) -> list[Commit]:
         active_ms = {w.ref: w.active_ms for w in writes if w.active_ms is not None}
         if len(writes) == 1 and not active_ms:
             w = writes[0]
-            return [await self._commit_one(w.ref, w.guest, w.rev, w.tokens, w.now_ms)]
+            return [await self._commit_one(w.ref, _commit_args(w.guest, w.rev, w.tokens, w.now_ms, (), w.stored))]
         # One round trip: the index entry rides with the commits (a round trip per session-opening event
         # saved), sent first so a crash between the two can leave a spare entry, never a missing one.
         batch = self.store.batch()
@@ -69,20 +78,18 @@ class RedisProfiles:
                 scored += [ms, ref]
             batch.command("ZADD", keys.ACTIVE_SESSIONS, *scored)
         for w in writes:
-            batch.script(self._commit, [*_commit_keys(w.ref)], _commit_args(w.guest, w.rev, w.tokens, w.now_ms))
+            batch.script(
+                self._commit, [*_commit_keys(w.ref)], _commit_args(w.guest, w.rev, w.tokens, w.now_ms, (), w.stored)
+            )
         try:
             replies = await batch.execute()
         except RedisError as exc:
             raise Unavailable(f"guest store unavailable: {exc}") from exc
         return [_outcome(r) for r in replies[1 if active_ms else 0 :]]
 
-    async def _commit_one(
-        self, ref: str, guest: JSONObject, rev: int, checked: Sequence[str], now_ms: int, carried: Sequence[str] = ()
-    ) -> Commit:
+    async def _commit_one(self, ref: str, args: list[Any]) -> Commit:
         try:
-            result = await self.store.hot_script(
-                self._commit, [*_commit_keys(ref)], _commit_args(guest, rev, checked, now_ms, carried)
-            )
+            result = await self.store.hot_script(self._commit, [*_commit_keys(ref)], args)
         except RedisError as exc:
             raise Unavailable(f"guest store unavailable: {exc}") from exc
         return _outcome(result)
@@ -160,12 +167,17 @@ def _snapshot(fields: dict[bytes, bytes]) -> Snapshot:
     rev = int(fields.get(b"rev", b"0"))
     if b"profile" not in fields:
         return Snapshot(None, rev)
-    guest: JSONObject = orjson.loads(fields[b"profile"])
-    for part in GUEST_PARTS:
-        raw = fields.get(part.encode())
+    stored = {"profile": fields[b"profile"]}
+    guest: JSONObject = orjson.loads(stored["profile"])
+    for part, field in _PART_FIELDS:
+        raw = fields.get(field)
         if raw is not None:
             guest[part] = orjson.loads(raw)
-    return Snapshot(guest, rev)
+            stored[part] = raw
+    return Snapshot(guest, rev, stored)
+
+
+_PART_FIELDS = tuple((part, part.encode()) for part in GUEST_PARTS)
 
 
 def _commit_keys(ref: str) -> tuple[str, str]:
@@ -173,12 +185,25 @@ def _commit_keys(ref: str) -> tuple[str, str]:
 
 
 def _commit_args(
-    guest: JSONObject, rev: int, checked: Sequence[str], now_ms: int, carried: Sequence[str] = ()
+    guest: JSONObject,
+    rev: int,
+    checked: Sequence[str],
+    now_ms: int,
+    carried: Sequence[str],
+    stored: Mapping[str, bytes] | None,
 ) -> list[Any]:
     args: list[Any] = [rev, now_ms, TOKENS_KEPT, len(checked), len(carried), *checked, *carried]
-    args += ["profile", orjson.dumps({k: v for k, v in guest.items() if k not in GUEST_PARTS})]
+    was = stored or {}
+    # Only the parts that differ from the read: the rev check makes the rest still what was read (an event
+    # rewrote every part before, orders and assignments included: four times the bytes through the script,
+    # the hash and the AOF, and a JSON merge of the assignments in Lua on every commit).
+    profile = orjson.dumps({k: v for k, v in guest.items() if k not in GUEST_PARTS})
+    if was.get("profile") != profile:
+        args += ["profile", profile]
     for part in GUEST_PARTS:
-        args += [part, orjson.dumps(guest.get(part, {} if part == "assignments" else []))]
+        data = orjson.dumps(guest.get(part, {} if part == "assignments" else []))
+        if was.get(part) != data:
+            args += [part, data]
     return args
 
 
