@@ -36,7 +36,8 @@ def _parse_pairs(raw: str) -> dict[str, str]:
 
 _INT_FIELDS = (
     "port", "deadline_ms", "max_body_bytes", "redis_timeout_ms", "workers", "session_timeout_ms", "max_sessions",
-    "max_events_per_session", "max_orders", "event_log_shards", "max_batch_events", "max_import_bytes",
+    "max_events_per_session", "max_closed_session_events", "max_orders", "event_log_shards", "max_batch_events",
+    "max_import_bytes",
 )  # fmt: skip
 _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ARBITER_HOST": ("host", str),
@@ -74,6 +75,7 @@ class Settings:
     session_timeout_ms: int = 20 * 60 * 1000
     max_sessions: int = 40
     max_events_per_session: int = 100
+    max_closed_session_events: int = 100
     max_orders: int = 20
     event_log_shards: int = 4
     max_batch_events: int = 500

@@ -24,7 +24,7 @@ from typing import Any
 from engine import orders
 from engine.errors import Conflict
 from engine.profiles import Commit, Profiles, update
-from engine.sessions import Limits, new_guest
+from engine.sessions import Limits, new_guest, trim_closed_history
 from engine.types import JSONObject
 
 MAX_HOPS = 16
@@ -128,6 +128,7 @@ def fold_documents(survivor: JSONObject, absorbed: JSONObject, limits: Limits) -
     sessions = [*g.get("sessions", []), *copy.deepcopy(absorbed.get("sessions", []))]
     sessions.sort(key=lambda s: s["started_ms"])
     g["sessions"] = sessions[-limits.max_sessions :]
+    trim_closed_history(g, limits)
     cart, theirs = g.setdefault("cart", {"items": [], "value": 0}), absorbed.get("cart") or {"items": []}
     mine = {i["item_id"] for i in cart["items"]}
     cart["items"] = [*cart["items"], *(i for i in theirs["items"] if i["item_id"] not in mine)]

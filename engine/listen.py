@@ -34,7 +34,9 @@ routes = [*events_api.routes, *sdk_api.routes, *guests_api.routes]
 
 async def startup(rt: Runtime) -> None:
     s = rt.settings
-    limits = Limits(s.session_timeout_ms, s.max_sessions, s.max_events_per_session, s.max_orders)
+    limits = Limits(
+        s.session_timeout_ms, s.max_sessions, s.max_events_per_session, s.max_orders, s.max_closed_session_events
+    )
     profiles = open_profiles(rt.store)
 
     async def reward_experiments(guest_ref: str, event: Event) -> None:

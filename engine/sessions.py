@@ -31,6 +31,11 @@ class Limits:
     max_sessions: int = 40
     max_events_per_session: int = 100
     max_orders: int = 20
+    max_closed_session_events: int = 100
+    """Events kept across a guest's closed sessions, newest first; older closed sessions keep their summary
+    (times, ``event_count``, status, cart value, order) without their events. Every event and every decision
+    reads and rewrites the whole session history, so without this budget a guest at the other limits (40
+    sessions of 100 events, ~0.5 MB of JSON) cost ~8 ms of CPU per event (benchmarks/RESULTS.md)."""
 
 
 @dataclass(slots=True)
@@ -89,9 +94,11 @@ def apply_event(guest: JSONObject | None, ref: str, event: Event, limits: Limits
 def close_idle(guest: JSONObject, now_ms: int, limits: Limits, out: Outcome | None = None) -> list[JSONObject]:
     """Close every open session idle for longer than the timeout; returns the abandoned-cart records."""
     abandoned = out.abandoned if out is not None else []
+    closed = False
     for session in guest.get("sessions", []):
         # .get: sessions imported or written by older versions may lack fields; they count as closed.
         if session.get("status") == "open" and now_ms - session.get("last_ms", 0) > limits.session_timeout_ms:
+            closed = True
             session["status"] = "closed"
             session["closed_ms"] = session["last_ms"] + limits.session_timeout_ms
             cart = guest.get("cart") or {}
@@ -109,7 +116,27 @@ def close_idle(guest: JSONObject, now_ms: int, limits: Limits, out: Outcome | No
                         "closed_ms": session["closed_ms"],
                     }
                 )
+    if closed:
+        trim_closed_history(guest, limits)
     return abandoned
+
+
+def trim_closed_history(guest: JSONObject, limits: Limits) -> None:
+    """Keep at most ``limits.max_closed_session_events`` events across the closed sessions, the newest ones.
+
+    A session losing events keeps its ``event_count`` (the events it had), so a model can still count them.
+    """
+    budget = limits.max_closed_session_events
+    for session in reversed(guest.get("sessions", [])):
+        if session.get("status") == "open":
+            continue
+        events = session.get("events")
+        if not events:
+            continue
+        session.setdefault("event_count", len(events))
+        if len(events) > budget:
+            del events[: len(events) - budget]
+        budget -= len(events)
 
 
 def has_open_session(guest: JSONObject) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from engine.identity import fold_documents
 from engine.ingest import Ingest
 from engine.sessions import Limits
 from engine.store import GuestLookup, Store
@@ -103,6 +104,43 @@ async def test_history_is_bounded(store: Store, clock: ManualClock) -> None:
     assert g["sessions"][-1]["event_count"] == 8
     assert len(g["orders"]) == 2 and g["facts"]["order_count"] == 5 and g["facts"]["lifetime_value"] == 5
     await store.close()
+
+
+async def test_closed_sessions_keep_only_their_newest_events_within_the_budget(
+    store: Store, clock: ManualClock
+) -> None:
+    ingest = make_ingest(store, clock, Limits(max_events_per_session=4, max_closed_session_events=5))
+    for n in range(4):
+        for k in range(3):
+            await ingest.record(event(clock, page=f"s{n}-{k}"))
+        clock.advance(30 * MINUTE_MS)
+    g = await guest(ingest)
+    assert [s["status"] for s in g["sessions"]] == ["closed", "closed", "closed", "open"]
+    pages = [[e["page"] for e in s["events"]] for s in g["sessions"]]
+    # The open session is not in the budget; the closed ones keep the 5 newest of their 9 events.
+    assert pages == [[], ["s1-1", "s1-2"], ["s2-0", "s2-1", "s2-2"], ["s3-0", "s3-1", "s3-2"]]
+    assert [s["event_count"] for s in g["sessions"]] == [3, 3, 3, 3]
+    assert g["facts"]["event_count"] == 12
+    # The sweeper closing the last session applies the same budget.
+    await ingest.sweep()
+    g = await guest(ingest)
+    pages = [[e["page"] for e in s["events"]] for s in g["sessions"]]
+    assert pages == [[], [], ["s2-1", "s2-2"], ["s3-0", "s3-1", "s3-2"]]
+    await store.close()
+
+
+def test_a_merge_keeps_the_closed_history_within_the_budget() -> None:
+    def closed(ref: str, started_ms: int, n: int) -> dict:  # type: ignore[type-arg]
+        events = [{"ref": f"{ref}-{i}", "type": "VIEW", "at_ms": started_ms + i} for i in range(n)]
+        return {"ref": ref, "status": "closed", "started_ms": started_ms, "last_ms": started_ms + n, "events": events}
+
+    mine = {"ref": "a", "type": "customer", "sessions": [closed("a1", 100, 4)], "facts": {}}
+    theirs = {"ref": "b", "type": "visitor", "sessions": [closed("b1", 50, 4), closed("b2", 200, 4)], "facts": {}}
+    folded = fold_documents(mine, theirs, Limits(max_closed_session_events=6))
+    assert [s["ref"] for s in folded["sessions"]] == ["b1", "a1", "b2"]
+    assert [len(s["events"]) for s in folded["sessions"]] == [0, 2, 4]
+    assert [e["ref"] for e in folded["sessions"][1]["events"]] == ["a1-2", "a1-3"]
+    assert all(s["event_count"] == 4 for s in folded["sessions"])
 
 
 async def test_a_repeated_event_ref_is_applied_once(ingest: Ingest, clock: ManualClock) -> None:
