@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import load_report, loadtest
+from benchmarks import history, load_report, loadtest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")]
 
@@ -48,3 +48,17 @@ def test_load_harness_reports(tmp_path: Path) -> None:
     assert report["metrics"]["loop_lag"]["loop ticks"] > 0
     rendered = load_report.render(report)
     assert "of own sat." in rendered and "ticks due every 50 ms" in rendered
+
+
+def test_history_harness_reports_a_row_per_step(capsys: pytest.CaptureFixture[str]) -> None:
+    def sizes_kb(budget: int) -> list[float]:
+        small = ["--steps", "1", "3", "6", "--events-per-session", "10", "--events", "3"]
+        assert history.main([*small, "--closed-budget", str(budget)]) == 0
+        rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()[2:]]
+        assert [int(r[0]) for r in rows] == [1, 3, 6]
+        assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in rows)
+        return [float(r[1]) for r in rows]
+
+    kept, unbounded = sizes_kb(5), sizes_kb(1_000_000)
+    assert kept[0] == unbounded[0]  # one session: nothing closed yet
+    assert unbounded[2] > 2 * kept[2]  # six sessions: the budget keeps 5 closed events, not 50
