@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 import redis
 
 from engine import keys
+from engine.ingest import Ingest
 from engine.profiles import Commit
 from engine.profiles_redis import _commit_args
 from engine.store.redis import GUEST_PARTS, RedisStore
@@ -35,67 +38,57 @@ def written_parts(args: list[Any]) -> list[str]:
     return [name if isinstance(name, str) else name.decode() for name in args[start::2]]
 
 
-async def test_a_commit_of_a_read_writes_only_the_parts_that_changed(redis_url: str) -> None:
-    clock = ManualClock()
+@pytest.fixture
+async def ingest(redis_url: str, clock: ManualClock) -> AsyncIterator[Ingest]:
     store = RedisStore(redis_url)
-    ingest = make_ingest(store, clock)
-    try:
-        await ingest.record(add(clock, "sku-1", 20.0))
-        snap = await ingest.profiles.read("b1")
-        assert snap.guest is not None
-        assert written_parts(_commit_args(snap.guest, snap.rev, ("t",), clock(), (), snap.stored)) == []
-        snap.guest["cart"]["items"][0]["quantity"] = 2
-        assert written_parts(_commit_args(snap.guest, snap.rev, ("t",), clock(), (), snap.stored)) == ["cart"]
-        snap.guest["facts"]["seen"] = True
-        assert written_parts(_commit_args(snap.guest, snap.rev, ("t",), clock(), (), snap.stored)) == [
-            "profile",
-            "cart",
-        ]
-        # Without the read's stored form every part is written.
-        assert written_parts(_commit_args(snap.guest, snap.rev, ("t",), clock(), (), None)) == [
-            "profile",
-            *GUEST_PARTS,
-        ]
-    finally:
-        await store.close()
+    yield make_ingest(store, clock)
+    await store.close()
 
 
-async def test_a_commit_without_a_read_writes_every_part(redis_url: str) -> None:
-    clock = ManualClock()
-    store = RedisStore(redis_url)
-    ingest = make_ingest(store, clock)
-    try:
-        await ingest.record(event(clock))
-        put_field(redis_url, "b1", "orders", b"[ ]")
-        snap = await ingest.profiles.read("b1")
-        assert snap.guest is not None
-        outcome = await ingest.profiles.commit("b1", snap.guest, snap.rev, token="t1", now_ms=clock())
-        assert outcome is Commit.OK
-        assert stored_field(redis_url, "b1", "orders") == b"[]"
-    finally:
-        await store.close()
+async def test_a_commit_of_a_read_writes_only_the_parts_that_changed(ingest: Ingest, clock: ManualClock) -> None:
+    await ingest.record(add(clock, "sku-1", 20.0))
+    snap = await ingest.profiles.read("b1")
+    assert snap.guest is not None
+
+    def written(stored: Any) -> list[str]:
+        return written_parts(_commit_args(snap.guest, snap.rev, ("t",), clock(), (), stored))  # type: ignore[arg-type]
+
+    assert written(snap.stored) == []
+    snap.guest["cart"]["items"][0]["quantity"] = 2
+    assert written(snap.stored) == ["cart"]
+    snap.guest["facts"]["seen"] = True
+    assert written(snap.stored) == ["profile", "cart"]
+    # Without the read's stored form every part is written.
+    assert written(None) == ["profile", *GUEST_PARTS]
 
 
-async def test_a_commit_that_changes_nothing_still_takes_its_revision_and_token(redis_url: str) -> None:
-    clock = ManualClock()
-    store = RedisStore(redis_url)
-    ingest = make_ingest(store, clock)
-    try:
-        await ingest.record(event(clock))
-        snap = await ingest.profiles.read("b1")
-        assert snap.guest is not None and snap.stored is not None
-        profiles = ingest.profiles
-        assert await profiles.commit("b1", snap.guest, snap.rev, token="t1", now_ms=clock(), stored=snap.stored) is (
-            Commit.OK
-        )
-        after = await profiles.read("b1")
-        assert after.rev == snap.rev + 1
-        assert after.stored == snap.stored
-        # Its token was recorded: the same operation again is a duplicate, not a second write.
-        again = await profiles.commit("b1", after.guest, after.rev, token="t1", now_ms=clock(), stored=after.stored)  # type: ignore[arg-type]
-        assert again is Commit.DUPLICATE
-        # And a writer still holding the first read loses the compare-and-set.
-        stale = await profiles.commit("b1", snap.guest, snap.rev, token="t2", now_ms=clock(), stored=snap.stored)
-        assert stale is Commit.CONFLICT
-    finally:
-        await store.close()
+async def test_a_commit_without_the_reads_stored_form_writes_every_part(
+    ingest: Ingest, clock: ManualClock, redis_url: str
+) -> None:
+    await ingest.record(event(clock))
+    put_field(redis_url, "b1", "orders", b"[ ]")  # the same JSON spelt otherwise: only a rewrite changes it
+    snap = await ingest.profiles.read("b1")
+    assert snap.guest is not None
+    assert await ingest.profiles.commit("b1", snap.guest, snap.rev, token="t1", now_ms=clock()) is Commit.OK
+    assert stored_field(redis_url, "b1", "orders") == b"[]"
+
+
+async def test_a_commit_that_changes_nothing_still_takes_its_revision_and_token(
+    ingest: Ingest, clock: ManualClock
+) -> None:
+    await ingest.record(event(clock))
+    profiles = ingest.profiles
+    snap = await profiles.read("b1")
+    assert snap.guest is not None and snap.stored is not None
+    assert await profiles.commit("b1", snap.guest, snap.rev, token="t1", now_ms=clock(), stored=snap.stored) is (
+        Commit.OK
+    )
+    after = await profiles.read("b1")
+    assert after.guest is not None
+    assert after.rev == snap.rev + 1 and after.stored == snap.stored
+    # Its token was recorded: the same operation again is a duplicate, not a second write.
+    again = await profiles.commit("b1", after.guest, after.rev, token="t1", now_ms=clock(), stored=after.stored)
+    assert again is Commit.DUPLICATE
+    # And a writer still holding the first read loses the compare-and-set.
+    stale = await profiles.commit("b1", snap.guest, snap.rev, token="t2", now_ms=clock(), stored=snap.stored)
+    assert stale is Commit.CONFLICT
