@@ -194,9 +194,9 @@ def _commit_args(
 ) -> list[Any]:
     args: list[Any] = [rev, now_ms, TOKENS_KEPT, len(checked), len(carried), *checked, *carried]
     was = stored or {}
-    # Only the parts that differ from the read: the rev check makes the rest still what was read (an event
-    # rewrote every part before, orders and assignments included: four times the bytes through the script,
-    # the hash and the AOF, and a JSON merge of the assignments in Lua on every commit).
+    # Only the parts that differ from the read: the rev check makes the rest still what was read. (An event
+    # rewrote every part before, orders and assignments included, and each commit merged the assignments
+    # in Lua, two JSON decodes and an encode.)
     profile = orjson.dumps({k: v for k, v in guest.items() if k not in GUEST_PARTS})
     if was.get("profile") != profile:
         args += ["profile", profile]
