@@ -25,7 +25,7 @@ import uvloop
 from benchmarks import servers
 from engine import keys
 from engine.eventlog import open_event_log
-from engine.events import parse_event
+from engine.events import Event, parse_event
 from engine.ingest import Ingest
 from engine.profiles import open_profiles
 from engine.sessions import Limits
@@ -44,7 +44,7 @@ class _Clock:
         return self.now_ms
 
 
-def _event(ref: str, n: int, now_ms: int) -> object:
+def _event(ref: str, n: int, now_ms: int) -> Event:
     raw = {
         "type": "VIEW", "channel": "WEB", "browser_id": ref, "pos": "shop", "language": "EN", "currency": "EUR",
         "page": f"p{n}", "product": {"item_id": f"SKU-{n % 50}", "price": 10.5, "quantity": 1},
@@ -64,7 +64,7 @@ async def _run(args: argparse.Namespace, redis_url: str) -> None:
         nonlocal sent
         clock.now_ms += 1000
         sent += 1
-        await ingest.record(_event(ref, sent, clock.now_ms))  # type: ignore[arg-type]
+        await ingest.record(_event(ref, sent, clock.now_ms))
 
     try:
         print("| sessions | guest KB | CPU µs per event | CPU µs per guest read |\n|---:|---:|---:|---:|")
