@@ -7,13 +7,15 @@ ways of sending events.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
 
-from benchmarks import history, load_report, loadtest
+from benchmarks import history, inprocess, instructions, load_report, loadtest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")]
 
@@ -62,3 +64,28 @@ def test_history_harness_reports_a_row_per_step(capsys: pytest.CaptureFixture[st
     kept, unbounded = sizes_kb(5), sizes_kb(1_000_000)
     assert kept[0] == unbounded[0]  # one session: nothing closed yet
     assert unbounded[2] > 2 * kept[2]  # six sessions: the budget keeps 5 closed events, not 50
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_instruction_counter_reports(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("ARBITER_REDIS_URL", "ARBITER_PUBLIC_KEY", "ARBITER_ADMIN_KEY"):
+        monkeypatch.delenv(name, raising=False)  # in_process_app sets them; restored after the test
+    model = {"nodes": [{"id": "answer", "kind": "output", "value": {"greeting": '"hello"'}}]}
+
+    async def publish() -> None:
+        app = inprocess.in_process_app(redis_url)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://arbiter") as client:
+                reply = await client.put(
+                    "/v1/models/tiny?publish=1", json=model, headers={"x-api-key": inprocess.ADMIN_KEY}
+                )
+                assert reply.status_code == 201, reply.text
+
+    asyncio.run(publish())
+    assert instructions.main(["--redis", redis_url, "--model", "tiny", "--small", "50", "--large", "300"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("tiny: ") and line.endswith(" instructions per decision")
+    assert int(line.split()[1].replace(",", "")) > 10_000  # a decision is more than a few thousand instructions
