@@ -21,7 +21,14 @@ from typing import Any
 import orjson
 import uvloop
 
-from benchmarks.inprocess import cpu_per_decision_us, decide_once, harness_parser, in_process_app, shuffled_bodies
+from benchmarks.inprocess import (
+    cpu_per_request_us,
+    decide_once,
+    decide_path,
+    harness_parser,
+    in_process_app,
+    shuffled_bodies,
+)
 
 SCENARIO = Path(__file__).with_name("scenario") / "realistic.json"
 CONSTANTS = {
@@ -66,7 +73,7 @@ async def _run(redis_url: str, rounds: int, block: int, guests: int) -> None:
         samples: dict[str, list[float]] = {name: [] for name in VARIANTS}
         for r in range(rounds):
             for name in list(VARIANTS)[:: 1 if r % 2 == 0 else -1]:
-                samples[name].append(await cpu_per_decision_us(app, bodies, keys[name], block, 16))
+                samples[name].append(await cpu_per_request_us(app, bodies, decide_path(keys[name]), block, 16))
     full = statistics.median(samples["full"])
     print("| variant | median CPU µs per decision | saved |\n|---|---:|---:|")
     for name, values in samples.items():

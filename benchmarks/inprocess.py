@@ -28,8 +28,7 @@ PUBLIC_KEY = "bench-public"
 ADMIN_KEY = "bench-admin"
 
 
-def _scope(body: bytes, model: str) -> dict[str, Any]:
-    path = f"/v1/decide/{model}"
+def _scope(body: bytes, path: str) -> dict[str, Any]:
     return {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -59,8 +58,8 @@ def in_process_app(redis_url: str) -> Any:
     return app_from_env()
 
 
-async def decide_once(app: Any, body: bytes, model: str) -> None:
-    """One decide request through the ASGI app; anything but 200 stops the run."""
+async def post_once(app: Any, body: bytes, path: str) -> None:
+    """One POST through the ASGI app; anything but a 2xx stops the run."""
     sent: list[Any] = []
     incoming = [{"type": "http.request", "body": body, "more_body": False}]
 
@@ -70,18 +69,26 @@ async def decide_once(app: Any, body: bytes, model: str) -> None:
     async def send(message: Any) -> None:
         sent.append(message)
 
-    await app(_scope(body, model), receive, send)
-    if sent[0]["status"] != 200:
-        raise SystemExit(f"{model}: decide answered {sent[0]['status']}: {orjson.loads(sent[1]['body'])}")
+    await app(_scope(body, path), receive, send)
+    if not 200 <= sent[0]["status"] < 300:
+        raise SystemExit(f"{path} answered {sent[0]['status']}: {orjson.loads(sent[1]['body'])}")
 
 
-async def cpu_per_decision_us(app: Any, bodies: list[bytes], model: str, requests: int, in_flight: int) -> float:
-    """CPU µs per decision over ``requests`` decisions with at most ``in_flight`` at once."""
+async def decide_once(app: Any, body: bytes, model: str) -> None:
+    await post_once(app, body, decide_path(model))
+
+
+def decide_path(model: str) -> str:
+    return f"/v1/decide/{model}"
+
+
+async def cpu_per_request_us(app: Any, bodies: list[bytes], path: str, requests: int, in_flight: int) -> float:
+    """CPU µs per request over ``requests`` POSTs of ``bodies`` (cycled) with at most ``in_flight`` at once."""
     gate = asyncio.Semaphore(in_flight)
 
     async def limited(body: bytes) -> None:
         async with gate:
-            await decide_once(app, body, model)
+            await post_once(app, body, path)
 
     cpu0 = time.process_time()
     await asyncio.gather(*(limited(bodies[i % len(bodies)]) for i in range(requests)))
@@ -102,7 +109,7 @@ async def _run(redis_url: str, model: str, requests: int, guests: int) -> None:
             await decide_once(app, body, model)
         for in_flight in (1, 16):
             wall0 = time.perf_counter()
-            cpu_us = await cpu_per_decision_us(app, bodies, model, requests, in_flight)
+            cpu_us = await cpu_per_request_us(app, bodies, decide_path(model), requests, in_flight)
             wall_us = (time.perf_counter() - wall0) / requests * 1e6
             print(f"{in_flight:>2} in flight: {cpu_us:6.1f} µs CPU per decision, {wall_us:6.1f} µs wall")
 

@@ -1,4 +1,4 @@
-"""Machine instructions per decision, counted by valgrind: an A/B measure that a noisy VM does not move.
+"""Machine instructions per decision (or per event), counted by valgrind: an A/B measure a noisy VM does not move.
 
 Wall-clock CPU per decision moved by ±10 % from one run to the next on the shared VM this project is measured on
 (benchmarks/RESULTS.md), which hides any change worth less than that. Counting instructions is deterministic up
@@ -10,6 +10,10 @@ costs as much as hundreds of them), so use it to compare two versions of the cod
 Point it at the Redis of a harness started with ``--serve``, as for :mod:`benchmarks.inprocess`:
 
     python -m benchmarks.instructions --redis redis://127.0.0.1:PORT/0 [--model realistic] [--rounds 2]
+    python -m benchmarks.instructions --redis redis://127.0.0.1:PORT/0 --events   # single-event requests
+
+With ``--events`` each request is one ``POST /v1/events`` for a benchmark guest, every event with a ref no run sent
+before (a repeated ref is only acknowledged as a duplicate).
 
 Needs ``valgrind`` (``apt-get install valgrind``); each round takes about a minute.
 """
@@ -27,27 +31,38 @@ from pathlib import Path
 
 import uvloop
 
-from benchmarks.inprocess import cpu_per_decision_us, decide_once, harness_parser, in_process_app, shuffled_bodies
+from benchmarks.data import event_bodies
+from benchmarks.inprocess import (
+    cpu_per_request_us,
+    decide_path,
+    harness_parser,
+    in_process_app,
+    post_once,
+    shuffled_bodies,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 _TOTAL = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
-async def _decide(redis_url: str, model: str, count: int, guests: int) -> None:
-    """The measured program: warm up, then ``count`` decisions, 16 in flight (as benchmarks.inprocess)."""
+async def _measured(redis_url: str, model: str, events: bool, count: int, guests: int) -> None:
+    """The measured program: 300 requests of warm-up, then ``count`` more, 16 in flight (as benchmarks.inprocess)."""
     app = in_process_app(redis_url)
-    bodies = shuffled_bodies(guests)
+    if events:
+        bodies, path = event_bodies(300 + count, guests, run=os.getpid()), "/v1/events"
+    else:
+        bodies, path = shuffled_bodies(guests), decide_path(model)
     async with app.router.lifespan_context(app):
         for body in bodies[:300]:
-            await decide_once(app, body, model)
-        await cpu_per_decision_us(app, bodies, model, count, 16)
+            await post_once(app, body, path)
+        await cpu_per_request_us(app, bodies[300:] if events else bodies, path, count, 16)
 
 
-def _instructions(redis_url: str, model: str, count: int, guests: int) -> int:
+def _instructions(redis_url: str, model: str, events: bool, count: int, guests: int) -> int:
     cmd = [
         "valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
         sys.executable, "-m", "benchmarks.instructions", "--redis", redis_url, "--model", model,
-        "--guests", str(guests), "--run", str(count),
+        "--guests", str(guests), "--run", str(count), *(["--events"] if events else []),
     ]  # fmt: skip
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     found = _TOTAL.search(done.stderr)
@@ -59,24 +74,26 @@ def _instructions(redis_url: str, model: str, count: int, guests: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = harness_parser(__doc__)
     parser.add_argument("--model", default="realistic")
+    parser.add_argument("--events", action="store_true", help="single-event requests instead of decisions")
     parser.add_argument("--small", type=int, default=300, help="decisions in the shorter run")
     parser.add_argument("--large", type=int, default=2300, help="decisions in the longer run")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--run", type=int, help=argparse.SUPPRESS)  # the measured run, inside valgrind
     args = parser.parse_args(argv)
     if args.run is not None:
-        uvloop.run(_decide(args.redis, args.model, args.run, args.guests))
+        uvloop.run(_measured(args.redis, args.model, args.events, args.run, args.guests))
         return 0
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
-    per_decision = []
+    what, unit = ("events", "event") if args.events else (args.model, "decision")
+    per_request = []
     for _ in range(args.rounds):
-        small = _instructions(args.redis, args.model, args.small, args.guests)
-        large = _instructions(args.redis, args.model, args.large, args.guests)
-        per_decision.append((large - small) / (args.large - args.small))
-        print(f"{args.model}: {per_decision[-1]:,.0f} instructions per decision", flush=True)
+        small = _instructions(args.redis, args.model, args.events, args.small, args.guests)
+        large = _instructions(args.redis, args.model, args.events, args.large, args.guests)
+        per_request.append((large - small) / (args.large - args.small))
+        print(f"{what}: {per_request[-1]:,.0f} instructions per {unit}", flush=True)
     if args.rounds > 1:
-        print(f"{args.model}: median {statistics.median(per_decision):,.0f} over {args.rounds} rounds")
+        print(f"{what}: median {statistics.median(per_request):,.0f} over {args.rounds} rounds")
     return 0
 
 

@@ -89,3 +89,7 @@ def test_instruction_counter_reports(
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("tiny: ") and line.endswith(" instructions per decision")
     assert int(line.split()[1].replace(",", "")) > 10_000  # a decision is more than a few thousand instructions
+    assert instructions.main(["--redis", redis_url, "--events", "--small", "50", "--large", "300"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("events: ") and line.endswith(" instructions per event")
+    assert int(line.split()[1].replace(",", "")) > 10_000
