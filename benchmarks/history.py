@@ -24,47 +24,28 @@ import uvloop
 
 from benchmarks import servers
 from engine import keys
-from engine.eventlog import open_event_log
-from engine.events import Event, parse_event
-from engine.ingest import Ingest
-from engine.profiles import open_profiles
 from engine.sessions import Limits
 from engine.store import GuestLookup
 from engine.store.redis import RedisStore
+from tests.listening import ManualClock, event, make_ingest  # the listen tests' clock and event builder
 
 SESSION_GAP_MS = 30 * 60 * 1000
-START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.now_ms = START_MS
-
-    def __call__(self) -> int:
-        return self.now_ms
-
-
-def _event(ref: str, n: int, now_ms: int) -> Event:
-    raw = {
-        "type": "VIEW", "channel": "WEB", "browser_id": ref, "pos": "shop", "language": "EN", "currency": "EUR",
-        "page": f"p{n}", "product": {"item_id": f"SKU-{n % 50}", "price": 10.5, "quantity": 1},
-    }  # fmt: skip
-    return parse_event(raw, "", now_ms=now_ms)
 
 
 async def _run(args: argparse.Namespace, redis_url: str) -> None:
     store = RedisStore(redis_url)
     limits = Limits(max_events_per_session=args.events_per_session, max_closed_session_events=args.closed_budget)
-    clock = _Clock()
-    ingest = Ingest(open_profiles(store), open_event_log(store, 2), limits, clock)
+    clock = ManualClock()
+    ingest = make_ingest(store, clock, limits)
     client = redis.Redis.from_url(redis_url)
     ref, sent = f"history-{time.time_ns()}", 0
 
     async def send() -> None:
         nonlocal sent
-        clock.now_ms += 1000
+        clock.advance(1000)
         sent += 1
-        await ingest.record(_event(ref, sent, clock.now_ms))
+        product = {"item_id": f"SKU-{sent % 50}", "price": 10.5, "quantity": 1}
+        await ingest.record(event(clock, browser_id=ref, page=f"p{sent}", product=product))
 
     try:
         print("| sessions | guest KB | CPU µs per event | CPU µs per guest read |\n|---:|---:|---:|---:|")
@@ -72,7 +53,7 @@ async def _run(args: argparse.Namespace, redis_url: str) -> None:
         for sessions in args.steps:
             while grown < sessions:
                 if grown:
-                    clock.now_ms += SESSION_GAP_MS  # the next event closes the last session and opens another
+                    clock.advance(SESSION_GAP_MS)  # the next event closes the last session and opens another
                 for _ in range(args.events_per_session):
                     await send()
                 grown += 1
