@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 from engine import keys
 from engine.errors import Unavailable
 from engine.profiles import TOKENS_KEPT, Commit, Snapshot, Write
-from engine.store.redis import GUEST_PARTS, RedisStore, load_script
+from engine.store.redis import GUEST_PARTS, RedisStore, guest_document, load_script
 from engine.store.wire import pairs
 from engine.types import JSONObject
 
@@ -165,19 +165,13 @@ class RedisProfiles:
 
 def _snapshot(fields: dict[bytes, bytes]) -> Snapshot:
     rev = int(fields.get(b"rev", b"0"))
-    if b"profile" not in fields:
+    guest = guest_document(fields)
+    if guest is None:
         return Snapshot(None, rev)
-    stored = {"profile": fields[b"profile"]}
-    guest: JSONObject = orjson.loads(stored["profile"])
-    for part, field in _PART_FIELDS:
-        raw = fields.get(field)
-        if raw is not None:
-            guest[part] = orjson.loads(raw)
-            stored[part] = raw
-    return Snapshot(guest, rev, stored)
+    return Snapshot(guest, rev, {name: fields[field] for name, field in _STORED_FIELDS if field in fields})
 
 
-_PART_FIELDS = tuple((part, part.encode()) for part in GUEST_PARTS)
+_STORED_FIELDS = tuple((name, name.encode()) for name in ("profile", *GUEST_PARTS))
 
 
 def _commit_keys(ref: str) -> tuple[str, str]:

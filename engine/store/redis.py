@@ -256,10 +256,10 @@ class RedisStore:
                 ref = raw_ref.decode() if raw_ref else None
             if ref is None:
                 return None
-            guest = _guest(pairs(await self.hot("HGETALL", keys.guest(ref))))
+            guest = guest_document(pairs(await self.hot("HGETALL", keys.guest(ref))))
             if guest is not None and guest.get("type") == "retired" and guest.get("survivor"):
                 # A merged-away guest: one more round trip, only for browsers that were anonymous once.
-                guest = _guest(pairs(await self.hot("HGETALL", keys.guest(guest["survivor"]))))
+                guest = guest_document(pairs(await self.hot("HGETALL", keys.guest(guest["survivor"]))))
             return guest
         except RedisError as exc:
             raise Unavailable(f"guest store unavailable: {exc}") from exc
@@ -332,7 +332,8 @@ def _pointers(meta: dict[bytes, bytes]) -> ModelPointers:
     )
 
 
-def _guest(fields: dict[bytes, bytes]) -> JSONObject | None:
+def guest_document(fields: dict[bytes, bytes]) -> JSONObject | None:
+    """A guest hash's fields (``profile`` and each of :data:`GUEST_PARTS`) as one document; None without a profile."""
     if b"profile" not in fields:
         return None
     guest: JSONObject = orjson.loads(fields[b"profile"])
