@@ -7,6 +7,10 @@ the served arm's rate), so it measures the policy rather than the luck of the dr
 
     python -m benchmarks.bandit_sim --guests 20000 --servers 2           # starts redis-server and engines
     python -m benchmarks.bandit_sim --redis redis://127.0.0.1:6379/0     # use an existing Redis
+    python -m benchmarks.bandit_sim --guests 2000 --waves 12 --replay 10000   # the policy alone, in-process
+
+``--replay N`` runs the same wave schedule N times against the policy in-process (``replay``): no HTTP, no
+timing, only the statistics — so a test's tolerance can be set from the spread of a learning bandit.
 
 The simulation runs in waves; between waves it waits (polling, no fixed sleeps) until the bandit has moved
 to a new allocation epoch, so the number of posterior updates does not depend on the machine's speed.
@@ -34,11 +38,15 @@ import httpx
 import numpy as np
 
 from benchmarks.data import SEED
+from engine.bandit import MC_DRAWS, Policy, Tally, allocate, posterior_draws, probability_best
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_KEY, PUBLIC_KEY = "sim-admin", "sim-public"
 ADMIN, PUBLIC = {"Authorization": f"Bearer {ADMIN_KEY}"}, {"X-API-Key": PUBLIC_KEY}
 RATES = {"classic": 0.04, "bold": 0.05, "story": 0.10}
+BURN_IN = 30
+FLOOR = 0.01
+"""The experiment's exploration floor (also what ``replay`` uses)."""
 
 
 def free_port() -> int:
@@ -125,11 +133,11 @@ class SimResult:
                 f"verdict: {self.results.get('verdict', {}).get('text')}")
 
 
-def setup(base: str, key: str, epoch_s: float, burn_in: int) -> None:
+def setup(base: str, key: str, rates: dict[str, float], epoch_s: float, burn_in: int) -> None:
     experiment = {
         "status": "running", "control": "classic", "goal": {"event": "ORDER_CHECKOUT", "type": "binary"},
-        "arms": [{"id": arm, "payload": {"creative": arm}} for arm in RATES],
-        "allocation": {"mode": "bandit", "epoch_s": epoch_s, "burn_in_exposures": burn_in, "exploration_floor": 0.01},
+        "arms": [{"id": arm, "payload": {"creative": arm}} for arm in rates],
+        "allocation": {"mode": "bandit", "epoch_s": epoch_s, "burn_in_exposures": burn_in, "exploration_floor": FLOOR},
     }
     model = {"nodes": [{"id": "hero", "kind": "experiment", "experiment": key},
                        {"id": "answer", "kind": "output", "value": {"banner": "hero.arm"}}]}
@@ -137,7 +145,13 @@ def setup(base: str, key: str, epoch_s: float, burn_in: int) -> None:
     httpx.put(f"{base}/v1/models/{key}-model?publish=1", headers=ADMIN, json=model).raise_for_status()
 
 
-async def _one(client: httpx.AsyncClient, bases: list[str], key: str, i: int, rng_u: float, out: SimResult) -> None:
+def even_regret(guests: int, rates: dict[str, float]) -> float:
+    """Expected conversions an even split loses against always serving the best arm."""
+    return guests * (max(rates.values()) - float(np.mean(list(rates.values()))))
+
+
+async def _one(client: httpx.AsyncClient, bases: list[str], key: str, rates: dict[str, float], i: int, rng_u: float,
+               out: SimResult) -> None:
     serve, reward_to = bases[i % len(bases)], bases[(i + 1) % len(bases)]
     r = await client.post(f"{serve}/v1/decide/{key}-model", headers=PUBLIC,
                           json={"guest": {"guest_ref": f"sim-{i}"}, "context": {}})
@@ -146,8 +160,8 @@ async def _one(client: httpx.AsyncClient, bases: list[str], key: str, i: int, rn
     arm = body["outputs"]["banner"]
     out.served[arm] += 1
     out.by_server[serve] += 1
-    out.regret += max(RATES.values()) - RATES[arm]
-    if rng_u < RATES[arm]:
+    out.regret += max(rates.values()) - rates[arm]
+    if rng_u < rates[arm]:
         out.conversions += 1
         rr = await client.post(f"{reward_to}/v1/experiments/{key}/rewards", headers=PUBLIC,
                                json={"decision_id": body["decision_id"]})
@@ -158,17 +172,18 @@ def _epoch(base: str, key: str) -> str:
     return str(httpx.get(f"{base}/v1/experiments/{key}", headers=ADMIN).json()["allocation_now"]["epoch"])
 
 
-async def _simulate(bases: list[str], key: str, guests: int, waves: int, seed: int, concurrency: int) -> SimResult:
+async def _simulate(bases: list[str], key: str, rates: dict[str, float], guests: int, waves: int, seed: int,
+                    concurrency: int) -> SimResult:
     rng = np.random.default_rng(seed)
     uniforms = rng.random(guests)
-    out = SimResult(guests, 0.0, guests * (max(RATES.values()) - float(np.mean(list(RATES.values())))))
+    out = SimResult(guests, 0.0, even_regret(guests, rates))
     per_wave = -(-guests // waves)
     limit = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(timeout=10) as client:
 
         async def bounded(i: int) -> None:
             async with limit:
-                await _one(client, bases, key, i, float(uniforms[i]), out)
+                await _one(client, bases, key, rates, i, float(uniforms[i]), out)
 
         for start in range(0, guests, per_wave):
             before = [await asyncio.to_thread(_epoch, b, key) for b in bases]
@@ -181,12 +196,32 @@ async def _simulate(bases: list[str], key: str, guests: int, waves: int, seed: i
     return out
 
 
-def simulate(bases: list[str], *, key: str = "sim-hero", guests: int = 3000, waves: int = 15, seed: int = SEED,
-             epoch_s: float = 0.3, burn_in: int = 30, concurrency: int = 16) -> SimResult:
-    setup(bases[0], key, epoch_s, burn_in)
+def simulate(bases: list[str], *, key: str = "sim-hero", rates: dict[str, float] = RATES, guests: int = 3000,
+             waves: int = 15, seed: int = SEED, epoch_s: float = 0.3, burn_in: int = BURN_IN,
+             concurrency: int = 16) -> SimResult:
+    setup(bases[0], key, rates, epoch_s, burn_in)
     for base in bases:  # peers pick the new experiment up within their refresh interval
         _wait(lambda b=base: httpx.get(f"{b}/v1/experiments/{key}", headers=ADMIN).status_code == 200, 10, "experiment")
-    return asyncio.run(_simulate(bases, key, guests, waves, seed, concurrency))
+    return asyncio.run(_simulate(bases, key, rates, guests, waves, seed, concurrency))
+
+
+def replay(rates: dict[str, float], guests: int, waves: int, seed: int, burn_in: int = BURN_IN) -> tuple[float, float]:
+    """The wave schedule of ``simulate`` against the policy alone: (regret ratio, the best arm's P(best)).
+
+    Each wave is allocated from every earlier wave's counts — what ``simulate`` gets when each wave's
+    rewards reach Redis before the next epoch — so its spread is the policy's own, without timing.
+    """
+    rng = np.random.default_rng(seed)
+    p = np.array(list(rates.values()))
+    policy = Policy(exploration_floor=FLOOR, burn_in_exposures=burn_in)
+    tallies, regret, per_wave = [Tally() for _ in p], 0.0, -(-guests // waves)
+    for start in range(0, guests, per_wave):
+        counts = rng.multinomial(min(per_wave, guests - start), allocate(policy, tallies, rng))
+        wins = rng.binomial(counts, p)
+        regret += float(counts @ (p.max() - p))
+        tallies = [t + Tally(int(n), int(c), float(c), float(c)) for t, n, c in zip(tallies, counts, wins, strict=True)]
+    best = probability_best(posterior_draws(policy, tallies, rng, MC_DRAWS))[int(np.argmax(p))]
+    return regret / even_regret(guests, rates), float(best)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,13 +232,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis", help="an existing Redis; default: start a redis-server")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rates", help="arm=rate,… (default: %(default)s)",
+                        default=",".join(f"{k}={v}" for k, v in RATES.items()))
+    parser.add_argument("--replay", type=int, metavar="N", help="replay the schedule N times in-process instead")
     args = parser.parse_args(argv)
+    rates = {k: float(v) for k, v in (pair.split("=") for pair in args.rates.split(","))}
+    if args.replay:
+        runs = np.array([replay(rates, args.guests, args.waves, args.seed + i) for i in range(args.replay)])
+        ratio, best = runs[:, 0], runs[:, 1]
+        print(f"{args.replay} replays, guests={args.guests} waves={args.waves} rates={rates}")
+        print(f"regret ratio: median {np.median(ratio):.3f} p99 {np.quantile(ratio, 0.99):.3f} max {ratio.max():.3f}; "
+              f">= 0.4 in {int((ratio >= 0.4).sum())}, >= 0.6 in {int((ratio >= 0.6).sum())}")
+        print(f"best arm's P(best): median {np.median(best):.3f} min {best.min():.3f}; "
+              f"<= 0.9 in {int((best <= 0.9).sum())}")
+        return 0
     with contextlib.ExitStack() as stack:
         url = args.redis or stack.enter_context(redis_server())
         logs = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         bases = stack.enter_context(engines(url, args.servers, logs))
         t0 = time.perf_counter()
-        result = simulate(bases, guests=args.guests, waves=args.waves, seed=args.seed, concurrency=args.concurrency)
+        result = simulate(bases, rates=rates, guests=args.guests, waves=args.waves, seed=args.seed,
+                          concurrency=args.concurrency)
         print(f"seed={args.seed} servers={args.servers} elapsed={time.perf_counter() - t0:.1f}s")
         print(result.summary())
     return 0
