@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
+from types import MappingProxyType
 
 import pytest
 
@@ -166,6 +167,32 @@ def test_non_plain_inputs_become_what_a_script_can_read(sandbox: Sandbox) -> Non
     value = {1: Decimal("2.5"), "whole": Decimal("3"), "day": date(2026, 5, 1), "pair": (1, "x")}
     expected = {"1": 2.5, "whole": 3, "day": "2026-05-01", "pair": [1, "x"]}
     assert run(sandbox, "local v = ... return v", value) == expected
+
+
+def test_every_kind_of_input_member_crosses_in_place(sandbox: Sandbox) -> None:
+    # Plain members, nested ones and non-plain ones mixed in one map and one list, a read-only mapping, and
+    # a tuple: each member keeps its place whichever way it is encoded.
+    value = {
+        "mixed": [1, {"a": Decimal("2")}, "x", [True, None], date(2026, 1, 2)],
+        "view": MappingProxyType({"k": 1, "nested": {"n": [3]}}),
+        "pair": ("a", 1),
+        7: "seven",
+    }
+    expected = {
+        "mixed": [1, {"a": 2}, "x", [True], "2026-01-02"],  # Lua drops a trailing nil from a list
+        "view": {"k": 1, "nested": {"n": [3]}},
+        "pair": ["a", 1],
+        "7": "seven",
+    }
+    assert run(sandbox, "local v = ... return v", value) == expected
+
+
+def test_inputs_nested_too_deep_are_refused(sandbox: Sandbox) -> None:
+    value: list[object] = []
+    for _ in range(40):
+        value = [value, 1]
+    with pytest.raises(ScriptError, match="input nested deeper than"):
+        run(sandbox, "return 1", value)
 
 
 @pytest.mark.parametrize(
