@@ -7,8 +7,11 @@ called directly, 16 in flight) in alternating blocks, so machine noise hits them
 a harness started with ``--serve``, as for ``benchmarks/inprocess.py``:
 
     python -m benchmarks.ablation --redis redis://127.0.0.1:PORT/0 --rounds 7 --block 2000
+    python -m benchmarks.ablation --redis redis://127.0.0.1:PORT/0 --instructions
 
-Prints the median CPU µs per decision of each variant and what removing the node saved.
+Prints the median CPU µs per decision of each variant and what removing the node saved; with
+``--instructions``, machine instructions per decision counted by valgrind instead (``benchmarks.instructions``),
+which the VM's noise does not move — about 1.5 minutes per variant (each variant timing-neutral, as there).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from benchmarks.inprocess import (
     in_process_app,
     shuffled_bodies,
 )
+from benchmarks.instructions import per_request_of, publish, timing_neutral
 
 SCENARIO = Path(__file__).with_name("scenario") / "realistic.json"
 CONSTANTS = {
@@ -56,37 +60,57 @@ def variant(model: dict[str, Any], removed: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-async def _run(redis_url: str, rounds: int, block: int, guests: int) -> None:
+KEYS = {name: "ablation-" + name.replace(" ", "-") for name in VARIANTS}
+"""The model key each variant is published under."""
+
+
+async def _publish(app: Any, bodies: list[bytes], neutral: bool) -> None:
+    """Every variant in production (timing-neutral ones to count instructions), each warmed with a few decisions."""
+    model = orjson.loads(SCENARIO.read_bytes())
+    for name, removed in VARIANTS.items():
+        definition = variant(model, removed)
+        await publish(app, KEYS[name], timing_neutral(definition) if neutral else definition)
+        for body in bodies[:300]:
+            await decide_once(app, body, KEYS[name])
+
+
+async def _run(redis_url: str, rounds: int, block: int, guests: int, neutral: bool = False) -> dict[str, list[float]]:
     app = in_process_app(redis_url)
     bodies = shuffled_bodies(guests)
-    model = orjson.loads(SCENARIO.read_bytes())
-    async with app.router.lifespan_context(app):  # type: ignore[attr-defined]
-        registry = app.state.rt.registry
-        keys = {}
-        for name, removed in VARIANTS.items():
-            key = keys[name] = "ablation-" + name.replace(" ", "-")
-            created = await registry.upload(key, orjson.dumps(variant(model, removed)), "application/json")
-            if created["state"] != "production":
-                await registry.set_state(key, created["version"], "production")
-            for body in bodies[:300]:
-                await decide_once(app, body, key)
-        samples: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    samples: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    async with app.router.lifespan_context(app):
+        await _publish(app, bodies, neutral)
+        if rounds == 0:
+            return samples
         for r in range(rounds):
             for name in list(VARIANTS)[:: 1 if r % 2 == 0 else -1]:
-                samples[name].append(await cpu_per_request_us(app, bodies, decide_path(keys[name]), block, 16))
-    full = statistics.median(samples["full"])
-    print("| variant | median CPU µs per decision | saved |\n|---|---:|---:|")
-    for name, values in samples.items():
-        median = statistics.median(values)
-        print(f"| {name} | {median:.1f} | {'–' if name == 'full' else f'{full - median:.0f}'} |")
+                samples[name].append(await cpu_per_request_us(app, bodies, decide_path(KEYS[name]), block, 16))
+    return samples
+
+
+def _table(unit: str, values: dict[str, float], digits: int) -> None:
+    full = values["full"]
+    print(f"| variant | {unit} | saved |\n|---|---:|---:|")
+    for name, value in values.items():
+        print(f"| {name} | {value:,.{digits}f} | {'–' if name == 'full' else f'{full - value:,.0f}'} |")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = harness_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--block", type=int, default=2_000, help="decisions per variant per round")
+    parser.add_argument("--instructions", action="store_true", help="count instructions (valgrind) instead")
     args = parser.parse_args(argv)
-    uvloop.run(_run(args.redis, args.rounds, args.block, args.guests))
+    if args.instructions:
+        uvloop.run(_run(args.redis, 0, 0, args.guests, neutral=True))  # publish only
+        counted = {}
+        for name in VARIANTS:
+            counted[name] = per_request_of(args.redis, KEYS[name], args.guests)
+            print(f"{name}: {counted[name]:,.0f}", flush=True)
+        _table("instructions per decision", counted, 0)
+        return 0
+    samples = uvloop.run(_run(args.redis, args.rounds, args.block, args.guests))
+    _table("median CPU µs per decision", {name: statistics.median(v) for name, v in samples.items()}, 1)
     return 0
 
 
