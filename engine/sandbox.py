@@ -160,41 +160,49 @@ def _encode(value: Any, out: list[Any], depth: int) -> None:
         return
     if depth > MAX_DEPTH:
         raise ScriptError(f"input nested deeper than {MAX_DEPTH} levels")
-    # Plain loops rather than all(<generator>) and plain members inline rather than a call each: this runs
-    # for every script input of every decision, and most members (``guest.facts``) are plain.
+    # Concrete types before ABCs, plain loops rather than all(<generator>), plain members inline rather than a
+    # call each: this runs for every script input of every decision, and most members (``guest.facts``) are plain.
     if kind is dict or (kind is not list and kind is not tuple and isinstance(value, Mapping)):
-        if kind is dict:
-            for k, v in value.items():
-                if type(k) is not str or type(v) not in _PLAIN:
-                    break
-            else:  # a flat map of plain values: its pairs as they are
-                out += (_FLAT_MAP, len(value))
-                for item in value.items():
-                    out += item
-                return
-        out += (_MAP, len(value))
-        for k, v in value.items():
-            out.append(k if type(k) is str else str(k))
-            if type(v) in _PLAIN:
-                out += (_SCALAR, v)
-            else:
-                _encode(v, out, depth + 1)
+        _encode_map(value, out, depth, kind is dict)
     elif kind is list or kind is tuple or isinstance(value, list | tuple):
-        for v in value:
-            if type(v) not in _PLAIN:
-                break
-        else:
-            out += (_FLAT_LIST, len(value))
-            out += value
-            return
-        out += (_LIST, len(value))
-        for v in value:
-            if type(v) in _PLAIN:
-                out += (_SCALAR, v)
-            else:
-                _encode(v, out, depth + 1)
+        _encode_list(value, out, depth)
     else:
         out += (_SCALAR, _scalar(value))
+
+
+def _encode_map(value: Mapping[Any, Any], out: list[Any], depth: int, is_dict: bool) -> None:
+    if is_dict:
+        for k, v in value.items():
+            if type(k) is not str or type(v) not in _PLAIN:
+                break
+        else:  # a flat map of plain values: its pairs as they are
+            out += (_FLAT_MAP, len(value))
+            for item in value.items():
+                out += item
+            return
+    out += (_MAP, len(value))
+    for k, v in value.items():
+        out.append(k if type(k) is str else str(k))
+        if type(v) in _PLAIN:
+            out += (_SCALAR, v)
+        else:
+            _encode(v, out, depth + 1)
+
+
+def _encode_list(value: list[Any] | tuple[Any, ...], out: list[Any], depth: int) -> None:
+    for v in value:
+        if type(v) not in _PLAIN:
+            break
+    else:
+        out += (_FLAT_LIST, len(value))
+        out += value
+        return
+    out += (_LIST, len(value))
+    for v in value:
+        if type(v) in _PLAIN:
+            out += (_SCALAR, v)
+        else:
+            _encode(v, out, depth + 1)
 
 
 def _scalar(value: Any) -> Any:
