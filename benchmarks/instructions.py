@@ -127,7 +127,11 @@ def _instructions(redis_url: str, model: str, events: bool, count: int, guests: 
         sys.executable, "-m", "benchmarks.instructions", "--redis", redis_url, "--model", model,
         "--guests", str(guests), "--run", str(count), *(["--events"] if events else []),
     ]  # fmt: skip
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    # numpy's OpenBLAS starts a thread per core that spins while idle; under valgrind how long it spins depends on
+    # the wall clock, and it moved the count by 76 M instructions between identical runs. The engine does no
+    # linear algebra, so one BLAS thread changes nothing else.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     found = _TOTAL.search(done.stderr)
     if done.returncode != 0 or found is None:
         raise SystemExit(f"the measured run failed ({done.returncode}):\n{done.stderr[-2000:]}")
