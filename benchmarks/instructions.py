@@ -20,7 +20,8 @@ often per decision than at native speed: decision records and exposures flushed 
 instead of ~15, experiments and model pointers refreshed, cached responses expiring, and the 50 ms decision
 deadline and 20 ms call timeouts firing on work that natively takes a millisecond (the first version of this
 tool counted that: a third of "the realistic model's" instructions were timed-out catalogue calls). So the
-measured run stretches the engine's timers by :data:`DILATION`, and decides against a copy of the model whose
+measured run stretches the engine's timers by :data:`DILATION` (not, with ``--events``, the housekeeping that
+settles the event log: that is work per event), and decides against a copy of the model whose
 deadline, call timeouts and cache lifetimes cannot expire mid-run (:func:`timing_neutral`, published as
 ``<model>-timing-neutral`` before the runs): every external call a cache hit, as at native speed, where a 5 s
 TTL at thousands of decisions per second misses about once in ten thousand.
@@ -113,7 +114,11 @@ async def _measured(redis_url: str, model: str, events: bool, count: int, guests
         bodies, path = event_bodies(300 + count, guests, run=os.getpid()), "/v1/events"
     else:
         bodies, path = shuffled_bodies(guests), decide_path(model)
-    listen.SWEEP_INTERVAL_S *= DILATION  # read by the housekeeping loop at each turn
+    if not events:
+        # Housekeeping (closing idle sessions, settling the event log) is work per event, not per decision: with
+        # events it keeps its pace, so each round reads back what the run logged; with decisions it would only
+        # close sessions left idle by earlier runs, on valgrind's clock.
+        listen.SWEEP_INTERVAL_S *= DILATION  # read by the housekeeping loop at each turn
     async with app.router.lifespan_context(app):
         _stretch_timers(app.state.rt)
         for body in bodies[:300]:
