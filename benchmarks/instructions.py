@@ -15,7 +15,7 @@ Point it at the Redis of a harness started with ``--serve``, as for :mod:`benchm
 With ``--events`` each request is one ``POST /v1/events`` for a benchmark guest, every event with a ref no run sent
 before (a repeated ref is only acknowledged as a duplicate).
 
-Under valgrind the program runs ~50× slower, and what the engine does on a clock would then happen ~50× more
+Under valgrind the program runs some 20–35× slower, and what the engine does on a clock would then happen that much more
 often per decision than at native speed: decision records and exposures flushed every 5 ms in batches of one
 instead of ~15, experiments and model pointers refreshed, cached responses expiring, and the 50 ms decision
 deadline and 20 ms call timeouts firing on work that natively takes a millisecond (the first version of this
@@ -61,14 +61,14 @@ ROOT = Path(__file__).resolve().parent.parent
 _TOTAL = re.compile(r"I\s+refs:\s+([\d,]+)")
 DILATION = 50
 """The engine's timers are stretched by this much in the measured run, so background work batches per decision
-as it does at native speed. Under cachegrind (``--cache-sim=no``) the program runs some tens of times slower (a
-2,300-decision run takes ~20 s, ~0.6 s natively); erring long is harmless (batches a little larger than native),
-erring short is not (a flush per decision)."""
+as it does at native speed. Under cachegrind (``--cache-sim=no``) the program runs 20–35× slower (300 + 2,300 decisions,
+start-up included: 21.5 s against 1.25 s natively); erring long is harmless (batches a little larger than
+native), erring short is not (a flush per decision)."""
 NEUTRAL_SUFFIX = "-timing-neutral"
 
 
 def timing_neutral(definition: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a model whose clocks cannot change which paths a decision takes when it runs ~50× slower: the
+    """A copy of a model whose clocks cannot change which paths a decision takes when it runs tens of times slower: the
     longest deadline a model may have, external calls with long timeouts and no retries, and cached responses
     that outlive the run."""
     out = copy.deepcopy(definition)
