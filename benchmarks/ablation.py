@@ -74,14 +74,18 @@ async def _publish(app: Any, bodies: list[bytes], neutral: bool) -> None:
             await decide_once(app, body, KEYS[name])
 
 
-async def _run(redis_url: str, rounds: int, block: int, guests: int, neutral: bool = False) -> dict[str, list[float]]:
+async def _publish_all(redis_url: str, guests: int, neutral: bool) -> None:
+    app = in_process_app(redis_url)
+    async with app.router.lifespan_context(app):
+        await _publish(app, shuffled_bodies(guests), neutral)
+
+
+async def _run(redis_url: str, rounds: int, block: int, guests: int) -> dict[str, list[float]]:
     app = in_process_app(redis_url)
     bodies = shuffled_bodies(guests)
     samples: dict[str, list[float]] = {name: [] for name in VARIANTS}
     async with app.router.lifespan_context(app):
-        await _publish(app, bodies, neutral)
-        if rounds == 0:
-            return samples
+        await _publish(app, bodies, neutral=False)
         for r in range(rounds):
             for name in list(VARIANTS)[:: 1 if r % 2 == 0 else -1]:
                 samples[name].append(await cpu_per_request_us(app, bodies, decide_path(KEYS[name]), block, 16))
@@ -102,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instructions", action="store_true", help="count instructions (valgrind) instead")
     args = parser.parse_args(argv)
     if args.instructions:
-        uvloop.run(_run(args.redis, 0, 0, args.guests, neutral=True))  # publish only
+        uvloop.run(_publish_all(args.redis, args.guests, neutral=True))
         counted = {}
         for name in VARIANTS:
             counted[name] = per_request_of(args.redis, KEYS[name], args.guests)

@@ -17,11 +17,12 @@ before (a repeated ref is only acknowledged as a duplicate).
 
 Under valgrind the program runs some 20–35× slower, and what the engine does on a clock would then happen that much more
 often per decision than at native speed: decision records and exposures flushed every 5 ms in batches of one
-instead of ~15, experiments and model pointers refreshed, cached responses expiring, and the 50 ms decision
+instead of ~15, experiments refreshed, cached responses expiring, and the 50 ms decision
 deadline and 20 ms call timeouts firing on work that natively takes a millisecond (the first version of this
 tool counted that: a third of "the realistic model's" instructions were timed-out catalogue calls). So the
-measured run stretches the engine's timers by :data:`DILATION` (not, with ``--events``, the housekeeping that
-settles the event log: that is work per event), and decides against a copy of the model whose
+measured run stretches the flush, experiment-refresh and housekeeping timers by :data:`DILATION` (not, with
+``--events``, the housekeeping that settles the event log: that is work per event; nor the registry's 1 s model
+pointer refresh, one read a second), and decides against a copy of the model whose
 deadline, call timeouts and cache lifetimes cannot expire mid-run (:func:`timing_neutral`, published as
 ``<model>-timing-neutral`` before the runs): every external call a cache hit, as at native speed, where a 5 s
 TTL at thousands of decisions per second misses about once in ten thousand.
@@ -44,7 +45,6 @@ from typing import Any
 
 import orjson
 import uvloop
-from cachetools import TTLCache
 
 from benchmarks.data import event_bodies
 from benchmarks.inprocess import (
@@ -106,7 +106,6 @@ def _stretch_timers(rt: Any) -> None:
     if lab is not None:
         lab.flush_interval_s *= DILATION
         lab.refresh_s *= DILATION
-    rt.registry._pointers = TTLCache(maxsize=4096, ttl=rt.settings.model_cache_ttl_s * DILATION)
 
 
 async def _measured(redis_url: str, model: str, events: bool, count: int, guests: int) -> None:
