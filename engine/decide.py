@@ -30,12 +30,15 @@ class Decision:
     degraded: bool
     guest: JSONObject
     """The guest as read for this decision; a shadow evaluation reuses it instead of reading again."""
+    outputs_json: bytes
+    """``result.outputs`` serialised once, by the size check: the response and the decision log embed these
+    bytes (``orjson.Fragment``) rather than serialising the outputs twice more."""
 
     def as_json(self, *, explain: bool) -> JSONObject:
         out: JSONObject = {
             "decision_id": self.decision_id,
             "model": {"key": self.plan.key, "version": self.plan.version},
-            "outputs": self.result.outputs,
+            "outputs": orjson.Fragment(self.outputs_json),
         }
         if self.result.errors:
             out["errors"] = self.result.errors
@@ -95,8 +98,8 @@ async def decide(rt: Runtime, model_key: str, lookup: GuestLookup, context: JSON
     plan, shadow = await rt.registry.production(model_key)
     guest, degraded = await fetch_guest(rt.store, lookup)
     result = await evaluate(rt, plan, guest, context)
-    check_size(plan, result)
-    decision = Decision(new_id(), plan, result, guest.get("ref") or lookup.direct_ref, degraded, guest)
+    outputs_json = check_size(plan, result)
+    decision = Decision(new_id(), plan, result, guest.get("ref") or lookup.direct_ref, degraded, guest, outputs_json)
     served = record(decision, shadow=False)
     rt.recorder.record(served)
     for listener in rt.services.get("decision_listeners", ()):
@@ -111,7 +114,13 @@ async def run_shadow(rt: Runtime, shadow: Plan, decision: Decision, context: JSO
     """Evaluate the model version in test on the same request; record its answer, serve nothing."""
     result = await evaluate(rt, shadow, decision.guest, context)
     shadow_decision = Decision(
-        decision.decision_id, shadow, result, decision.guest_ref, decision.degraded, decision.guest
+        decision.decision_id,
+        shadow,
+        result,
+        decision.guest_ref,
+        decision.degraded,
+        decision.guest,
+        orjson.dumps(result.outputs),
     )
     rt.recorder.record(record(shadow_decision, shadow=True))
 
@@ -129,16 +138,19 @@ def record(decision: Decision, *, shadow: bool) -> DecisionRecord:
         decision.plan.key,
         decision.plan.version,
         decision.guest_ref,
-        decision.result.outputs,
+        orjson.Fragment(decision.outputs_json),
         shadow,
         int(time.time() * 1000),
         extra,
     )
 
 
-def check_size(plan: Plan, result: Result) -> None:
-    size = len(orjson.dumps(result.outputs))
+def check_size(plan: Plan, result: Result) -> bytes:
+    """``result.outputs`` as JSON, once it is known to fit the model's cap."""
+    outputs_json = orjson.dumps(result.outputs)
+    size = len(outputs_json)
     if size > plan.max_result_bytes:
         raise ResultTooLarge(
             f"the model's result is {size} bytes; the cap is {plan.max_result_bytes}", pointer="/outputs"
         )
+    return outputs_json

@@ -65,9 +65,11 @@ def test_explain_returns_the_trace(published: TestClient) -> None:
 
 
 def test_decisions_are_recorded(published: TestClient) -> None:
-    out = decide(published, {"guest": {"browser_id": "b9"}})
+    out = decide(published, {"guest": {"browser_id": "b9"}, "context": {"page": "/p"}})
     log = published.get("/v1/decisions", headers=ADMIN).json()["decisions"]
     assert log[0]["decision_id"] == out["decision_id"] and log[0]["guest_ref"] == "b9"
+    # The outputs are serialised once and shared by the response and the log: both carry the same JSON.
+    assert log[0]["outputs"] == out["outputs"] == {"variant": "standard", "page": "/p"}
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from engine.errors import Conflict, NotFound
@@ -58,6 +59,12 @@ async def test_decision_log_newest_first(st: Store) -> None:
     recent = await st.decisions_recent(3)
     assert [r["decision_id"] for r in recent] == ["d4", "d3", "d2"]
     assert recent[0]["outputs"] == {"i": 4}
+
+
+async def test_decision_log_takes_pre_serialised_outputs(st: Store) -> None:
+    # decide hands the log the bytes it already made for the response, as an orjson.Fragment.
+    await st.decisions_record([DecisionRecord("f1", "m", 1, "g", orjson.Fragment(b'{"a":[1,"x"]}'), False, 1)])
+    assert (await st.decisions_recent(1))[0]["outputs"] == {"a": [1, "x"]}
 
 
 async def test_resources(st: Store) -> None:

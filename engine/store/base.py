@@ -53,6 +53,7 @@ class DecisionRecord(NamedTuple):
     model_version: int
     guest_ref: str | None
     outputs: Any
+    """JSON data, or the decision's outputs already serialised as an ``orjson.Fragment`` (stores write it as is)."""
     shadow: bool
     at_ms: int
     extra: JSONObject | None = None

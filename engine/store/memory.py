@@ -13,6 +13,8 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
+
 from engine.lifecycle import transition
 from engine.store.base import DecisionRecord, GuestLookup, ModelPointers
 from engine.types import JSONObject
@@ -101,7 +103,8 @@ class MemoryStore:
             self._identifiers[(ident["provider"], ident["id"])] = ref
 
     async def decisions_record(self, records: list[DecisionRecord]) -> None:
-        self._decisions.extend(r.as_dict() for r in records)
+        # Through JSON, as Redis keeps them: outputs may arrive pre-serialised (an orjson.Fragment).
+        self._decisions.extend(orjson.loads(orjson.dumps(r.as_dict(), default=str)) for r in records)
 
     async def decisions_recent(self, count: int) -> list[JSONObject]:
         return list(self._decisions)[-count:][::-1]
