@@ -125,6 +125,20 @@ EXPRESSIONS: list[tuple[str, dict[str, Any], Any]] = [
     ('string(date("2020-01-02"))', {}, "2020-01-02"),
     ('flatten([["w", "x"], "y"])', {}, ["w", "x", "y"]),
     ("substring(5, 1)", {}, None),
+    # aggregates over JSON data, as guests bring it (floats, ints, ISO date strings): each kind's fast path
+    ("sum(guest.orders.total)", {"guest": {"orders": [{"total": 0.1}, {"total": 0.2}]}}, Decimal("0.3")),
+    ("sum(guest.xs)", {"guest": {"xs": [0.1, 2, Decimal("0.3")]}}, Decimal("2.4")),
+    ("sum(guest.xs)", {"guest": {"xs": [1e308, 1e308]}}, Decimal("2E+308")),
+    ("sum(guest.xs)", {"guest": {"xs": [1.5, float("inf")]}}, None),
+    ("sum(guest.xs)", {"guest": {"xs": [float("nan")]}}, None),
+    ("sum(guest.xs)", {"guest": {"xs": [1.5, True]}}, None),
+    ("sum(guest.xs)", {"guest": {"xs": [1.5, "2"]}}, None),
+    ("max(guest.xs)", {"guest": {"xs": ["2026-01-02", "2026-03-01", "2025-12-31"]}}, "2026-03-01"),
+    ("min(guest.xs)", {"guest": {"xs": ["b", "a", "c"]}}, "a"),
+    ("max(guest.xs)", {"guest": {"xs": [2, Decimal("2.5"), 1]}}, Decimal("2.5")),
+    ("max(guest.xs)", {"guest": {"xs": [1, 2.5]}}, 2.5),  # the item itself, as before the fast paths
+    ("max(guest.xs)", {"guest": {"xs": ["a", 1]}}, None),
+    ("min(guest.xs)", {"guest": {"xs": [True, False]}}, None),
 ]
 
 
