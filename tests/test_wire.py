@@ -43,6 +43,34 @@ async def test_concurrent_callers_each_get_their_own_reply(wire: Wire) -> None:
     assert sorted(counts) == list(range(1, 301))
 
 
+async def test_batches_and_single_commands_interleaved_each_get_their_own_replies(wire: Wire) -> None:
+    # A batch waits on one future for all its replies; singles issued around it in the same loop iteration
+    # share the write, and the replies must still split at the right places.
+    await wire.call_many([("SET", f"b:{i}", i) for i in range(50)])
+    batch = [("GET", f"b:{i}") for i in range(50)]
+    got = await asyncio.gather(
+        wire.call("GET", "b:7"),
+        wire.call_many(batch),
+        wire.call("GET", "b:9"),
+        wire.call_many(batch[:3]),
+        wire.call_many([]),
+    )
+    assert got == [b"7", [str(i).encode() for i in range(50)], b"9", [b"0", b"1", b"2"], []]
+
+
+async def test_a_cancelled_batch_does_not_shift_replies(redis_url: str, wire: Wire) -> None:
+    await wire.call("SET", "after", "right")
+    pauser = redis.Redis.from_url(redis_url)
+    try:
+        pauser.execute_command("CLIENT", "PAUSE", 200, "ALL")
+        slow = asyncio.ensure_future(wire.call_many([("GET", "absent"), ("INCR", "n"), ("GET", "absent")]))
+        await asyncio.sleep(0.05)
+        slow.cancel()
+        assert await wire.call_many([("GET", "after"), ("GET", "n")]) == [b"right", b"1"]
+    finally:
+        pauser.close()
+
+
 async def test_error_replies_raise_and_leave_the_connection_aligned(wire: Wire) -> None:
     await wire.call("SET", "s", "text")
     with pytest.raises(ResponseError, match="WRONGTYPE"):
