@@ -2,18 +2,21 @@
 
 Two caches keep models off the request path's Redis round trip:
 - compiled plans by (key, version), an LRU: versions are immutable, so an entry is never stale;
-- which version serves production/test per key, a short TTL cache, dropped on local changes and on
+- which version serves production/test per key, for a short TTL, dropped on local changes and on
   peers' change notices, so a publish or rollback reaches every process within ``model_cache_ttl_s``.
+  Each entry also keeps the plans it resolved to, so a decision finds its plans with one dict lookup and
+  one clock read (cachetools' TTLCache and LRUCache took eight Python calls per decision to do the same).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from typing import Any
+import time
+from typing import Any, NamedTuple
 
 import orjson
-from cachetools import LRUCache, TTLCache
+from cachetools import LRUCache
 from redis.exceptions import RedisError
 
 from engine.errors import BadRequest, NotFound, Unavailable
@@ -24,6 +27,17 @@ from engine.store import ModelPointers, Store
 from engine.types import JSONObject
 
 PLAN_CACHE_SIZE = 1024
+POINTER_CACHE_SIZE = 4096
+"""Model keys whose pointers are cached at once; past it the cache starts over (requests may name any key)."""
+
+
+class _Pointed(NamedTuple):
+    """A key's pointers as read at some moment, valid until ``expires_s`` (monotonic)."""
+
+    expires_s: float
+    pointers: ModelPointers | None
+    serving: tuple[Plan, Plan | None] | None = None
+    """The production and shadow plans those pointers name, once a decision resolved them."""
 
 
 class Registry:
@@ -34,7 +48,8 @@ class Registry:
         self.services = services
         self.max_result_bytes = max_result_bytes
         self._plans: LRUCache[tuple[str, int], Plan] = LRUCache(PLAN_CACHE_SIZE)
-        self._pointers: TTLCache[str, ModelPointers | None] = TTLCache(maxsize=4096, ttl=pointer_ttl_s)
+        self.pointer_ttl_s = pointer_ttl_s
+        self._pointers: dict[str, _Pointed] = {}
         self._last_known: dict[str, ModelPointers | None] = {}
         """Pointers as last read, served when the store is unreachable (stale beats no answer)."""
 
@@ -101,18 +116,23 @@ class Registry:
 
     # --- the decide path ------------------------------------------------------------------------
     async def pointers(self, key: str) -> ModelPointers | None:
-        try:
-            return self._pointers[key]
-        except KeyError:
-            pass
+        return (await self._pointed(key)).pointers
+
+    async def _pointed(self, key: str) -> _Pointed:
+        hit = self._pointers.get(key)
+        if hit is not None and time.monotonic() < hit.expires_s:
+            return hit
         try:
             pointers = await self.store.model_pointers(key)
         except Unavailable:
             if key in self._last_known:
-                return self._last_known[key]
+                return _Pointed(0.0, self._last_known[key])  # expired at once: the store is asked again
             raise
-        self._pointers[key] = self._last_known[key] = pointers
-        return pointers
+        if len(self._pointers) >= POINTER_CACHE_SIZE:
+            self._pointers.clear()
+        entry = self._pointers[key] = _Pointed(time.monotonic() + self.pointer_ttl_s, pointers)
+        self._last_known[key] = pointers
+        return entry
 
     async def plan(self, key: str, version: int) -> Plan:
         plan = self._plans.get((key, version))
@@ -124,11 +144,17 @@ class Registry:
 
     async def production(self, key: str) -> tuple[Plan, Plan | None]:
         """The plan serving ``key`` and, if one is in test, the shadow plan to evaluate beside it."""
-        pointers = await self.pointers(key)
+        entry = await self._pointed(key)
+        if entry.serving is not None:
+            return entry.serving
+        pointers = entry.pointers
         if pointers is None or pointers.production is None:
             raise NotFound(f"no model '{key}' in production", pointer="/model")
         shadow = await self.plan(key, pointers.test) if pointers.test is not None else None
-        return await self.plan(key, pointers.production), shadow
+        serving = (await self.plan(key, pointers.production), shadow)
+        if self._pointers.get(key) is entry:  # not forgotten while the plans compiled
+            self._pointers[key] = entry._replace(serving=serving)
+        return serving
 
     async def resolve(self, key: str, version: int | None) -> Plan:
         """A given version, or production, or else the latest version (for testing drafts)."""

@@ -40,6 +40,31 @@ async def test_peer_publish_invalidates_cached_pointer(redis_url: str) -> None:
         await b.close()
 
 
+async def test_without_change_notices_a_peer_sees_a_publish_within_the_ttl(redis_url: str) -> None:
+    # No follow_changes: the TTL is the backstop, and the plans a decision resolved expire with it.
+    a, b = RedisStore(redis_url), RedisStore(redis_url)
+    ra, rb = Registry(a, pointer_ttl_s=60), Registry(b, pointer_ttl_s=0.2)
+    try:
+        for n in range(3):
+            await ra.upload("t", model(n), "application/json")
+        await ra.set_state("t", 1, "production")
+        await ra.set_state("t", 2, "test")
+        plan, shadow = await rb.production("t")
+        assert (plan.version, shadow and shadow.version) == (1, 2)
+        assert await rb.production("t") == (plan, shadow)  # served from the cache: the same compiled plans
+        await ra.set_state("t", 3, "production")
+        assert (await rb.production("t"))[0].version == 1  # within the TTL, b has not looked yet
+        await asyncio.sleep(0.25)
+        plan, shadow = await rb.production("t")
+        assert (plan.version, shadow and shadow.version) == (3, 2)
+        rb.forget("t")  # as a change notice does
+        await ra.set_state("t", 2, "production")
+        assert (await rb.production("t"))[0].version == 2
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_concurrent_publishes_keep_one_production(redis_url: str) -> None:
     store = RedisStore(redis_url)
     reg = Registry(store)
