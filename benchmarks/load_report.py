@@ -9,6 +9,7 @@ report says how many of the workers that was.
 from __future__ import annotations
 
 import re
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,6 +134,9 @@ def ratios(report: dict[str, Any], external_node: str) -> dict[str, Any]:
         "cache": [_cache(decide["saturation"], decide["saturation"]["requests"], external_node)]
         + [{"rate": d["target_rps"], **_cache(d, d["sent"], external_node)} for d in decide["fixed_rate"]],
     }
+    pairs = [p["ratio"] for p in report.get("pairs", [])]
+    if pairs:
+        out["decide_over_floor_throughput_paired"] = {"ratios": pairs, "median": statistics.median(pairs)}
     for key in ("events", "events_batch"):
         if key in report:
             out[f"{key}_per_s_over_floor_rps"] = round(report[key]["saturation"]["events_per_s"] / floor_rps, 3)
@@ -178,6 +182,10 @@ def render(report: dict[str, Any]) -> str:
         if key in report:
             lines += _rows(name, report[key])
     lines.append(f"\ndecide / floor throughput at saturation: {ra['decide_over_floor_throughput']:.2f}")
+    if "decide_over_floor_throughput_paired" in ra:
+        p = ra["decide_over_floor_throughput_paired"]
+        each = ", ".join(f"{r:.2f}" for r in p["ratios"])
+        lines.append(f"decide / floor throughput in back-to-back pairs: {each}; median {p['median']:.2f}")
     for lat in ra["decide_over_floor_latency"]:
         ratio = ", ".join(f"{p} ×{lat[p]}" for p in ("p50", "p99", "p99.9"))
         lines.append(f"decide / floor latency at the same offered {lat['rate']:.0f}/s: {ratio}")

@@ -14,12 +14,15 @@ One command (``make bench-load``, or ``make bench`` before the micro-benchmarks)
    ``--own-fractions`` of its own (a load it can sustain); before each run Arbiter must decide cleanly again
    (an overload leaves the external node's circuit open). Per run: the stub's calls and the node fallbacks
    (the external node's cache hit rate); at the end, the per-node timings from ``/metrics``;
-5. ``POST /v1/events`` with one event per request, then with ``--event-batch`` events per request, each at
+5. ``--pairs`` back-to-back saturation runs of the floor and decide, alternating which goes first: the
+   throughput ratio as the median of ratios measured seconds apart (:func:`paired`);
+6. ``POST /v1/events`` with one event per request, then with ``--event-batch`` events per request, each at
    saturation and at fractions of *its own* saturation (events are not decide-shaped: the floor's rate
    means nothing to them); events/s accepted = 2xx requests × batch size.
 
-Servers run one at a time (the stub beside Arbiter), so each has the machine: 2 cores shared with
-wrk/openloop and Redis. Every phase is bounded in time; every process started here is stopped here.
+The floor, the stub and Arbiter all run from the start, and one target is driven at a time: the idle servers
+take no CPU, so each measured one has the machine (2 cores shared with wrk/openloop and Redis). Every phase
+is bounded in time; every process started here is stopped here.
 
 Run: python -m benchmarks.loadtest [--workers 1] [--guests 20000] [--duration 10] [--json out.json]
      python -m benchmarks.loadtest --serve   (set everything up, print the URL, wait: for locust)
@@ -169,6 +172,26 @@ def measure(
     return {"batch": target.batch, "saturation": sat, "fixed_rate": fixed}
 
 
+def paired(floor: Target, floor_port: int, decide: Target, decide_port: int, args: argparse.Namespace) -> list[dict]:
+    """``--pairs`` back-to-back saturation runs of the floor and decide, in alternating order.
+
+    The VM this is developed on drifts by 10-20 % within minutes, for every process alike; one floor run and
+    one decide run minutes apart can move their ratio by that much. Runs a few seconds apart share the
+    machine's state, and alternating which goes first cancels a steady drift across a pair."""
+    out = []
+    for i in range(args.pairs):
+        order = [(floor, floor_port), (decide, decide_port)]
+        rps = {}
+        for target, port in order if i % 2 == 0 else order[::-1]:
+            wrk(port, target, 1, args)
+            rps[target.name] = wrk(port, target, args.pair_duration, args)["rps"]
+        ratio = round(rps["decide"] / rps["floor"], 3) if rps["floor"] else 0.0
+        out.append({"first": order[0 if i % 2 == 0 else 1][0].name, **rps, "ratio": ratio})
+        say = f"  pair {i + 1}: floor {rps['floor']:.0f}, decide {rps['decide']:.0f} req/s → {ratio:.2f}"
+        print(say, file=sys.stderr)
+    return out
+
+
 def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
 
@@ -224,13 +247,14 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
         with servers.running_redis(workdir) as url:
             report["seed"] = seed(url, args.guests)
             print(f"seeded {args.guests} guests in {report['seed']['seconds']} s", file=sys.stderr)
-            with servers.running_floor(workdir, url, args.workers) as floor:
-                report["floor"] = measure(floor_target, floor.port, args, [(f, "floor") for f in args.fractions])
-            floor_rps = float(report["floor"]["saturation"]["rps"])
             with (
+                servers.running_floor(workdir, url, args.workers) as floor,
                 servers.running_stub(workdir, args.stub_delay_ms) as stub,
                 servers.running_arbiter(workdir, url, args.workers) as arbiter,
             ):
+                # All three run from here on; each target is measured while the others idle.
+                report["floor"] = measure(floor_target, floor.port, args, [(f, "floor") for f in args.fractions])
+                floor_rps = float(report["floor"]["saturation"]["rps"])
                 report["scenario"] = scenario_setup.install(arbiter.port, stub.port, ADMIN_KEY)
                 check = functools.partial(scenario_setup.check, arbiter.port, PUBLIC_KEY, decide_target.bodies(0, 0))
                 try:
@@ -241,6 +265,8 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 fractions = [(f, "floor") for f in args.fractions] + [(f, "own") for f in args.own_fractions]
                 report["decide"] = measure(decide_target, arbiter.port, args, fractions, floor_rps, probe, check)
                 report["metrics"] = load_report.scrape(arbiter.port, args.workers, MODEL)
+                # Before the events runs, which grow the guests that decide reads.
+                report["pairs"] = paired(floor_target, floor.port, decide_target, arbiter.port, args)
                 require_events_accepted(arbiter.port, event_targets)
                 for target in event_targets:
                     key = "events" if target.batch == 1 else "events_batch"
@@ -308,6 +334,10 @@ def main(argv: list[str] | None = None) -> int:
         default=[0.5],
         help="more decide open-loop rates, as fractions of decide's own saturation (a load it can sustain)",
     )
+    parser.add_argument(
+        "--pairs", type=int, default=3, help="back-to-back floor/decide saturation runs, for the throughput ratio"
+    )
+    parser.add_argument("--pair-duration", type=float, default=5.0, help="seconds per run of a pair")
     parser.add_argument("--json", type=Path, help="also write the full report here")
     parser.add_argument("--serve", action="store_true", help="set up and wait instead of measuring (for locust)")
     args = parser.parse_args(argv)

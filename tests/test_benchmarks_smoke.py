@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("wrk") is None, r
 def test_load_harness_reports(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     args = ["--guests", "300", "--duration", "1", "--warmup", "1", "--connections", "4", "--fractions", "0.1"]
-    args += ["--own-fractions", "0.2"]
+    args += ["--own-fractions", "0.2", "--pairs", "2", "--pair-duration", "1"]
     assert loadtest.main([*args, "--workers", "1", "--event-batch", "5", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     for target in ("floor", "decide", "events", "events_batch"):
@@ -40,6 +40,11 @@ def test_load_harness_reports(tmp_path: Path) -> None:
     assert batch_sat["events_per_s"] == pytest.approx(batch_sat["rps"] * 5, rel=0.01)
     assert report["scenario"]["decisions_checked"] >= 20
     assert report["ratios"]["decide_over_floor_throughput"] > 0
+    # Back-to-back pairs alternate which target goes first; the ratio is their median.
+    assert [p["first"] for p in report["pairs"]] == ["floor", "decide"]
+    assert all(p["floor"] > 0 and p["decide"] > 0 for p in report["pairs"])
+    paired = report["ratios"]["decide_over_floor_throughput_paired"]
+    assert paired["ratios"] == [p["ratio"] for p in report["pairs"]] and min(paired["ratios"]) <= paired["median"]
     kinds = {n["kind"] for n in report["metrics"]["nodes"]}
     assert kinds >= {"expression", "table", "rule", "offers", "script", "external", "experiment", "output"}
     assert report["metrics"]["workers_seen"] == 1
@@ -49,7 +54,7 @@ def test_load_harness_reports(tmp_path: Path) -> None:
     assert all(0 <= c["loop"]["loop late >5 ms"] <= c["loop"]["loop ticks"] for c in report["ratios"]["cache"])
     assert report["metrics"]["loop_lag"]["loop ticks"] > 0
     rendered = load_report.render(report)
-    assert "of own sat." in rendered and "ticks due every 50 ms" in rendered
+    assert "of own sat." in rendered and "ticks due every 50 ms" in rendered and "back-to-back pairs" in rendered
 
 
 def test_history_harness_reports_a_row_per_step(capsys: pytest.CaptureFixture[str]) -> None:
