@@ -9,7 +9,9 @@ events and as many guest reads (``time.process_time``: this process's CPU, Redis
     python -m benchmarks.history
     python -m benchmarks.history --closed-budget 1000000   # as before the closed-session budget
 
-Prints one row per size step: sessions, the guest's stored size, µs of CPU per event and per read.
+Prints one row per size step: sessions, the guest's stored size, µs of CPU per event, per read of the whole
+guest (what an event or a decision whose model may read session events costs) and per read without the sessions'
+events (a decision whose model cannot read them: engine/guestreads.py).
 """
 
 from __future__ import annotations
@@ -48,7 +50,10 @@ async def _run(args: argparse.Namespace, redis_url: str) -> None:
         await ingest.record(event(clock, browser_id=ref, page=f"p{sent}", product=product))
 
     try:
-        print("| sessions | guest KB | CPU µs per event | CPU µs per guest read |\n|---:|---:|---:|---:|")
+        print(
+            "| sessions | guest KB | CPU µs per event | CPU µs per guest read | without session events |\n"
+            "|---:|---:|---:|---:|---:|"
+        )
         grown = 0
         for sessions in args.steps:
             while grown < sessions:
@@ -67,7 +72,11 @@ async def _run(args: argparse.Namespace, redis_url: str) -> None:
             for _ in range(args.events):
                 await store.guest_load(lookup)
             per_read = (time.process_time() - cpu0) / args.events * 1e6
-            print(f"| {sessions} | {size / 1024:.1f} | {per_event:.0f} | {per_read:.0f} |")
+            cpu0 = time.process_time()
+            for _ in range(args.events):
+                await store.guest_load(lookup, session_events=False)
+            per_light_read = (time.process_time() - cpu0) / args.events * 1e6
+            print(f"| {sessions} | {size / 1024:.1f} | {per_event:.0f} | {per_read:.0f} | {per_light_read:.0f} |")
     finally:
         client.close()
         await store.close()

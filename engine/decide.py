@@ -77,10 +77,10 @@ def parse_lookup(raw: Any, pointer: str = "/guest") -> GuestLookup:
     raise BadRequest("name the guest by 'browser_id', 'guest_ref' or 'identifiers'", pointer=pointer)
 
 
-async def fetch_guest(store: Store, lookup: GuestLookup) -> tuple[JSONObject, bool]:
+async def fetch_guest(store: Store, lookup: GuestLookup, *, session_events: bool = True) -> tuple[JSONObject, bool]:
     """The guest document and whether we are degraded (store down: answer from defaults, say so)."""
     try:
-        guest = await store.guest_load(lookup)
+        guest = await store.guest_load(lookup, session_events=session_events)
     except Unavailable:
         return empty_guest(lookup.direct_ref), True
     return (guest if guest is not None else empty_guest(lookup.direct_ref)), False
@@ -96,7 +96,7 @@ async def decide(rt: Runtime, model_key: str, lookup: GuestLookup, context: JSON
     """Serve ``model_key`` for this guest. Returns the decision and the shadow plan to run after responding."""
     t0 = time.perf_counter()
     plan, shadow = await rt.registry.production(model_key)
-    guest, degraded = await fetch_guest(rt.store, lookup)
+    guest, degraded = await fetch_guest(rt.store, lookup, session_events=needs_session_events(rt, plan, shadow))
     result = await evaluate(rt, plan, guest, context)
     outputs_json = check_size(plan, result)
     decision = Decision(new_id(), plan, result, guest.get("ref") or lookup.direct_ref, degraded, guest, outputs_json)
@@ -108,6 +108,22 @@ async def decide(rt: Runtime, model_key: str, lookup: GuestLookup, context: JSON
     if degraded:
         rt.metrics.degraded.labels(plan.key).inc()
     return decision, shadow
+
+
+def needs_session_events(rt: Runtime, plan: Plan, shadow: Plan | None) -> bool:
+    """Whether this decision must read the guest's session events: the model (or the one shadowing it) or an
+    experiment it chooses in may read them. An experiment this process does not know counts as reading them."""
+    lab = rt.services.get("experiments")
+    for p in (plan, shadow):
+        if p is None:
+            continue
+        if p.reads_session_events:
+            return True
+        for key in p.experiment_keys:
+            exp = lab.experiments.get(key) if lab is not None else None
+            if exp is None or exp.reads_session_events:
+                return True
+    return False
 
 
 async def run_shadow(rt: Runtime, shadow: Plan, decision: Decision, context: JSONObject) -> None:

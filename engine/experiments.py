@@ -23,6 +23,7 @@ from engine.assignment import DEFAULT_BUCKETS, LAYER_BUCKETS, UNIVERSAL_BUCKETS
 from engine.bandit import Policy
 from engine.errors import FeelError, Problem, ValidationError
 from engine.feel import Expression, compile_expression
+from engine.guestreads import reads_session_events
 from engine.model import KEY_PATTERN
 from engine.types import JSONObject
 
@@ -74,6 +75,8 @@ class Experiment:
     started_ms: int
     definition: JSONObject
     index: dict[str, int] = field(compare=False)
+    reads_session_events: bool = field(default=True, compare=False)
+    """Whether its targeting may read a guest's session events (:mod:`engine.guestreads`)."""
 
     @property
     def arm_ids(self) -> tuple[str, ...]:
@@ -146,6 +149,7 @@ def compile_experiment(doc: Any, key: str) -> Experiment:
         policy=policy,
         epoch_s=epoch_s,
         targeting=_targeting(c),
+        reads_session_events=reads_session_events(doc.get("targeting")),
         traffic_pct=c.number(doc, "traffic_pct", 100.0, 0.0, 100.0, ""),
         holdout_pct=c.number(doc, "holdout_pct", 0.0, 0.0, 100.0, ""),
         layer=layer_id,

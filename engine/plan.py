@@ -46,6 +46,11 @@ class Plan:
     input_checks: tuple[tuple[str, UnaryTests], ...] = ()
     """Declared inputs whose type lists allowed values (DMN item definitions): checked on the way in."""
     """The model's item definitions: declared inputs are coerced through them (DMN structures, lists)."""
+    reads_session_events: bool = True
+    """Whether the model may read a guest's session events (:mod:`engine.guestreads`): if not, decisions read the
+    guest without them. True unless the compiler has shown otherwise."""
+    experiment_keys: tuple[str, ...] = ()
+    """The experiments its experiment nodes choose in: their targeting sees the whole guest."""
     is_async: bool = field(init=False)
     output_is_json: bool = field(init=False)
     """The answer node returns JSON already (output nodes do): no second conversion."""

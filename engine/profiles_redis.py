@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 from engine import keys
 from engine.errors import Unavailable
 from engine.profiles import TOKENS_KEPT, Commit, Snapshot, Write
-from engine.store.redis import GUEST_PARTS, RedisStore, guest_document, load_script
+from engine.store.redis import GUEST_PARTS, SESSION_EVENTS, RedisStore, guest_document, guest_part, load_script
 from engine.store.wire import pairs
 from engine.types import JSONObject
 
@@ -171,7 +171,7 @@ def _snapshot(fields: dict[bytes, bytes]) -> Snapshot:
     return Snapshot(guest, rev, {name: fields[field] for name, field in _STORED_FIELDS if field in fields})
 
 
-_STORED_FIELDS = tuple((name, name.encode()) for name in ("profile", *GUEST_PARTS))
+_STORED_FIELDS = tuple((name, name.encode()) for name in ("profile", *GUEST_PARTS, SESSION_EVENTS))
 
 
 def _commit_keys(ref: str) -> tuple[str, str]:
@@ -195,9 +195,9 @@ def _commit_args(
     if was.get("profile") != profile:
         args += ["profile", profile]
     for part in GUEST_PARTS:
-        data = orjson.dumps(guest.get(part, {} if part == "assignments" else []))
-        if was.get(part) != data:
-            args += [part, data]
+        for field, data in guest_part(part, guest.get(part, {} if part == "assignments" else [])).items():
+            if was.get(field) != data:
+                args += [field, data]
     return args
 
 

@@ -63,7 +63,7 @@ def test_history_harness_reports_a_row_per_step(capsys: pytest.CaptureFixture[st
         assert history.main([*small, "--closed-budget", str(budget)]) == 0
         rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()[2:]]
         assert [int(r[0]) for r in rows] == [1, 3, 6]
-        assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in rows)
+        assert all(float(r[2]) > 0 and float(r[3]) > 0 and float(r[4]) > 0 for r in rows)
         return [float(r[1]) for r in rows]
 
     kept, unbounded = sizes_kb(5), sizes_kb(1_000_000)

@@ -121,8 +121,9 @@ class Store(Protocol):
         ...
 
     # --- guests and decisions -------------------------------------------------------------------
-    async def guest_load(self, lookup: GuestLookup) -> JSONObject | None:
-        """The guest's whole decision-time document, in one round trip where the lookup allows."""
+    async def guest_load(self, lookup: GuestLookup, *, session_events: bool = True) -> JSONObject | None:
+        """The guest's decision-time document, in one round trip where the lookup allows; without its sessions'
+        events if ``session_events`` is false (a store may return them anyway)."""
         ...
 
     async def guest_save(self, ref: str, guest: JSONObject) -> None:

@@ -26,6 +26,12 @@ from engine.types import JSONObject
 
 GUEST_PARTS = ("sessions", "orders", "cart", "assignments")
 """Guest fields kept as their own hash fields so events can rewrite one without the others."""
+SESSION_EVENTS = "session_events"
+"""Hash field: each session's ``events`` by session ref, stored apart from the sessions themselves. They are most
+of a guest's bytes, and a decision whose model never reads them (:func:`engine.guestreads.reads_session_events`)
+reads the guest without parsing them. ``sessions`` keeps an empty ``events`` list in each session whose events
+moved here, so a process from before this field (a rolling deploy, a rollback) reads and appends to sessions as it
+always did; events it appends there are read back after the ones here (:func:`guest_document`)."""
 CAS_RETRIES = 8
 
 
@@ -248,7 +254,7 @@ class RedisStore:
         raise Unavailable(f"model {key} is changing too fast; try again")
 
     # --- guests and decisions -------------------------------------------------------------------
-    async def guest_load(self, lookup: GuestLookup) -> JSONObject | None:
+    async def guest_load(self, lookup: GuestLookup, *, session_events: bool = True) -> JSONObject | None:
         try:
             ref = lookup.direct_ref
             if ref is None and lookup.provider and lookup.identifier:
@@ -256,17 +262,24 @@ class RedisStore:
                 ref = raw_ref.decode() if raw_ref else None
             if ref is None:
                 return None
-            guest = guest_document(pairs(await self.hot("HGETALL", keys.guest(ref))))
+            guest = await self._guest_read(ref, session_events)
             if guest is not None and guest.get("type") == "retired" and guest.get("survivor"):
                 # A merged-away guest: one more round trip, only for browsers that were anonymous once.
-                guest = guest_document(pairs(await self.hot("HGETALL", keys.guest(guest["survivor"]))))
+                guest = await self._guest_read(guest["survivor"], session_events)
             return guest
         except RedisError as exc:
             raise Unavailable(f"guest store unavailable: {exc}") from exc
 
+    async def _guest_read(self, ref: str, session_events: bool) -> JSONObject | None:
+        # HGETALL either way: the events' bytes cost little to carry, only parsing them does (an HMGET of the
+        # other fields cost more instructions than it saved on guests with few events).
+        return guest_document(pairs(await self.hot("HGETALL", keys.guest(ref))), session_events=session_events)
+
     async def guest_save(self, ref: str, guest: JSONObject) -> None:
         fields = {"profile": orjson.dumps({k: v for k, v in guest.items() if k not in GUEST_PARTS})}
-        fields.update({part: orjson.dumps(guest[part]) for part in GUEST_PARTS if part in guest})
+        for part in GUEST_PARTS:
+            if part in guest:
+                fields.update(guest_part(part, guest[part]))
         try:
             await self.client.hset(keys.guest(ref), mapping=fields)
             for ident in guest.get("identifiers", []):
@@ -332,8 +345,9 @@ def _pointers(meta: dict[bytes, bytes]) -> ModelPointers:
     )
 
 
-def guest_document(fields: dict[bytes, bytes]) -> JSONObject | None:
-    """A guest hash's fields (``profile`` and each of :data:`GUEST_PARTS`) as one document; None without a profile."""
+def guest_document(fields: dict[bytes, bytes], *, session_events: bool = True) -> JSONObject | None:
+    """A guest hash's fields (``profile``, each of :data:`GUEST_PARTS` and :data:`SESSION_EVENTS` unless not
+    wanted) as one document; None without a profile."""
     if b"profile" not in fields:
         return None
     guest: JSONObject = orjson.loads(fields[b"profile"])
@@ -341,4 +355,36 @@ def guest_document(fields: dict[bytes, bytes]) -> JSONObject | None:
         raw = fields.get(part.encode())
         if raw is not None:
             guest[part] = orjson.loads(raw)
+    events = fields.get(b"session_events") if session_events else None
+    if events is not None and "sessions" in guest:
+        by_ref = orjson.loads(events)
+        for session in guest["sessions"]:
+            moved = by_ref.get(session.get("ref"))
+            if moved:
+                # Inline events next to moved ones were appended by a process that predates the split field:
+                # they are the newer ones.
+                inline = session.get("events")
+                session["events"] = moved + inline if inline else moved
     return guest
+
+
+def guest_part(part: str, value: Any) -> dict[str, bytes]:
+    """The hash fields one guest part is stored in: its JSON; for ``sessions``, the sessions with their events left
+    empty and the events by session ref (:data:`SESSION_EVENTS`)."""
+    if part != "sessions" or not isinstance(value, list):
+        return {part: orjson.dumps(value)}
+    by_ref: dict[str, Any] = {}
+    moved: list[JSONObject] = []
+    try:
+        for session in value:
+            ref = session.get("ref") if isinstance(session, dict) else None
+            # A session without a ref of its own (an import's) keeps its events inline: nothing to key them by.
+            if isinstance(ref, str) and ref not in by_ref and session.get("events"):
+                by_ref[ref] = session["events"]
+                session["events"] = ()  # written as []: the shape every reader of `sessions` expects
+                moved.append(session)
+        # Swapped out and put back rather than copied: no new dict per session on every event's write.
+        return {part: orjson.dumps(value), SESSION_EVENTS: orjson.dumps(by_ref)}
+    finally:
+        for session in moved:
+            session["events"] = by_ref[session["ref"]]
