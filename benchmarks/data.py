@@ -12,7 +12,7 @@ import redis
 
 from engine import keys
 from engine.model import parse_document
-from engine.store.redis import GUEST_PARTS
+from engine.store.redis import guest_fields
 from engine.types import JSONObject
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,13 +83,18 @@ def guest_ref(i: int) -> str:
     return f"bench-{i:07d}"
 
 
-def guest_documents(n: int, seed: int = SEED, start: int = 0) -> Iterator[JSONObject]:
+def guest_documents(n: int, seed: int = SEED, start: int = 0, session_events: int = 0) -> Iterator[JSONObject]:
     """``n`` guests with history (sessions, orders, cart), as a storefront would have built them.
 
     Sizes follow a real shop's long tail: most guests have a few sessions and no or one order; a few
-    have dozens. A typical document is ~0.7 KB of JSON, the tail ~3 KB. Lazy, so a million guests never sit in memory.
+    have dozens. Without session events a typical document is ~0.7 KB of JSON, the tail ~3 KB. With
+    ``session_events`` (the closed-session budget an engine keeps, ``ARBITER_MAX_CLOSED_SESSION_EVENTS``), the
+    newest sessions carry their page views as events, newest first, up to that many: ~60 events and ~10 KB on
+    average. Lazy, so a million guests never sit in memory.
     """
     rng = np.random.default_rng([seed, start])
+    # Its own stream, so the guests are the same with or without their events.
+    event_rng = np.random.default_rng([seed, start, 1])
     for i in range(start, start + n):
         n_orders = min(int(rng.poisson(1.5) if rng.random() < 0.8 else rng.poisson(12)), 40)
         n_sessions = min(1 + int(rng.geometric(0.25)), 30)
@@ -113,6 +118,8 @@ def guest_documents(n: int, seed: int = SEED, start: int = 0) -> Iterator[JSONOb
                 "status": "closed", "started_ms": started_ms, "last_ms": started_ms + 600_000, "events": [],
                 "at": f"2026-10-{day:02d}T{hour:02d}:00:00Z", "pages": int(rng.integers(1, 30)),
             })  # fmt: skip
+        sessions.sort(key=lambda x: x["started_ms"])  # oldest first, as the engine appends them
+        _fill_events(sessions, session_events, i, event_rng)
         cart_items = [
             {
                 "item_id": f"sku-{int(rng.integers(0, 5000))}",
@@ -142,21 +149,34 @@ def guest_documents(n: int, seed: int = SEED, start: int = 0) -> Iterator[JSONOb
         }
 
 
-def redis_fields(guest: JSONObject) -> dict[str, bytes]:
-    """The hash fields ``RedisStore.guest_save`` writes for ``guest`` (one HSET, pipelinable)."""
-    fields = {"profile": orjson.dumps({k: v for k, v in guest.items() if k not in GUEST_PARTS})}
-    fields.update({part: orjson.dumps(guest[part]) for part in GUEST_PARTS if part in guest})
-    return fields
+def _fill_events(sessions: list[JSONObject], budget: int, i: int, rng: np.random.Generator) -> None:
+    """The newest sessions' page views as the engine keeps them (engine/sessions.py ``_compact``): VIEW events of
+    a product page, at most ``budget`` across the guest's closed sessions."""
+    for session in reversed(sessions):
+        if budget <= 0:
+            break
+        views = min(session["pages"], budget)
+        budget -= views
+        events = []
+        for j in range(views):
+            category = CATEGORIES[int(rng.integers(0, len(CATEGORIES)))]
+            sku = f"sku-{int(rng.integers(0, 5000))}"
+            events.append({
+                "ref": f"e-{session['ref']}-{j}", "type": "VIEW", "at_ms": session["started_ms"] + j * 20_000,
+                "page": f"/{category}/{sku}", "ext": {"product_id": sku, "category": category},
+            })  # fmt: skip
+        session["events"] = events
+        session["event_count"] = session["pages"]
 
 
-def seed_guests(url: str, n: int, *, seed: int = SEED, batch: int = 2000) -> int:
+def seed_guests(url: str, n: int, *, seed: int = SEED, batch: int = 2000, session_events: int = 0) -> int:
     """Write ``n`` guests to the Redis at ``url`` in pipelined batches; returns the bytes written."""
     client = redis.Redis.from_url(url)
     written = 0
     try:
         pipe = client.pipeline(transaction=False)
-        for k, guest in enumerate(guest_documents(n, seed), 1):
-            fields = redis_fields(guest)
+        for k, guest in enumerate(guest_documents(n, seed, session_events=session_events), 1):
+            fields = guest_fields(guest)
             written += sum(len(v) for v in fields.values())
             pipe.hset(keys.guest(guest["ref"]), mapping=fields)  # type: ignore[arg-type]
             if k % batch == 0:

@@ -4,7 +4,8 @@ One command (``make bench-load``, or ``make bench`` before the micro-benchmarks)
 
 1. a ``redis-server`` on a free loopback port in its own temp dir (AOF on, ``appendfsync everysec``:
    the production setting that makes accepted events durable), seeded with ``--guests`` guests with
-   history (benchmarks/data.py) plus, for the floor, one guest-sized string per guest;
+   history (benchmarks/data.py: sessions carrying up to ``--session-events`` page views, as many as the engine
+   keeps by default; orders; cart) plus, for the floor, one guest-sized string per guest (without the events);
 2. the floor (benchmarks/floor_app.py) under uvicorn with ``--workers``: saturation with wrk, then
    open-loop fixed rates (benchmarks/openloop.py) at fractions of the floor's saturation throughput;
 3. the catalogue stub (benchmarks/stub_app.py) and Arbiter (``python -m engine serve``, same workers, no
@@ -55,6 +56,7 @@ from benchmarks._http import LOOPBACK
 from benchmarks.data import decide_bodies, event_bodies, guest_documents, seed_guests
 from benchmarks.floor_app import floor_key
 from benchmarks.servers import ADMIN_KEY, PUBLIC_KEY
+from engine.sessions import Limits
 
 HERE = Path(__file__).resolve().parent
 MODEL = scenario_setup.MODEL
@@ -76,12 +78,14 @@ class Target:
     """wrk's connections are divided by this: a batched run keeps as many *events* in flight as a single one."""
 
 
-def seed(url: str, guests: int) -> dict[str, Any]:
+def seed(url: str, guests: int, session_events: int) -> dict[str, Any]:
     t0 = time.perf_counter()
-    seed_guests(url, guests)
+    seed_guests(url, guests, session_events=session_events)
     client = redis.Redis.from_url(url)
     try:
         pipe = client.pipeline(transaction=False)
+        # The floor reads each guest as a decision whose model reads no session events does: without them. Its
+        # GET carries and parses no more than such a decision needs, which if anything flatters the floor.
         for k, guest in enumerate(guest_documents(guests), 1):
             pipe.set(floor_key(guest["ref"]), json.dumps(guest, separators=(",", ":")))
             if k % 2000 == 0:
@@ -245,7 +249,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="arbiter-bench-") as tmp:
         workdir = Path(tmp)
         with servers.running_redis(workdir) as url:
-            report["seed"] = seed(url, args.guests)
+            report["seed"] = seed(url, args.guests, args.session_events)
             print(f"seeded {args.guests} guests in {report['seed']['seconds']} s", file=sys.stderr)
             with (
                 servers.running_floor(workdir, url, args.workers) as floor,
@@ -280,7 +284,7 @@ def serve(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="arbiter-bench-") as tmp:
         workdir = Path(tmp)
         with servers.running_redis(workdir) as url:
-            seed_guests(url, args.guests)
+            seed_guests(url, args.guests, session_events=args.session_events)
             with (
                 servers.running_stub(workdir, args.stub_delay_ms) as stub,
                 servers.running_arbiter(workdir, url, args.workers) as arbiter,
@@ -320,6 +324,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of wrk before measuring")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections at saturation")
     parser.add_argument("--wrk-threads", type=int, default=1)
+    parser.add_argument(
+        "--session-events",
+        type=int,
+        default=Limits().max_closed_session_events,
+        help="page views kept in each guest's newest sessions, at most (0: sessions without events)",
+    )
     parser.add_argument("--event-batch", type=int, default=20, help="events per request in the batched runs")
     parser.add_argument("--stub-delay-ms", type=float, default=0.0, help="delay the stub adds per call")
     parser.add_argument(

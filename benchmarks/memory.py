@@ -25,10 +25,11 @@ import orjson
 import redis
 
 from benchmarks import _http, scenario_setup, servers
-from benchmarks.data import decide_bodies, guest_documents, guest_ref, redis_fields
+from benchmarks.data import decide_bodies, guest_documents, guest_ref
 from benchmarks.scenario_setup import MODEL_FILE
 from benchmarks.servers import ADMIN_KEY, PUBLIC_KEY
 from engine import keys
+from engine.store.redis import guest_fields
 
 DISTINCT = 10_000
 ONE_DECISION = b'{"guest": {"browser_id": "bench-0000001"}, "context": {"category": "shoes", "now": "2026-11-23"}}'
@@ -45,7 +46,7 @@ def seed_many(url: str, n: int, batch: int = 5_000) -> dict[str, Any]:
     client = redis.Redis.from_url(url)
     t0 = time.perf_counter()
     before = int(client.info("memory")["used_memory"])
-    templates = [redis_fields(g) for g in guest_documents(min(n, DISTINCT))]
+    templates = [guest_fields(g) for g in guest_documents(min(n, DISTINCT))]
     pipe = client.pipeline(transaction=False)
     for i in range(n):
         fields = dict(templates[i % len(templates)])

@@ -276,12 +276,8 @@ class RedisStore:
         return guest_document(pairs(await self.hot("HGETALL", keys.guest(ref))), session_events=session_events)
 
     async def guest_save(self, ref: str, guest: JSONObject) -> None:
-        fields = {"profile": orjson.dumps({k: v for k, v in guest.items() if k not in GUEST_PARTS})}
-        for part in GUEST_PARTS:
-            if part in guest:
-                fields.update(guest_part(part, guest[part]))
         try:
-            await self.client.hset(keys.guest(ref), mapping=fields)
+            await self.client.hset(keys.guest(ref), mapping=guest_fields(guest))
             for ident in guest.get("identifiers", []):
                 await self.client.set(keys.identifier(ident["provider"], ident["id"]), ref)
         except RedisError as exc:
@@ -366,6 +362,15 @@ def guest_document(fields: dict[bytes, bytes], *, session_events: bool = True) -
                 inline = session.get("events")
                 session["events"] = moved + inline if inline else moved
     return guest
+
+
+def guest_fields(guest: JSONObject) -> dict[str, bytes]:
+    """The hash fields a whole guest is stored in: ``profile`` and each part's (:func:`guest_part`)."""
+    fields = {"profile": orjson.dumps({k: v for k, v in guest.items() if k not in GUEST_PARTS})}
+    for part in GUEST_PARTS:
+        if part in guest:
+            fields.update(guest_part(part, guest[part]))
+    return fields
 
 
 def guest_part(part: str, value: Any) -> dict[str, bytes]:
