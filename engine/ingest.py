@@ -133,7 +133,8 @@ class Ingest:
         now_ms = self.clock()
         pending = [run for run in runs if run.events]
         for attempt in range(MAX_ATTEMPTS):
-            snaps = await self.profiles.read_many([run.ref for run in pending])
+            # Closed sessions' events unparsed: appending events leaves them as they were (unless one closes).
+            snaps = await self.profiles.read_many([run.ref for run in pending], closed_events=False)
             writes, staged, moved = self._stage(pending, snaps, now_ms)
             results = await self.profiles.commit_many(writes) if writes else []
             retry: list[_Run] = []

@@ -78,8 +78,10 @@ class Profiles(Protocol):
         ``stored`` is the read's :attr:`Snapshot.stored`; parts unchanged since are left as they are."""
         ...
 
-    async def read_many(self, refs: Sequence[str]) -> list[Snapshot]:
-        """:meth:`read` for several guests in one round trip."""
+    async def read_many(self, refs: Sequence[str], *, closed_events: bool = True) -> list[Snapshot]:
+        """:meth:`read` for several guests in one round trip. ``closed_events=False``: closed sessions' events
+        may come back unparsed (:class:`engine.store.StoredEvents`), for a read-modify-write that appends events
+        and writes the rest back as it was (``sessions.apply_event``)."""
         ...
 
     async def commit_many(self, writes: Sequence[Write]) -> list[Commit]:
@@ -165,7 +167,7 @@ class MemoryProfiles:
         # An orjson round trip copies a JSON document several times faster than deepcopy.
         return Snapshot(orjson.loads(orjson.dumps(guest)) if guest is not None else None, self._revs.get(ref, 0))
 
-    async def read_many(self, refs: Sequence[str]) -> list[Snapshot]:
+    async def read_many(self, refs: Sequence[str], *, closed_events: bool = True) -> list[Snapshot]:
         return [await self.read(ref) for ref in refs]
 
     async def commit(

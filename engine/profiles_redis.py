@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 from engine import keys
 from engine.errors import Unavailable
 from engine.profiles import TOKENS_KEPT, Commit, Snapshot, Write
-from engine.store.redis import GUEST_PARTS, SESSION_EVENTS, RedisStore, guest_document, guest_part, load_script
+from engine.store.redis import EVENTS_FIELD, GUEST_PARTS, RedisStore, guest_document, guest_part, load_script
 from engine.store.wire import pairs
 from engine.types import JSONObject
 
@@ -31,16 +31,16 @@ class RedisProfiles:
         self._commit = store.script("guest_commit.lua")
         self._release = self.client.register_script(load_script("identifier_release.lua"))
 
-    async def read(self, ref: str) -> Snapshot:
+    async def read(self, ref: str, *, closed_events: bool = True) -> Snapshot:
         try:
             fields = await self.store.hot("HGETALL", keys.guest(ref))
         except RedisError as exc:
             raise Unavailable(f"guest store unavailable: {exc}") from exc
-        return _snapshot(pairs(fields))
+        return _snapshot(pairs(fields), closed_events)
 
-    async def read_many(self, refs: Sequence[str]) -> list[Snapshot]:
+    async def read_many(self, refs: Sequence[str], *, closed_events: bool = True) -> list[Snapshot]:
         if len(refs) == 1:
-            return [await self.read(refs[0])]
+            return [await self.read(refs[0], closed_events=closed_events)]
         batch = self.store.batch()
         for ref in refs:
             batch.command("HGETALL", keys.guest(ref))
@@ -48,7 +48,7 @@ class RedisProfiles:
             replies = await batch.execute()
         except RedisError as exc:
             raise Unavailable(f"guest store unavailable: {exc}") from exc
-        return [_snapshot(pairs(fields)) for fields in replies]
+        return [_snapshot(pairs(fields), closed_events) for fields in replies]
 
     async def commit(
         self,
@@ -163,15 +163,20 @@ class RedisProfiles:
             raise Unavailable(f"guest store unavailable: {exc}") from exc
 
 
-def _snapshot(fields: dict[bytes, bytes]) -> Snapshot:
+def _snapshot(fields: dict[bytes, bytes], closed_events: bool = True) -> Snapshot:
     rev = int(fields.get(b"rev", b"0"))
-    guest = guest_document(fields)
+    guest = guest_document(fields, session_events=True if closed_events else "lazy")
     if guest is None:
         return Snapshot(None, rev)
-    return Snapshot(guest, rev, {name: fields[field] for name, field in _STORED_FIELDS if field in fields})
+    stored = {name: fields[field] for name, field in _STORED_FIELDS if field in fields}
+    for field, value in fields.items():
+        if field.startswith(_EVENTS_FIELD):
+            stored[field.decode()] = value
+    return Snapshot(guest, rev, stored)
 
 
-_STORED_FIELDS = tuple((name, name.encode()) for name in ("profile", *GUEST_PARTS, SESSION_EVENTS))
+_STORED_FIELDS = tuple((name, name.encode()) for name in ("profile", *GUEST_PARTS))
+_EVENTS_FIELD = EVENTS_FIELD.encode()
 
 
 def _commit_keys(ref: str) -> tuple[str, str]:
@@ -194,10 +199,15 @@ def _commit_args(
     profile = orjson.dumps({k: v for k, v in guest.items() if k not in GUEST_PARTS})
     if was.get("profile") != profile:
         args += ["profile", profile]
+    written: set[str] = set()
     for part in GUEST_PARTS:
         for field, data in guest_part(part, guest.get(part, {} if part == "assignments" else [])).items():
+            written.add(field)
             if was.get(field) != data:
                 args += [field, data]
+    for field in was:
+        if field.startswith(EVENTS_FIELD) and field not in written:
+            args += [field, b""]  # the session is gone or kept no events: guest_commit.lua deletes the field
     return args
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from engine import orders
 from engine.events import ORDER_TYPES, PERSON_FIELDS, Event
-from engine.store import empty_guest
+from engine.store import StoredEvents, empty_guest
 from engine.types import JSONObject
 
 RECENT_VIEWS = 10
@@ -131,6 +131,8 @@ def trim_closed_history(guest: JSONObject, limits: Limits) -> None:
         if session.get("status") == "open":
             continue
         events = session.get("events")
+        if type(events) is StoredEvents:
+            events = session["events"] = events.load()
         if not events:
             continue
         session.setdefault("event_count", len(events))

@@ -17,9 +17,12 @@ from engine import keys, sessions
 from engine.decide import needs_session_events
 from engine.guestreads import reads_session_events
 from engine.ingest import Ingest
-from engine.store import GuestLookup
-from engine.store.redis import SESSION_EVENTS, RedisStore, guest_document
+from engine.profiles_redis import _commit_args
+from engine.sessions import Limits
+from engine.store import GuestLookup, StoredEvents
+from engine.store.redis import EVENTS_FIELD, RedisStore, guest_document
 from tests.listening import ManualClock, add, event, make_ingest
+from tests.test_profiles_commit import written_parts
 
 ADMIN = {"Authorization": "Bearer test-admin"}
 PUBLIC = {"X-API-Key": "test-public"}
@@ -59,8 +62,8 @@ async def test_events_are_stored_apart_and_read_back_in_their_sessions(
     stored_sessions = orjson.loads(fields["sessions"])
     # Left empty in place, not removed: the shape a process from before the split field reads and appends to.
     assert stored_sessions and all(s["events"] == [] for s in stored_sessions)
-    by_ref = orjson.loads(fields["session_events"])
-    assert [e["ref"] for e in by_ref[stored_sessions[0]["ref"]]] == [e.ref for e in sent]
+    moved = orjson.loads(fields[EVENTS_FIELD + stored_sessions[0]["ref"]])
+    assert [e["ref"] for e in moved] == [e.ref for e in sent]
 
     guest = (await redis_ingest.profiles.read("b1")).guest
     assert guest is not None
@@ -96,7 +99,7 @@ async def test_guests_stored_with_inline_events_read_the_same_and_are_split_on_t
     # Rewrite it as a process before the split stored it: events inline, no split field.
     put_fields(redis_url, "b1", {"sessions": orjson.dumps(whole["sessions"])})
     client = redis.Redis.from_url(redis_url)
-    client.hdel(keys.guest("b1"), "session_events")
+    client.hdel(keys.guest("b1"), *[f for f in raw_fields(redis_url, "b1") if f.startswith(EVENTS_FIELD)])
     client.close()
     assert (await redis_ingest.profiles.read("b1")).guest == whole
 
@@ -117,7 +120,7 @@ async def test_events_an_older_process_appended_inline_follow_the_split_ones(red
     put_fields(redis_url, "g1", {
         "profile": orjson.dumps({"ref": "g1"}),
         "sessions": orjson.dumps([inline]),
-        "session_events": orjson.dumps({"s1": [{"ref": "old"}]}),
+        EVENTS_FIELD + "s1": orjson.dumps([{"ref": "old"}]),
     })  # fmt: skip
     store = RedisStore(redis_url)
     try:
@@ -133,7 +136,9 @@ async def test_a_process_from_before_the_split_field_records_events_on_split_gue
     # What a rollback runs into: the older code reads only `sessions`, and takes an event for the open session.
     first = event(clock, page="home")
     await redis_ingest.record(first)
-    older_view = guest_document({k.encode(): v for k, v in raw_fields(redis_url, "b1").items() if k != SESSION_EVENTS})
+    older_view = guest_document(
+        {k.encode(): v for k, v in raw_fields(redis_url, "b1").items() if not k.startswith(EVENTS_FIELD)}
+    )
     assert older_view is not None and older_view["sessions"][0]["events"] == []
     clock.advance(1000)
     second = event(clock, page="next")
@@ -148,8 +153,8 @@ async def test_a_process_from_before_the_split_field_records_events_on_split_gue
     await redis_ingest.record(third)
     fields = raw_fields(redis_url, "b1")
     assert orjson.loads(fields["sessions"])[0]["events"] == []
-    stored = orjson.loads(fields[SESSION_EVENTS])
-    assert [e["ref"] for e in stored[guest["sessions"][0]["ref"]]] == [first.ref, second.ref, third.ref]
+    stored = orjson.loads(fields[EVENTS_FIELD + guest["sessions"][0]["ref"]])
+    assert [e["ref"] for e in stored] == [first.ref, second.ref, third.ref]
 
 
 @pytest.mark.parametrize(
@@ -219,3 +224,74 @@ def test_an_experiments_targeting_decides_for_the_models_that_choose_in_it(
     plan, shadow = client.portal.call(rt.registry.production, "m")  # type: ignore[union-attr]
     assert not plan.reads_session_events and plan.experiment_keys == ("x",)
     assert needs_session_events(rt, plan, shadow) is reads
+
+
+GAP_MS = 21 * 60 * 1000  # past the default 20-minute session timeout: the next event opens a new session
+
+
+async def test_an_event_rewrites_its_own_sessions_events_and_leaves_closed_ones_as_stored(
+    redis_ingest: Ingest, redis_url: str, clock: ManualClock
+) -> None:
+    for i in range(3):
+        await redis_ingest.record(event(clock, page=f"a{i}"))
+        clock.advance(1000)
+    clock.advance(GAP_MS)
+    await redis_ingest.record(event(clock, page="b0"))  # closes the first session, opens a second
+    before = raw_fields(redis_url, "b1")
+    first, second = (s["ref"] for s in orjson.loads(before["sessions"]))
+    # An event's read leaves the closed session's events unparsed, and its commit writes them back as they were.
+    snap = (await redis_ingest.profiles.read_many(["b1"], closed_events=False))[0]
+    assert snap.guest is not None
+    closed, open_ = snap.guest["sessions"]
+    assert type(closed["events"]) is StoredEvents and closed["events"].raw == before[EVENTS_FIELD + first]
+    assert [e["page"] for e in open_["events"]] == ["b0"]
+    clock.advance(1000)
+    nxt = event(clock, page="b1")
+    sessions.apply_event(snap.guest, "b1", nxt, redis_ingest.limits)
+    changed = written_parts(_commit_args(snap.guest, snap.rev, (nxt.ref,), clock(), (), snap.stored))
+    assert EVENTS_FIELD + second in changed and EVENTS_FIELD + first not in changed
+    # Through the ingest path: the closed session's field keeps its bytes, and every event reads back in order.
+    await redis_ingest.record(nxt)
+    after = raw_fields(redis_url, "b1")
+    assert after[EVENTS_FIELD + first] == before[EVENTS_FIELD + first]
+    guest = (await redis_ingest.profiles.read("b1")).guest
+    assert guest is not None
+    assert [[e["page"] for e in s["events"]] for s in guest["sessions"]] == [["a0", "a1", "a2"], ["b0", "b1"]]
+
+
+async def test_a_session_that_keeps_no_events_loses_its_field(redis_url: str, clock: ManualClock) -> None:
+    store = RedisStore(redis_url)
+    try:
+        ingest = make_ingest(store, clock, Limits(max_closed_session_events=2, max_sessions=2))
+        for page in ("a0", "a1", "a2"):
+            await ingest.record(event(clock, page=page))
+            clock.advance(1000)
+        for page in ("b0", "c0"):
+            clock.advance(GAP_MS)
+            await ingest.record(event(clock, page=page))  # each closes the last session (the budget trims)
+        fields = raw_fields(redis_url, "b1")
+        refs = [s["ref"] for s in orjson.loads(fields["sessions"])]
+        assert len(refs) == 2  # the first session was dropped (max_sessions): its field with it
+        assert sorted(f for f in fields if f.startswith(EVENTS_FIELD)) == sorted(EVENTS_FIELD + r for r in refs)
+        guest = (await ingest.profiles.read("b1")).guest
+        assert guest is not None
+        assert [[e["page"] for e in s["events"]] for s in guest["sessions"]] == [["b0"], ["c0"]]
+    finally:
+        await store.close()
+
+
+async def test_a_closed_session_trimmed_to_no_events_loses_its_field(redis_url: str, clock: ManualClock) -> None:
+    store = RedisStore(redis_url)
+    try:
+        ingest = make_ingest(store, clock, Limits(max_closed_session_events=0))
+        await ingest.record(event(clock, page="a0"))
+        first = orjson.loads(raw_fields(redis_url, "b1")["sessions"])[0]["ref"]
+        assert EVENTS_FIELD + first in raw_fields(redis_url, "b1")
+        clock.advance(GAP_MS)
+        await ingest.record(event(clock, page="b0"))  # closes the first; the budget keeps none of its events
+        fields = raw_fields(redis_url, "b1")
+        assert EVENTS_FIELD + first not in fields
+        stored = orjson.loads(fields["sessions"])
+        assert stored[0]["events"] == [] and stored[0]["event_count"] == 1  # the count stays, for models
+    finally:
+        await store.close()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from engine.config import Settings
-from engine.store.base import DecisionRecord, GuestLookup, ModelPointers, Store, empty_guest
+from engine.store.base import DecisionRecord, GuestLookup, ModelPointers, Store, StoredEvents, empty_guest
 from engine.store.memory import MemoryStore
 
-__all__ = ["DecisionRecord", "GuestLookup", "ModelPointers", "Store", "empty_guest", "open_store"]
+__all__ = ["DecisionRecord", "GuestLookup", "ModelPointers", "Store", "StoredEvents", "empty_guest", "open_store"]
 
 
 def open_store(settings: Settings) -> Store:

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+import orjson
+
 from engine.types import JSONObject
 
 MODEL_STATES = ("draft", "test", "production", "archived")
@@ -71,6 +73,22 @@ class DecisionRecord(NamedTuple):
         if self.extra:
             out.update(self.extra)
         return out
+
+
+class StoredEvents:
+    """A closed session's events as the store holds them, not parsed: an event's read-modify-write appends to the
+    open session and writes these back as they were, so it need not parse and re-encode the guest's whole
+    history (``engine.store.redis.guest_document``, ``session_events="lazy"``). Deliberately not a list: code
+    that would read them calls :meth:`load` (``trim_closed_history`` does)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+    def load(self) -> list[JSONObject]:
+        events: list[JSONObject] = orjson.loads(self.raw)
+        return events
 
 
 def empty_guest(ref: str | None) -> JSONObject:

@@ -20,18 +20,19 @@ from redis.exceptions import NoScriptError, RedisError
 from engine import keys
 from engine.errors import Unavailable
 from engine.lifecycle import transition
-from engine.store.base import DecisionRecord, GuestLookup, ModelPointers
+from engine.store.base import DecisionRecord, GuestLookup, ModelPointers, StoredEvents
 from engine.store.wire import Lua, Wire, pairs
 from engine.types import JSONObject
 
 GUEST_PARTS = ("sessions", "orders", "cart", "assignments")
 """Guest fields kept as their own hash fields so events can rewrite one without the others."""
-SESSION_EVENTS = "session_events"
-"""Hash field: each session's ``events`` by session ref, stored apart from the sessions themselves. They are most
-of a guest's bytes, and a decision whose model never reads them (:func:`engine.guestreads.reads_session_events`)
-reads the guest without parsing them. ``sessions`` keeps an empty ``events`` list in each session whose events
-moved here, so a process from before this field (a rolling deploy, a rollback) reads and appends to sessions as it
-always did; events it appends there are read back after the ones here (:func:`guest_document`)."""
+EVENTS_FIELD = "ev:"
+"""Hash fields ``ev:<session ref>``: one session's events, stored apart from the session itself. They are most of a
+guest's bytes; apart, a decision whose model never reads them (:func:`engine.guestreads.reads_session_events`)
+skips parsing them, and an event rewrites only its own session's field, not the guest's whole history.
+``sessions`` keeps an empty ``events`` list in each session whose events moved out, so a process from before
+these fields (a rolling deploy, a rollback) reads and appends to sessions as it always did; events it appends
+there are read back after the moved ones (:func:`guest_document`)."""
 CAS_RETRIES = 8
 
 
@@ -341,9 +342,14 @@ def _pointers(meta: dict[bytes, bytes]) -> ModelPointers:
     )
 
 
-def guest_document(fields: dict[bytes, bytes], *, session_events: bool = True) -> JSONObject | None:
-    """A guest hash's fields (``profile``, each of :data:`GUEST_PARTS` and :data:`SESSION_EVENTS` unless not
-    wanted) as one document; None without a profile."""
+def guest_document(fields: dict[bytes, bytes], *, session_events: bool | str = True) -> JSONObject | None:
+    """A guest hash's fields as one document; None without a profile.
+
+    ``session_events``: True puts every session's events (:data:`EVENTS_FIELD`) in their sessions; False leaves
+    them out (each moved-out session keeps its empty list); ``"lazy"`` parses only open sessions' and hands closed
+    ones' over as :class:`StoredEvents`, for an event's read-modify-write, which appends to an open session and
+    writes closed ones back as they were unless a session closes (``sessions.trim_closed_history`` loads them).
+    """
     if b"profile" not in fields:
         return None
     guest: JSONObject = orjson.loads(fields[b"profile"])
@@ -351,15 +357,19 @@ def guest_document(fields: dict[bytes, bytes], *, session_events: bool = True) -
         raw = fields.get(part.encode())
         if raw is not None:
             guest[part] = orjson.loads(raw)
-    events = fields.get(b"session_events") if session_events else None
-    if events is not None and "sessions" in guest:
-        by_ref = orjson.loads(events)
+    if session_events and "sessions" in guest:
+        lazy = session_events == "lazy"
         for session in guest["sessions"]:
-            moved = by_ref.get(session.get("ref"))
-            if moved:
-                # Inline events next to moved ones were appended by a process that predates the split field:
-                # they are the newer ones.
-                inline = session.get("events")
+            ref = session.get("ref")
+            raw = fields.get(b"ev:" + ref.encode()) if isinstance(ref, str) else None
+            if raw is None:
+                continue
+            # Inline events next to moved ones were appended by a process from before the split fields: newer.
+            inline = session.get("events")
+            if lazy and not inline and session.get("status") != "open":
+                session["events"] = StoredEvents(raw)
+            else:
+                moved = orjson.loads(raw)
                 session["events"] = moved + inline if inline else moved
     return guest
 
@@ -375,21 +385,29 @@ def guest_fields(guest: JSONObject) -> dict[str, bytes]:
 
 def guest_part(part: str, value: Any) -> dict[str, bytes]:
     """The hash fields one guest part is stored in: its JSON; for ``sessions``, the sessions with their events left
-    empty and the events by session ref (:data:`SESSION_EVENTS`)."""
+    empty and each one's events in its own field (:data:`EVENTS_FIELD`)."""
     if part != "sessions" or not isinstance(value, list):
         return {part: orjson.dumps(value)}
-    by_ref: dict[str, Any] = {}
-    moved: list[JSONObject] = []
+    fields: dict[str, bytes] = {}
+    moved: list[tuple[JSONObject, Any]] = []
     try:
         for session in value:
             ref = session.get("ref") if isinstance(session, dict) else None
             # A session without a ref of its own (an import's) keeps its events inline: nothing to key them by.
-            if isinstance(ref, str) and ref not in by_ref and session.get("events"):
-                by_ref[ref] = session["events"]
-                session["events"] = ()  # written as []: the shape every reader of `sessions` expects
-                moved.append(session)
+            if not isinstance(ref, str):
+                continue
+            events = session.get("events")
+            if not events:
+                continue
+            name = EVENTS_FIELD + ref
+            if name in fields:
+                continue  # a duplicate ref (hand-written data): the later session keeps its events inline
+            fields[name] = events.raw if type(events) is StoredEvents else orjson.dumps(events)
+            moved.append((session, events))
+            session["events"] = ()  # written as []: the shape every reader of `sessions` expects
         # Swapped out and put back rather than copied: no new dict per session on every event's write.
-        return {part: orjson.dumps(value), SESSION_EVENTS: orjson.dumps(by_ref)}
+        fields[part] = orjson.dumps(value)
+        return fields
     finally:
-        for session in moved:
-            session["events"] = by_ref[session["ref"]]
+        for session, events in moved:
+            session["events"] = events

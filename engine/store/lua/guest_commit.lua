@@ -5,7 +5,7 @@
 -- KEYS[1] guest hash, KEYS[2] applied-token sorted set (same {g:ref} slot)
 -- ARGV[1] expected rev, ARGV[2] now_ms, ARGV[3] tokens kept, ARGV[4] n checked tokens (dedupe: all must be
 -- new), ARGV[5] m carried tokens (remembered, not checked), then the n checked tokens, the m carried
--- tokens, then field/value pairs
+-- tokens, then field/value pairs (an empty value deletes its field)
 local n = tonumber(ARGV[4])
 local m = tonumber(ARGV[5])
 for i = 6, 5 + n do
@@ -18,27 +18,37 @@ if rev ~= tonumber(ARGV[1]) then
   return -2
 end
 local fields = {}
+local gone = {}
 for i = 6 + n + m, #ARGV, 2 do
   local value = ARGV[i + 1]
-  if ARGV[i] == 'assignments' then
-    -- Experiment exposures write assignments straight into the hash (experiment_assign.lua), maybe
-    -- between this writer's read and now, and on a guest with no profile yet (whose rev the read saw as
-    -- absent): keep every stored entry, adding the writer's (an identity merge's folded ones).
-    local stored = redis.call('HGET', KEYS[1], 'assignments')
-    if stored then
-      local merged = cjson.decode(value)
-      for k, v in pairs(cjson.decode(stored)) do
-        merged[k] = v
+  if value == '' then
+    -- An empty value deletes the field (no field holds an empty string: each is JSON): a session's events
+    -- field once the session is gone or kept none.
+    gone[#gone + 1] = ARGV[i]
+  else
+    if ARGV[i] == 'assignments' then
+      -- Experiment exposures write assignments straight into the hash (experiment_assign.lua), maybe
+      -- between this writer's read and now, and on a guest with no profile yet (whose rev the read saw as
+      -- absent): keep every stored entry, adding the writer's (an identity merge's folded ones).
+      local stored = redis.call('HGET', KEYS[1], 'assignments')
+      if stored then
+        local merged = cjson.decode(value)
+        for k, v in pairs(cjson.decode(stored)) do
+          merged[k] = v
+        end
+        value = next(merged) == nil and '{}' or cjson.encode(merged)
       end
-      value = next(merged) == nil and '{}' or cjson.encode(merged)
     end
+    fields[#fields + 1] = ARGV[i]
+    fields[#fields + 1] = value
   end
-  fields[#fields + 1] = ARGV[i]
-  fields[#fields + 1] = value
 end
 fields[#fields + 1] = 'rev'
 fields[#fields + 1] = rev + 1
 redis.call('HSET', KEYS[1], unpack(fields))
+if #gone > 0 then
+  redis.call('HDEL', KEYS[1], unpack(gone))
+end
 local now = tonumber(ARGV[2])
 for i = 6, 5 + n + m do
   redis.call('ZADD', KEYS[2], now, ARGV[i])
