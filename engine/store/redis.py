@@ -33,6 +33,8 @@ skips parsing them, and an event rewrites only its own session's field, not the 
 ``sessions`` keeps an empty ``events`` list in each session whose events moved out, so a process from before
 these fields (a rolling deploy, a rollback) reads and appends to sessions as it always did; events it appends
 there are read back after the moved ones (:func:`guest_document`)."""
+_DOCUMENT_FIELDS = (b"profile", *(part.encode() for part in GUEST_PARTS))
+"""A guest's fields but its sessions' events: what a decision whose model cannot read them asks for."""
 CAS_RETRIES = 8
 
 
@@ -272,9 +274,10 @@ class RedisStore:
             raise Unavailable(f"guest store unavailable: {exc}") from exc
 
     async def _guest_read(self, ref: str, session_events: bool) -> JSONObject | None:
-        # HGETALL either way: the events' bytes cost little to carry, only parsing them does (an HMGET of the
-        # other fields cost more instructions than it saved on guests with few events).
-        return guest_document(pairs(await self.hot("HGETALL", keys.guest(ref))), session_events=session_events)
+        if session_events:
+            return guest_document(pairs(await self.hot("HGETALL", keys.guest(ref))), session_events=True)
+        values = await self.hot("HMGET", keys.guest(ref), *_DOCUMENT_FIELDS)
+        return guest_document(dict(zip(_DOCUMENT_FIELDS, values, strict=True)), session_events=False)
 
     async def guest_save(self, ref: str, guest: JSONObject) -> None:
         try:
@@ -350,9 +353,10 @@ def guest_document(fields: dict[bytes, bytes], *, session_events: bool | str = T
     ones' over as :class:`StoredEvents`, for an event's read-modify-write, which appends to an open session and
     writes closed ones back as they were unless a session closes (``sessions.trim_closed_history`` loads them).
     """
-    if b"profile" not in fields:
+    profile = fields.get(b"profile")
+    if profile is None:
         return None
-    guest: JSONObject = orjson.loads(fields[b"profile"])
+    guest: JSONObject = orjson.loads(profile)
     for part in GUEST_PARTS:
         raw = fields.get(part.encode())
         if raw is not None:
