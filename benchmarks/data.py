@@ -10,6 +10,7 @@ import numpy as np
 import orjson
 import redis
 
+from benchmarks.floor_app import floor_key
 from engine import keys
 from engine.model import parse_document
 from engine.store.redis import guest_fields
@@ -244,3 +245,19 @@ def event_bodies(n: int, guests_n: int, seed: int = SEED, *, batch: int = 1, run
     if batch == 1:
         return [orjson.dumps(e) for e in evs]
     return [orjson.dumps({"events": evs[k : k + batch]}) for k in range(0, len(evs), batch)]
+
+
+def seed_floor(url: str, n: int, *, seed: int = SEED, batch: int = 2000) -> None:
+    """The floor app's copy of ``n`` guests (benchmarks/floor_app.py): each as one JSON string, without session
+    events, what a decision whose model reads none needs; its GET carries and parses no more than such a decision
+    does, which if anything flatters the floor."""
+    client = redis.Redis.from_url(url)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for k, guest in enumerate(guest_documents(n, seed), 1):
+            pipe.set(floor_key(guest["ref"]), orjson.dumps(guest))
+            if k % batch == 0:
+                pipe.execute()
+        pipe.execute()
+    finally:
+        client.close()

@@ -11,9 +11,12 @@ Point it at the Redis of a harness started with ``--serve``, as for :mod:`benchm
 
     python -m benchmarks.instructions --redis redis://127.0.0.1:PORT/0 [--model realistic] [--rounds 2]
     python -m benchmarks.instructions --redis redis://127.0.0.1:PORT/0 --events   # single-event requests
+    python -m benchmarks.instructions --redis redis://127.0.0.1:PORT/0 --floor    # the floor app, same bodies
 
 With ``--events`` each request is one ``POST /v1/events`` for a benchmark guest, every event with a ref no run sent
-before (a repeated ref is only acknowledged as a duplicate).
+before (a repeated ref is only acknowledged as a duplicate). With ``--floor`` it is the load harness's floor app
+(benchmarks/floor_app.py, its keys seeded first) taking the decide bodies: decide's instructions over the floor's is
+the throughput ratio without the sockets and the VM.
 
 Under valgrind the program runs some 20–35× slower, and what the engine does on a clock would then happen that much more
 often per decision than at native speed: decision records and exposures flushed every 5 ms in batches of one
@@ -46,7 +49,7 @@ from typing import Any
 import orjson
 import uvloop
 
-from benchmarks.data import event_bodies
+from benchmarks.data import event_bodies, seed_floor
 from benchmarks.inprocess import (
     cpu_per_request_us,
     decide_path,
@@ -108,8 +111,19 @@ def _stretch_timers(rt: Any) -> None:
         lab.refresh_s *= DILATION
 
 
-async def _measured(redis_url: str, model: str, events: bool, count: int, guests: int) -> None:
+async def _measured(redis_url: str, model: str, target: str, count: int, guests: int) -> None:
     """The measured program: 300 requests of warm-up, then ``count`` more, 16 in flight (as benchmarks.inprocess)."""
+    if target == "floor":
+        os.environ["FLOOR_REDIS_URL"] = redis_url
+        from benchmarks.floor_app import app as floor  # after the environment is set
+
+        async with floor.router.lifespan_context(floor):
+            bodies, path = shuffled_bodies(guests), decide_path(model)
+            for body in bodies[:300]:
+                await post_once(floor, body, path)
+            await cpu_per_request_us(floor, bodies, path, count, 16)
+        return
+    events = target == "events"
     app = in_process_app(redis_url)
     if events:
         bodies, path = event_bodies(300 + count, guests, run=os.getpid()), "/v1/events"
@@ -126,11 +140,11 @@ async def _measured(redis_url: str, model: str, events: bool, count: int, guests
         await cpu_per_request_us(app, bodies[300:] if events else bodies, path, count, 16)
 
 
-def _instructions(redis_url: str, model: str, events: bool, count: int, guests: int) -> int:
+def _instructions(redis_url: str, model: str, target: str, count: int, guests: int) -> int:
     cmd = [
         "valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
         sys.executable, "-m", "benchmarks.instructions", "--redis", redis_url, "--model", model,
-        "--guests", str(guests), "--run", str(count), *(["--events"] if events else []),
+        "--guests", str(guests), "--run", str(count), *([f"--{target}"] if target != "decide" else []),
     ]  # fmt: skip
     # numpy's OpenBLAS starts a thread per core that spins while idle; under valgrind how long it spins depends on
     # the wall clock, and it moved the count by 76 M instructions between identical runs. The engine does no
@@ -144,33 +158,39 @@ def _instructions(redis_url: str, model: str, events: bool, count: int, guests: 
 
 
 def per_request_of(
-    redis_url: str, model: str, guests: int, events: bool = False, small: int = 300, large: int = 2300
+    redis_url: str, model: str, guests: int, target: str = "decide", small: int = 300, large: int = 2300
 ) -> float:
-    """Instructions one decision of ``model`` (or one event) costs: two runs under valgrind, differenced."""
+    """Instructions one request costs — a decision of ``model``, an event or a floor request (``target``): two runs
+    under valgrind, differenced."""
     return (
-        _instructions(redis_url, model, events, large, guests) - _instructions(redis_url, model, events, small, guests)
+        _instructions(redis_url, model, target, large, guests) - _instructions(redis_url, model, target, small, guests)
     ) / (large - small)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = harness_parser(__doc__)
     parser.add_argument("--model", default="realistic")
-    parser.add_argument("--events", action="store_true", help="single-event requests instead of decisions")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--events", action="store_true", help="single-event requests instead of decisions")
+    which.add_argument("--floor", action="store_true", help="the floor app's requests instead of decisions")
     parser.add_argument("--small", type=int, default=300, help="decisions in the shorter run")
     parser.add_argument("--large", type=int, default=2300, help="decisions in the longer run")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--run", type=int, help=argparse.SUPPRESS)  # the measured run, inside valgrind
     args = parser.parse_args(argv)
+    target = "events" if args.events else "floor" if args.floor else "decide"
     if args.run is not None:
-        uvloop.run(_measured(args.redis, args.model, args.events, args.run, args.guests))
+        uvloop.run(_measured(args.redis, args.model, target, args.run, args.guests))
         return 0
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
-    what, unit = ("events", "event") if args.events else (args.model, "decision")
-    model = args.model if args.events else uvloop.run(_publish_neutral(args.redis, args.model))
+    what, unit = {"events": ("events", "event"), "floor": ("floor", "request")}.get(target, (args.model, "decision"))
+    if target == "floor":
+        seed_floor(args.redis, args.guests)
+    model = args.model if target != "decide" else uvloop.run(_publish_neutral(args.redis, args.model))
     per_request = []
     for _ in range(args.rounds):
-        per_request.append(per_request_of(args.redis, model, args.guests, args.events, args.small, args.large))
+        per_request.append(per_request_of(args.redis, model, args.guests, target, args.small, args.large))
         print(f"{what}: {per_request[-1]:,.0f} instructions per {unit}", flush=True)
     if args.rounds > 1:
         print(f"{what}: median {statistics.median(per_request):,.0f} over {args.rounds} rounds")

@@ -53,8 +53,7 @@ import uvloop
 
 from benchmarks import _http, load_report, openloop, scenario_setup, servers
 from benchmarks._http import LOOPBACK
-from benchmarks.data import decide_bodies, event_bodies, guest_documents, seed_guests
-from benchmarks.floor_app import floor_key
+from benchmarks.data import decide_bodies, event_bodies, seed_floor, seed_guests
 from benchmarks.servers import ADMIN_KEY, PUBLIC_KEY
 from engine.sessions import Limits
 
@@ -81,16 +80,9 @@ class Target:
 def seed(url: str, guests: int, session_events: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     seed_guests(url, guests, session_events=session_events)
+    seed_floor(url, guests)
     client = redis.Redis.from_url(url)
     try:
-        pipe = client.pipeline(transaction=False)
-        # The floor reads each guest as a decision whose model reads no session events does: without them. Its
-        # GET carries and parses no more than such a decision needs, which if anything flatters the floor.
-        for k, guest in enumerate(guest_documents(guests), 1):
-            pipe.set(floor_key(guest["ref"]), json.dumps(guest, separators=(",", ":")))
-            if k % 2000 == 0:
-                pipe.execute()
-        pipe.execute()
         used = int(client.info("memory")["used_memory"])
     finally:
         client.close()

@@ -98,3 +98,9 @@ def test_instruction_counter_reports(
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("events: ") and line.endswith(" instructions per event")
     assert int(line.split()[1].replace(",", "")) > 10_000
+    assert (
+        instructions.main(["--redis", redis_url, "--floor", "--guests", "300", "--small", "50", "--large", "300"]) == 0
+    )
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("floor: ") and line.endswith(" instructions per request")
+    assert int(line.split()[1].replace(",", "")) > 10_000
