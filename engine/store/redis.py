@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import redis.asyncio as aioredis
@@ -345,7 +345,7 @@ def _pointers(meta: dict[bytes, bytes]) -> ModelPointers:
     )
 
 
-def guest_document(fields: dict[bytes, bytes], *, session_events: bool | str = True) -> JSONObject | None:
+def guest_document(fields: dict[bytes, bytes], *, session_events: bool | Literal["lazy"] = True) -> JSONObject | None:
     """A guest hash's fields as one document; None without a profile.
 
     ``session_events``: True puts every session's events (:data:`EVENTS_FIELD`) in their sessions; False leaves
