@@ -44,6 +44,8 @@ def run_plan(plan: Plan, guest: JSONObject, context: JSONObject, deadline_ms: in
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from engine import workers
+
     for flag, env in (("redis", "ARBITER_REDIS_URL"), ("models", "ARBITER_MODELS_DIR"), ("host", "ARBITER_HOST")):
         if getattr(args, flag):
             os.environ[env] = str(getattr(args, flag))
@@ -64,17 +66,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"arbiter on http://{settings.host}:{settings.port} store={'redis' if settings.redis_url else 'embedded'}",
         file=sys.stderr,
     )
-    uvicorn.run(
-        "engine.app:app_from_env",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning" if args.quiet else "info",
-    )
+    options: dict[str, Any] = {
+        "app": "engine.app:app_from_env",
+        "factory": True,
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": False,
+        "log_level": "warning" if args.quiet else "info",
+    }
+    if settings.workers > 1 and workers.supported():
+        # A listening socket per worker, not uvicorn's shared one: see engine/workers.py.
+        return workers.supervise(settings.host, settings.port, settings.workers, options)
+    uvicorn.run(host=settings.host, port=settings.port, workers=settings.workers, **options)
     return 0
 
 
