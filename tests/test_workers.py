@@ -43,13 +43,20 @@ def _workers(parent: int) -> list[int]:
     return sorted(found)
 
 
-def _established(port: int) -> set[str]:
+def _sockets_on(port: int, state: str) -> set[str]:
+    """Inodes of the TCP sockets with local ``port`` in ``state`` (01 ESTABLISHED, 0A LISTEN)."""
     inodes = set()
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         f = line.split()
-        if int(f[1].split(":")[1], 16) == port and f[3] == "01":  # local port, ESTABLISHED
+        if int(f[1].split(":")[1], 16) == port and f[3] == state:
             inodes.add(f[9])
     return inodes
+
+
+def _listening(port: int, pids: list[int]) -> bool:
+    """Whether every one of ``pids`` has its own socket listening on ``port`` (a worker still starting has not)."""
+    listeners = _sockets_on(port, "0A")
+    return len(pids) > 0 and all(_sockets_of(pid) & listeners for pid in pids)
 
 
 def _sockets_of(pid: int) -> set[str]:
@@ -74,7 +81,12 @@ def server(redis_url: str, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[by
         proc = subprocess.Popen([*args, "--quiet"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         ready = lambda: httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200  # noqa: E731
-        wait_until(lambda: ready() and len(_workers(proc.pid)) == 2, timeout_s=30, what="two workers")
+        # /ready answers as soon as one worker does: wait for both to listen, or the first takes every connection.
+        wait_until(
+            lambda: ready() and len(w := _workers(proc.pid)) == 2 and _listening(port, w),
+            timeout_s=30,
+            what="two workers listening",
+        )
         yield proc, port
     finally:
         if proc.poll() is None:
@@ -93,7 +105,7 @@ def test_connections_spread_over_the_workers_and_a_dead_worker_is_replaced(
     try:
         # Accepted by now or soon: count each worker's share of the established connections.
         def shares() -> list[int]:
-            established = _established(port)
+            established = _sockets_on(port, "01")
             return [len(_sockets_of(pid) & established) for pid in workers]
 
         wait_until(lambda: sum(shares()) == CONNECTIONS, timeout_s=5, what="every connection accepted")
