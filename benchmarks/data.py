@@ -120,7 +120,7 @@ def guest_documents(n: int, seed: int = SEED, start: int = 0, session_events: in
                 "at": f"2026-10-{day:02d}T{hour:02d}:00:00Z", "pages": int(rng.integers(1, 30)),
             })  # fmt: skip
         sessions.sort(key=lambda x: x["started_ms"])  # oldest first, as the engine appends them
-        _fill_events(sessions, session_events, i, event_rng)
+        _fill_events(sessions, session_events, event_rng)
         cart_items = [
             {
                 "item_id": f"sku-{int(rng.integers(0, 5000))}",
@@ -150,7 +150,7 @@ def guest_documents(n: int, seed: int = SEED, start: int = 0, session_events: in
         }
 
 
-def _fill_events(sessions: list[JSONObject], budget: int, i: int, rng: np.random.Generator) -> None:
+def _fill_events(sessions: list[JSONObject], budget: int, rng: np.random.Generator) -> None:
     """The newest sessions' page views as the engine keeps them (engine/sessions.py ``_compact``): VIEW events of
     a product page, at most ``budget`` across the guest's closed sessions."""
     for session in reversed(sessions):

@@ -81,8 +81,8 @@ def supervise(host: str, port: int, workers: int, uvicorn_options: dict[str, Any
             for i, (process, started_s) in enumerate(running):
                 if process.is_alive() or stopping:
                     continue
-                if time.monotonic() - started_s < QUICK_DEATH_S:
-                    quick_deaths += 1
+                # Counted while deaths come at start-up one after another; a worker that ran a while resets it.
+                quick_deaths = quick_deaths + 1 if time.monotonic() - started_s < QUICK_DEATH_S else 0
                 if quick_deaths >= MAX_QUICK_DEATHS:
                     log.error("workers keep dying at start-up (last exit code %s); stopping", process.exitcode)
                     stopping, status = True, 1
