@@ -35,6 +35,8 @@ RESOURCE = "experiment"
 ALLOCATION_FIELDS = ("arms", "allocation")
 """Changing these starts a new revision (and so a new epoch): old counts stay with the old weights."""
 MAX_PENDING = 100_000
+FLUSH_BATCH = 512
+"""Exposures per ledger write."""
 
 
 class UnknownExperiment(NotFound):
@@ -127,15 +129,19 @@ class Lab:
             await self.flush()
 
     async def flush(self) -> None:
-        """Write every queued exposure; returns only when those queued before the call are written."""
+        """Write the exposures queued before the call; returns when they are written.
+
+        Exposures queued while this awaits wait for the flusher's next turn: writing until none were left chased
+        the few that arrived during each round trip (2.9 exposures a write, two round trips each, against 22
+        now: benchmarks/inprocess)."""
         # The lock makes a reader's flush (results, rewards) wait for a batch the flusher has in flight.
         async with self._flushing:
-            while self._pending:
-                batch, self._pending = self._pending[:512], self._pending[512:]
+            due, self._pending = self._pending, []
+            for start in range(0, len(due), FLUSH_BATCH):
                 try:
-                    await self.ledger.expose(batch)
+                    await self.ledger.expose(due[start : start + FLUSH_BATCH])
                 except Unavailable:
-                    self._pending[:0] = batch
+                    self._pending[:0] = due[start:]
                     raise
 
     async def refresh(self) -> None:

@@ -61,17 +61,25 @@ class Recorder:
             await asyncio.wait({self._task}, timeout=STOP_TIMEOUT_S)
             if not self._task.done():
                 self._task.cancel()
-        await self.flush()
+        while self._buffer and await self.flush():
+            pass  # records that arrived during the last flush
 
-    async def flush(self) -> None:
-        while self._buffer:
-            batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
+    async def flush(self) -> bool:
+        """Write the records queued when called; False if the store refused them (they stay queued).
+
+        Records queued while this awaits wait for the next turn: writing until the buffer was empty chased the
+        few that arrived during each round trip (7 records a write against 18 now, benchmarks/inprocess)."""
+        due = len(self._buffer)
+        while due > 0 and self._buffer:
+            batch = [self._buffer.popleft() for _ in range(min(self.batch_size, due, len(self._buffer)))]
+            due -= len(batch)
             try:
                 await self.store.decisions_record(batch)
             except Unavailable as exc:
                 self._buffer.extendleft(reversed(batch))
                 log.warning("decision log write failed, will retry: %s", exc.detail)
-                return
+                return False
+        return True
 
     async def _run(self) -> None:
         while not self._stopping:
