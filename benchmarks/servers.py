@@ -122,9 +122,10 @@ def _uvicorn(app: str, port: int, workers: int) -> list[str]:
 
 @contextlib.contextmanager
 def running_floor(workdir: Path, redis_url: str, workers: int) -> Iterator[Server]:
-    """benchmarks/floor_app.py under uvicorn with ``workers``."""
+    """benchmarks/floor_app.py with ``workers``, served as Arbiter is (a listening socket per worker)."""
     port = free_port()
-    cmd = [*_uvicorn("benchmarks.floor_app:app", port, workers), *UVICORN_FLAGS]
+    cmd = [sys.executable, "-m", "benchmarks.floor_app", "--host", LOOPBACK, "--port", str(port)]
+    cmd += ["--workers", str(workers)]
     ready = functools.partial(_http.get, port, "/health")
     with process(cmd, workdir / "floor.log", ready, "the floor app", _env(redis_url)) as proc:
         yield Server(port, proc.pid)
