@@ -33,6 +33,11 @@ MODEL_CHANNEL = f"{PREFIX}:models:changed"
 """Pub/sub channel: a model key whose lifecycle changed, so peers drop their cached pointer."""
 
 
+def resource_channel(kind: str) -> str:
+    """Pub/sub channel: the key of a ``kind`` resource that was written or deleted, so peers reload it."""
+    return f"{PREFIX}:res:{kind}:changed"
+
+
 # --- guests -------------------------------------------------------------------------------------
 def guest(ref: str) -> str:
     """Hash of one guest: ``profile``, ``sessions``, ``orders`` … each a JSON document."""

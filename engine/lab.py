@@ -63,6 +63,7 @@ class Lab:
         self._flushing = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._follower: asyncio.Task[None] | None = None
 
     # --- the request path: memory only ------------------------------------------------------------
     def get(self, key: str) -> Experiment:
@@ -113,12 +114,18 @@ class Lab:
         await self.refresh()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._refresh_loop()), loop.create_task(self._flush_loop())]
+        self._follower = loop.create_task(self._follow_changes())
 
     async def stop(self) -> None:
         # Loops end at their next turn rather than by cancellation: cancelling a task inside a Redis
         # pipeline can leave the connection half-used, and a swallowed CancelledError would hang here.
         self._stopping.set()
         self._wake.set()
+        if self._follower is not None:
+            # Only reading its own pub/sub connection, which it closes: cancelling it there is safe. Not awaited
+            # itself (a cancel Python 3.11 swallows must not hang a shutdown).
+            self._follower.cancel()
+            await asyncio.wait({self._follower}, timeout=2)
         for task in self._tasks:
             try:
                 async with asyncio.timeout(5):
@@ -194,6 +201,21 @@ class Lab:
                 await self.refresh()
             except Unavailable as exc:
                 log.warning("experiment refresh failed; serving the cached allocation: %s", exc.detail)
+
+    async def _follow_changes(self) -> None:
+        """Refresh as soon as an experiment is written or deleted anywhere: a process waiting for its timed
+        refresh served an experiment node in a model published just after the experiment with an error (its
+        fallback) for up to ``refresh_s`` (the load harness's two-worker runs showed seven). The timed refresh
+        stays, as the backstop for a missed notice (pub/sub is fire-and-forget)."""
+        while not self._stopping.is_set():
+            try:
+                async for _ in self.rt.store.resource_changes(RESOURCE):
+                    await self.refresh()
+            except Unavailable as exc:
+                log.warning("experiment change notices interrupted; timed refreshes go on: %s", exc.detail)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._stopping.wait()
 
     async def _flush_loop(self) -> None:
         while not self._stopping.is_set():

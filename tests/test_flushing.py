@@ -1,5 +1,6 @@
-"""Background writers (the decision log, experiment exposures) on a real Redis: a flush writes what was queued
-when it was called, what arrives meanwhile waits for the next turn, and nothing queued is ever lost.
+"""Background work on a real Redis: a flush of the decision log or of experiment exposures writes what was queued
+when it was called, what arrives meanwhile waits for the next turn, and nothing queued is ever lost; experiment
+changes reach other processes by notice.
 
 The stores and ledgers here are the real Redis ones; each write is only held at a gate, so a test can queue
 more while a flush is in flight, and the batches are recorded.
@@ -12,8 +13,10 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 
+from engine import keys
 from engine.errors import Unavailable
 from engine.experiments import compile_experiment
 from engine.lab import Lab
@@ -144,3 +147,44 @@ async def test_exposures_queued_during_a_ledger_write_wait_for_the_next_flush(re
         assert tally.exposures == 4
     finally:
         await store.close()
+
+
+async def test_an_experiment_written_by_one_process_reaches_another_without_waiting_for_its_refresh(
+    redis_url: str,
+) -> None:
+    """Another process learns of a new (or deleted) experiment from a change notice; the timed refresh is an hour
+    away here, so only the notice can deliver it."""
+    stores = [RedisStore(redis_url), RedisStore(redis_url)]
+    runtimes = [SimpleNamespace(store=s, rng=np.random.default_rng(7)) for s in stores]
+    labs = [Lab(rt, refresh_s=3600) for rt in runtimes]  # type: ignore[arg-type]  # a lab needs store and rng
+    try:
+        for lab in labs:
+            await lab.start()
+        writer, reader = labs
+        channel = keys.resource_channel("experiment")
+
+        async def subscribed() -> bool:  # both followers listen before anything is published
+            ((_, n),) = await stores[0].client.pubsub_numsub(channel)
+            return int(n) == len(labs)
+
+        deadline = time.monotonic() + 5
+        while not await subscribed():
+            assert time.monotonic() < deadline, "the followers never subscribed"
+            await asyncio.sleep(0.01)
+        await writer.put("hero", BANDIT)
+        await _eventually(lambda: "hero" in reader.experiments)
+        assert reader.get("hero").arm_ids == ("a", "b")
+        await writer.delete("hero")
+        await _eventually(lambda: "hero" not in reader.experiments)
+    finally:
+        for lab in labs:
+            await lab.stop()
+        for store in stores:
+            await store.close()
+
+
+async def _eventually(check: Any, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "not delivered"
+        await asyncio.sleep(0.01)

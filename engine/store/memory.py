@@ -78,6 +78,11 @@ class MemoryStore:
         await asyncio.Event().wait()
         yield ""
 
+    async def resource_changes(self, kind: str) -> AsyncIterator[str]:
+        # As for models: the one process that writes is the one that reads.
+        await asyncio.Event().wait()
+        yield ""
+
     async def model_set_state(self, key: str, version: int, state: str) -> ModelPointers:
         versions = self._versions.get(key, {})
         pointers = self._pointers.get(key) or ModelPointers(None, None, (), 0)

@@ -225,13 +225,22 @@ class RedisStore:
             raise Unavailable(f"model store unavailable: {exc}") from exc
         return _pointers(meta) if meta else None
 
-    async def model_changes(self) -> AsyncIterator[str]:
+    def model_changes(self) -> AsyncIterator[str]:
+        return self._notices(keys.MODEL_CHANNEL)
+
+    def resource_changes(self, kind: str) -> AsyncIterator[str]:
+        return self._notices(keys.resource_channel(kind))
+
+    async def _notices(self, channel: str) -> AsyncIterator[str]:
+        """A channel's messages until the connection fails (:class:`Unavailable`): callers re-subscribe."""
         pubsub = self.client.pubsub()
-        await pubsub.subscribe(keys.MODEL_CHANNEL)
         try:
+            await pubsub.subscribe(channel)
             async for message in pubsub.listen():
                 if message.get("type") == "message":
                     yield message["data"].decode()
+        except RedisError as exc:
+            raise Unavailable(f"change notices unavailable: {exc}") from exc
         finally:
             await pubsub.aclose()
 
@@ -308,6 +317,7 @@ class RedisStore:
     async def resource_put(self, kind: str, key: str, document: JSONObject) -> None:
         try:
             await self.client.hset(keys.resources(kind), key, orjson.dumps(document))
+            await self.client.publish(keys.resource_channel(kind), key)
         except RedisError as exc:
             raise Unavailable(f"store unavailable: {exc}") from exc
 
@@ -327,9 +337,11 @@ class RedisStore:
 
     async def resource_delete(self, kind: str, key: str) -> bool:
         try:
-            return bool(await self.client.hdel(keys.resources(kind), key))
+            deleted = bool(await self.client.hdel(keys.resources(kind), key))
+            await self.client.publish(keys.resource_channel(kind), key)
         except RedisError as exc:
             raise Unavailable(f"store unavailable: {exc}") from exc
+        return deleted
 
     async def _pipeline(self, *commands: tuple[Any, ...]) -> list[Any]:
         pipe = self.client.pipeline(transaction=False)
