@@ -9,8 +9,9 @@ A connection is an admin-managed resource (``/v1/connections/{key}``)::
 
 The auth secret comes from an environment variable (``secret_env``) or is stored (``secret``); it is
 never echoed by the API (:func:`redact`) nor written to logs. Nodes look connections up at request time
-through :class:`Directory`, a short TTL cache over the store, so a rotated secret or a moved base URL
-reaches every worker within ``ttl_s`` without republishing models.
+through :class:`Directory`, a short TTL cache over the store that every worker drops an entry from when any
+process changes it (a change notice; the TTL is the backstop), so a rotated secret or a moved base URL reaches
+every worker at once without republishing models.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from urllib.parse import urlsplit
 
 from cachetools import TTLCache
 
+from engine import notices
 from engine.errors import ExternalCallFailed, Problem, ValidationError
 from engine.store import Store
 from engine.types import JSONObject
@@ -187,6 +189,15 @@ class Directory:
 
     def forget(self, key: str) -> None:
         self._cache.pop(key, None)
+
+    async def follow_changes(self) -> None:
+        """Drop a connection from the cache as soon as any process writes or deletes it (until cancelled); the
+        TTL stays as the backstop for a missed notice."""
+
+        async def changed(key: str) -> None:
+            self.forget(key)
+
+        await notices.follow(lambda: self.store.resource_changes(KIND), changed, "connection")
 
 
 def directory_for(services: Any) -> Directory | None:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from engine import notices
 from engine.assignment import Allocation, Choice, assign
 from engine.bandit import allocate
 from engine.errors import Conflict, NotFound, Unavailable
@@ -205,17 +206,16 @@ class Lab:
     async def _follow_changes(self) -> None:
         """Refresh as soon as an experiment is written or deleted anywhere: a process waiting for its timed
         refresh served an experiment node in a model published just after the experiment with an error (its
-        fallback) for up to ``refresh_s`` (the load harness's two-worker runs showed seven). The timed refresh
-        stays, as the backstop for a missed notice (pub/sub is fire-and-forget)."""
-        while not self._stopping.is_set():
+        fallback) for up to ``refresh_s`` (the load harness's two-worker runs showed six to eight). The timed
+        refresh stays, as the backstop for a missed notice (pub/sub is fire-and-forget)."""
+
+        async def changed(key: str) -> None:
             try:
-                async for _ in self.rt.store.resource_changes(RESOURCE):
-                    await self.refresh()
+                await self.refresh()
             except Unavailable as exc:
-                log.warning("experiment change notices interrupted; timed refreshes go on: %s", exc.detail)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await self._stopping.wait()
+                log.warning("experiment refresh after a change notice failed; the timed one retries: %s", exc.detail)
+
+        await notices.follow(lambda: self.rt.store.resource_changes(RESOURCE), changed, "experiment")
 
     async def _flush_loop(self) -> None:
         while not self._stopping.is_set():

@@ -10,15 +10,14 @@ Two caches keep models off the request path's Redis round trip:
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 from typing import Any, NamedTuple
 
 import orjson
 from cachetools import LRUCache
-from redis.exceptions import RedisError
 
+from engine import notices
 from engine.errors import BadRequest, NotFound, Unavailable
 from engine.lifecycle import rollback_target
 from engine.model import check_key, compile_model, parse_document
@@ -170,15 +169,11 @@ class Registry:
 
         The pointer TTL stays as the backstop for a missed message (pub/sub is fire-and-forget).
         """
-        while True:
-            try:
-                async for key in self.store.model_changes():
-                    self.forget(key)
-            except Unavailable:
-                pass
-            except RedisError:
-                pass
-            await asyncio.sleep(1.0)
+
+        async def changed(key: str) -> None:
+            self.forget(key)
+
+        await notices.follow(self.store.model_changes, changed, "model")
 
     def forget(self, key: str) -> None:
         self._pointers.pop(key, None)

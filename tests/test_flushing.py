@@ -1,6 +1,6 @@
 """Background work on a real Redis: a flush of the decision log or of experiment exposures writes what was queued
 when it was called, what arrives meanwhile waits for the next turn, and nothing queued is ever lost; experiment
-changes reach other processes by notice.
+and connection changes reach other processes by notice.
 
 The stores and ledgers here are the real Redis ones; each write is only held at a gate, so a test can queue
 more while a flush is in flight, and the batches are recorded.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,7 +18,9 @@ import numpy as np
 import pytest
 
 from engine import keys
-from engine.errors import Unavailable
+from engine.connections import KIND as CONNECTIONS
+from engine.connections import Directory
+from engine.errors import ExternalCallFailed, Unavailable
 from engine.experiments import compile_experiment
 from engine.lab import Lab
 from engine.ledger import Exposure, RedisLedger
@@ -161,21 +164,12 @@ async def test_an_experiment_written_by_one_process_reaches_another_without_wait
         for lab in labs:
             await lab.start()
         writer, reader = labs
-        channel = keys.resource_channel("experiment")
-
-        async def subscribed() -> bool:  # both followers listen before anything is published
-            ((_, n),) = await stores[0].client.pubsub_numsub(channel)
-            return int(n) == len(labs)
-
-        deadline = time.monotonic() + 5
-        while not await subscribed():
-            assert time.monotonic() < deadline, "the followers never subscribed"
-            await asyncio.sleep(0.01)
+        await _until(lambda: _subscribers(stores[0], keys.resource_channel("experiment"), len(labs)))
         await writer.put("hero", BANDIT)
-        await _eventually(lambda: "hero" in reader.experiments)
+        await _until(lambda: _now("hero" in reader.experiments))
         assert reader.get("hero").arm_ids == ("a", "b")
         await writer.delete("hero")
-        await _eventually(lambda: "hero" not in reader.experiments)
+        await _until(lambda: _now("hero" not in reader.experiments))
     finally:
         for lab in labs:
             await lab.stop()
@@ -183,8 +177,45 @@ async def test_an_experiment_written_by_one_process_reaches_another_without_wait
             await store.close()
 
 
-async def _eventually(check: Any, timeout_s: float = 5.0) -> None:
+async def test_a_connection_changed_by_one_process_leaves_anothers_cache_at_once(redis_url: str) -> None:
+    """Another process's cached connection goes as soon as it is rewritten or deleted; its TTL is an hour here."""
+    writer, reader = RedisStore(redis_url), RedisStore(redis_url)
+    directory = Directory(reader, ttl_s=3600)
+    follower = asyncio.ensure_future(directory.follow_changes())
+    try:
+        await writer.resource_put(CONNECTIONS, "shop", {"base_url": "https://a.example.com"})
+        assert (await directory.get("shop")).base_url == "https://a.example.com"  # cached from here on
+        await _until(lambda: _subscribers(writer, keys.resource_channel(CONNECTIONS), 1))
+        await writer.resource_put(CONNECTIONS, "shop", {"base_url": "https://b.example.com"})
+        await _until(lambda: _base_url_is(directory, "https://b.example.com"))
+        await writer.resource_delete(CONNECTIONS, "shop")
+        await _until(lambda: _base_url_is(directory, None))
+    finally:
+        follower.cancel()
+        await asyncio.wait({follower})
+        await writer.close()
+        await reader.close()
+
+
+async def _until(check: Callable[[], Awaitable[bool]], timeout_s: float = 5.0) -> None:
     deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, "not delivered"
+    while not await check():
+        assert time.monotonic() < deadline, "not delivered in time"
         await asyncio.sleep(0.01)
+
+
+async def _now(value: bool) -> bool:
+    return value
+
+
+async def _subscribers(store: RedisStore, channel: str, expected: int) -> bool:
+    """Whether ``expected`` followers listen: a notice published before they subscribe reaches nobody."""
+    ((_, n),) = await store.client.pubsub_numsub(channel)
+    return int(n) == expected
+
+
+async def _base_url_is(directory: Directory, expected: str | None) -> bool:
+    try:
+        return (await directory.get("shop")).base_url == expected
+    except ExternalCallFailed:
+        return expected is None
