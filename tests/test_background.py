@@ -30,25 +30,36 @@ from engine.store import DecisionRecord
 from engine.store.redis import RedisStore
 
 
+class Gate:
+    """Where a write waits while a test holds it (open unless a test closes it); ``batches``: the ids of each
+    write that went through."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.open = asyncio.Event()
+        self.open.set()
+        self.entered = asyncio.Event()
+
+    async def passing(self) -> None:
+        self.entered.set()
+        await self.open.wait()
+
+
 class GatedStore(RedisStore):
-    """The Redis store; each decision-log write waits at ``gate`` (open unless a test closes it) and
-    ``failures`` writes are refused first, as a sick Redis would."""
+    """The Redis store; each decision-log write passes a :class:`Gate`, and ``failures`` writes are refused
+    first, as a sick Redis would refuse them."""
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
-        self.batches: list[list[str]] = []
-        self.gate = asyncio.Event()
-        self.gate.set()
-        self.entered = asyncio.Event()
+        self.gate = Gate()
         self.failures = 0
 
     async def decisions_record(self, records: list[DecisionRecord]) -> None:
-        self.entered.set()
-        await self.gate.wait()
+        await self.gate.passing()
         if self.failures:
             self.failures -= 1
             raise Unavailable("decision log unavailable: refused by the test")
-        self.batches.append([r.decision_id for r in records])
+        self.gate.batches.append([r.decision_id for r in records])
         await super().decisions_record(records)
 
 
@@ -71,17 +82,17 @@ async def test_a_flush_writes_what_was_queued_when_it_was_called(gated: GatedSto
     recorder = Recorder(gated, Metrics())
     for i in range(3):
         recorder.record(_record(f"a{i}"))
-    gated.gate.clear()
+    gated.gate.open.clear()
     flushing = asyncio.ensure_future(recorder.flush())
-    await gated.entered.wait()
+    await gated.gate.entered.wait()
     recorder.record(_record("b0"))  # decisions served while the write is in flight
     recorder.record(_record("b1"))
-    gated.gate.set()
+    gated.gate.open.set()
     assert await flushing is True
-    assert gated.batches == [["a0", "a1", "a2"]]  # not chased by a second write of the two that came late
+    assert gated.gate.batches == [["a0", "a1", "a2"]]  # not chased by a second write of the two that came late
     assert await _logged(gated) == ["a0", "a1", "a2"]
     assert await recorder.flush() is True
-    assert gated.batches[-1] == ["b0", "b1"]
+    assert gated.gate.batches[-1] == ["b0", "b1"]
     assert await _logged(gated) == ["a0", "a1", "a2", "b0", "b1"]
 
 
@@ -94,24 +105,20 @@ async def test_a_refused_flush_keeps_its_records_in_order_and_stop_drains_them(g
     assert await _logged(gated) == []
     recorder.record(_record("r10"))
     await recorder.stop()  # drains all of them, in batches of at most batch_size, in the order served
-    assert gated.batches == [["r0", "r1", "r2", "r3"], ["r4", "r5", "r6", "r7"], ["r8", "r9", "r10"]]
+    assert gated.gate.batches == [["r0", "r1", "r2", "r3"], ["r4", "r5", "r6", "r7"], ["r8", "r9", "r10"]]
     assert await _logged(gated) == [f"r{i}" for i in range(11)]
 
 
 class GatedLedger(RedisLedger):
-    """The Redis ledger; each write waits at ``gate`` and the batches' decision ids are recorded."""
+    """The Redis ledger; each write passes a :class:`Gate`."""
 
     def __init__(self, store: RedisStore) -> None:
         super().__init__(store)
-        self.batches: list[list[str]] = []
-        self.gate = asyncio.Event()
-        self.gate.set()
-        self.entered = asyncio.Event()
+        self.gate = Gate()
 
     async def expose(self, batch: list[Exposure]) -> None:
-        self.entered.set()
-        await self.gate.wait()
-        self.batches.append([x.decision_id for x in batch])
+        await self.gate.passing()
+        self.gate.batches.append([x.decision_id for x in batch])
         await super().expose(batch)
 
 
@@ -137,15 +144,15 @@ async def test_exposures_queued_during_a_ledger_write_wait_for_the_next_flush(re
     try:
         for i in range(3):
             served(f"d{i}")
-        ledger.gate.clear()
+        ledger.gate.open.clear()
         flushing = asyncio.ensure_future(lab.flush())
-        await ledger.entered.wait()
+        await ledger.gate.entered.wait()
         served("late")
-        ledger.gate.set()
+        ledger.gate.open.set()
         await flushing
-        assert ledger.batches == [["d0", "d1", "d2"]]
+        assert ledger.gate.batches == [["d0", "d1", "d2"]]
         await lab.flush()  # a reader's flush (results, rewards) writes what was queued before it
-        assert ledger.batches[-1] == ["late"]
+        assert ledger.gate.batches[-1] == ["late"]
         (tally, _) = await ledger.totals("hero", ("a", "b"))
         assert tally.exposures == 4
     finally:
