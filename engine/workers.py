@@ -13,6 +13,7 @@ lifespan: the decision log and exposures are flushed) before it exits itself.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -48,7 +49,25 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(host: str, port: int, uvicorn_options: dict[str, Any]) -> None:
+PR_SET_PDEATHSIG = 1
+"""prctl(2): the signal the kernel sends this process when its parent dies."""
+
+
+def _stop_with(supervisor: int) -> None:
+    """Have the kernel send this worker SIGTERM when its supervisor dies, however it dies (``kill -9``, the OOM
+    killer). Otherwise the worker lives on as an orphan still listening on the port, and a restarted supervisor's
+    workers would share the port with the old code. Linux only; elsewhere nothing is done."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return
+    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != supervisor:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker(supervisor: int, host: str, port: int, uvicorn_options: dict[str, Any]) -> None:
+    _stop_with(supervisor)
     sock = reuseport_socket(host, port)
     config = uvicorn.Config(**uvicorn_options)
     uvicorn.Server(config).run(sockets=[sock])
@@ -69,7 +88,7 @@ def supervise(host: str, port: int, workers: int, uvicorn_options: dict[str, Any
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def start() -> tuple[BaseProcess, float]:
-        process = context.Process(target=_worker, args=(host, port, uvicorn_options), daemon=False)
+        process = context.Process(target=_worker, args=(os.getpid(), host, port, uvicorn_options), daemon=False)
         process.start()
         return process, time.monotonic()
 

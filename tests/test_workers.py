@@ -6,6 +6,7 @@ A real server process with two workers against a real Redis; the connections eac
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -89,11 +90,14 @@ def server(redis_url: str, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[by
         )
         yield proc, port
     finally:
+        # Listed before the supervisor goes: its orphans are init's children, no longer found as its own.
+        left = _workers(proc.pid)
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=15)
-        for pid in _workers(proc.pid):
-            os.kill(pid, signal.SIGKILL)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_connections_spread_over_the_workers_and_a_dead_worker_is_replaced(
@@ -134,3 +138,17 @@ def test_sigterm_stops_every_worker_and_exits_cleanly(server: tuple[subprocess.P
     while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
         time.sleep(0.05)
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def test_workers_stop_when_the_supervisor_is_killed(server: tuple[subprocess.Popen[bytes], int]) -> None:
+    """``kill -9`` of the supervisor (or the OOM killer) must not leave workers serving on the port as orphans."""
+    proc, port = server
+    workers = _workers(proc.pid)
+    proc.kill()
+    proc.wait(timeout=15)
+    wait_until(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers),
+        timeout_s=30,
+        what="the workers to stop after their supervisor died",
+    )
+    assert not _sockets_on(port, "0A")  # nothing listens on the port any more
