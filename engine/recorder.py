@@ -46,8 +46,8 @@ class Recorder:
             self._buffer.popleft()
             self.metrics.dropped_records.inc()
         self._buffer.append(rec)
-        if len(self._buffer) >= self.batch_size:
-            self._wake.set()
+        if len(self._buffer) == 1 or len(self._buffer) >= self.batch_size:
+            self._wake.set()  # the first of a batch starts the interval; a full batch ends it
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -82,9 +82,16 @@ class Recorder:
         return True
 
     async def _run(self) -> None:
+        # Asleep while there is nothing to write: a timer every interval, records or not, woke an idle worker
+        # 400 times a second (strace) and cost it 2 % of a core.
         while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.flush_interval_s):
-                    await self._wake.wait()
+            await self._wake.wait()
             self._wake.clear()
+            if len(self._buffer) < self.batch_size and not self._stopping:
+                with contextlib.suppress(TimeoutError):  # gather a batch: the interval, or until it is full
+                    async with asyncio.timeout(self.flush_interval_s):
+                        await self._wake.wait()
+                self._wake.clear()
             await self.flush()
+            if self._buffer:
+                self._wake.set()  # arrived during the write, after the buffer had stopped being empty

@@ -109,6 +109,42 @@ async def test_a_refused_flush_keeps_its_records_in_order_and_stop_drains_them(g
     assert await _logged(gated) == [f"r{i}" for i in range(11)]
 
 
+class CountingRecorder(Recorder):
+    flushes = 0
+
+    async def flush(self) -> bool:
+        self.flushes += 1
+        return await super().flush()
+
+
+async def test_an_idle_recorder_sleeps_and_a_record_is_written_within_the_interval(gated: GatedStore) -> None:
+    recorder = CountingRecorder(gated, Metrics(), flush_interval_ms=5)
+    recorder.start()
+    try:
+        await asyncio.sleep(0.1)  # twenty intervals with nothing to write
+        assert recorder.flushes == 0
+        recorder.record(_record("lone"))
+        await _until(lambda: _now(gated.gate.batches == [["lone"]]))
+        flushes = recorder.flushes
+        await asyncio.sleep(0.1)
+        assert recorder.flushes == flushes  # asleep again
+    finally:
+        await recorder.stop()
+
+
+async def test_a_full_batch_is_written_without_waiting_out_the_interval(gated: GatedStore) -> None:
+    recorder = Recorder(gated, Metrics(), flush_interval_ms=10_000, batch_size=6)
+    recorder.start()
+    try:
+        recorder.record(_record("f0"))
+        await asyncio.sleep(0.02)  # the writer is waiting out its ten seconds for more
+        for i in range(1, 6):
+            recorder.record(_record(f"f{i}"))
+        await _until(lambda: _now(gated.gate.batches == [[f"f{i}" for i in range(6)]]), timeout_s=2)
+    finally:
+        await recorder.stop()
+
+
 class GatedLedger(RedisLedger):
     """The Redis ledger; each write passes a :class:`Gate`."""
 
