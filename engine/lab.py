@@ -123,8 +123,9 @@ class Lab:
         self._stopping.set()
         self._wake.set()
         if self._follower is not None:
-            # Only reading its own pub/sub connection, which it closes: cancelling it there is safe. Not awaited
-            # itself (a cancel Python 3.11 swallows must not hang a shutdown).
+            # Cancelled, as it waits on its pub/sub connection (closed on the way out); a refresh it is in the middle
+            # of reads through redis-py, which drops a connection a cancel interrupts. Not awaited itself (a cancel
+            # Python 3.11 swallows must not hang a shutdown).
             self._follower.cancel()
             await asyncio.wait({self._follower}, timeout=2)
         for task in self._tasks:
