@@ -116,6 +116,24 @@ def open_loop(port: int, target: Target, bodies: list[bytes], rate: float, durat
     return result
 
 
+def aof_rewrites(redis_url: str) -> tuple[int, bool]:
+    """Redis's AOF rewrites started so far, and whether one is running now."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        info = client.info("persistence")
+    finally:
+        client.close()
+    return int(info["aof_rewrites"]), bool(info["aof_rewrite_in_progress"])
+
+
+def _rewrite_since(rewrites: Callable[[], tuple[int, bool]] | None, before: tuple[int, bool] | None) -> bool:
+    """Whether an AOF rewrite ran at any moment since ``before`` (an :func:`aof_rewrites` reading)."""
+    if rewrites is None or before is None:
+        return False
+    after = rewrites()
+    return after[0] > before[0] or before[1] or after[1]
+
+
 def measure(
     target: Target,
     port: int,
@@ -123,16 +141,23 @@ def measure(
     fractions: list[tuple[float, str]],
     floor_rps: float | None = None,
     probe: Callable[[], dict[str, int]] | None = None,
-    settle: Callable[[], None] | None = None,
+    settle: Callable[[], object] | None = None,
+    rewrites: Callable[[], tuple[int, bool]] | None = None,
 ) -> dict[str, Any]:
     """Warm up, saturate with wrk, then one open-loop run per ``(fraction, basis)``: that fraction of the
     floor's saturation (``floor_rps``; the floor's own when None) or of this target's own (``"own"``).
     ``probe`` reads counters (stub calls, node fallbacks) before and after each measured run; the
     differences go into the run's ``counters``. ``settle`` runs before each measured run (after the
-    warm-up) and may raise :class:`NotClean`, which is recorded in the run as ``unsettled``."""
+    warm-up) and may raise :class:`NotClean`, which is recorded in the run as ``unsettled``. ``rewrites``
+    (:func:`aof_rewrites`) marks a run that an AOF rewrite overlapped: a child process writing the whole
+    dataset takes most of a core from the two the run shares."""
 
-    def say(msg: str) -> None:
-        print(f"  {target.name}: {msg}", file=sys.stderr)
+    def say(msg: str, overlapped: bool = False) -> None:
+        note = " [an AOF rewrite overlapped this run]" if overlapped else ""
+        print(f"  {target.name}: {msg}{note}", file=sys.stderr)
+
+    def overlapped(before: tuple[int, bool] | None) -> bool:
+        return _rewrite_since(rewrites, before)
 
     def settled() -> dict[str, str]:
         try:
@@ -146,11 +171,13 @@ def measure(
     wrk(port, target, args.warmup, args)
     unsettled = settled()
     before = probe() if probe else {}
+    aof = rewrites() if rewrites else None
     sat = wrk(port, target, args.duration, args) | unsettled
+    sat["aof_rewrite"] = overlapped(aof)
     if probe:
         sat["counters"] = _delta(before, before := probe())
     events = f" ({sat['events_per_s']:.0f} events/s)" if target.path == "/v1/events" else ""
-    say(f"saturation {sat['rps']:.0f} req/s{events}, p99 {sat['p99_ms']} ms")
+    say(f"saturation {sat['rps']:.0f} req/s{events}, p99 {sat['p99_ms']} ms", sat["aof_rewrite"])
     fixed = []
     for run, (frac, basis) in enumerate(fractions, 1):
         base = floor_rps if basis == "floor" and floor_rps is not None else sat["rps"]
@@ -159,32 +186,47 @@ def measure(
         unsettled = settled()
         if probe:
             before = probe()
+        aof = rewrites() if rewrites else None
         result = open_loop(port, target, bodies, rate, args.duration) | unsettled
+        result["aof_rewrite"] = overlapped(aof)
         if probe:
             result["counters"] = _delta(before, before := probe())
         result |= {"fraction": frac, "fraction_of": basis}
         fixed.append(result)
-        say(f"{rate:.0f} req/s open loop → p99 {result['p99_ms']} ms, p99.9 {result['p99.9_ms']} ms")
+        say(
+            f"{rate:.0f} req/s open loop → p99 {result['p99_ms']} ms, p99.9 {result['p99.9_ms']} ms",
+            result["aof_rewrite"],
+        )
     return {"batch": target.batch, "saturation": sat, "fixed_rate": fixed}
 
 
-def paired(floor: Target, floor_port: int, decide: Target, decide_port: int, args: argparse.Namespace) -> list[dict]:
+def paired(
+    floor: Target,
+    floor_port: int,
+    decide: Target,
+    decide_port: int,
+    args: argparse.Namespace,
+    rewrites: Callable[[], tuple[int, bool]] | None = None,
+) -> list[dict[str, Any]]:
     """``--pairs`` back-to-back saturation runs of the floor and decide, in alternating order.
 
     The VM this is developed on drifts by 10-20 % within minutes, for every process alike; one floor run and
     one decide run minutes apart can move their ratio by that much. Runs a few seconds apart share the
-    machine's state, and alternating which goes first cancels a steady drift across a pair."""
+    machine's state, and alternating which goes first cancels a steady drift across a pair. A pair that an AOF
+    rewrite overlapped is marked (see :func:`measure`)."""
     out = []
     for i in range(args.pairs):
         order = [(floor, floor_port), (decide, decide_port)]
         rps = {}
+        before = rewrites() if rewrites else None
         for target, port in order if i % 2 == 0 else order[::-1]:
             wrk(port, target, 1, args)
             rps[target.name] = wrk(port, target, args.pair_duration, args)["rps"]
+        rewrite = _rewrite_since(rewrites, before)
         ratio = round(rps["decide"] / rps["floor"], 3) if rps["floor"] else 0.0
-        out.append({"first": order[0 if i % 2 == 0 else 1][0].name, **rps, "ratio": ratio})
+        out.append({"first": order[0 if i % 2 == 0 else 1][0].name, **rps, "ratio": ratio, "aof_rewrite": rewrite})
         say = f"  pair {i + 1}: floor {rps['floor']:.0f}, decide {rps['decide']:.0f} req/s → {ratio:.2f}"
-        print(say, file=sys.stderr)
+        print(say + (" [an AOF rewrite overlapped this pair]" if rewrite else ""), file=sys.stderr)
     return out
 
 
@@ -249,7 +291,10 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 servers.running_arbiter(workdir, url, args.workers) as arbiter,
             ):
                 # All three run from here on; each target is measured while the others idle.
-                report["floor"] = measure(floor_target, floor.port, args, [(f, "floor") for f in args.fractions])
+                rewrites = functools.partial(aof_rewrites, url)
+                report["floor"] = measure(
+                    floor_target, floor.port, args, [(f, "floor") for f in args.fractions], rewrites=rewrites
+                )
                 floor_rps = float(report["floor"]["saturation"]["rps"])
                 report["scenario"] = scenario_setup.install(arbiter.port, stub.port, ADMIN_KEY)
                 check = functools.partial(scenario_setup.check, arbiter.port, PUBLIC_KEY, decide_target.bodies(0, 0))
@@ -259,14 +304,17 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                     raise SystemExit(f"not measuring: {exc}") from None
                 probe = functools.partial(decide_counters, stub.port, arbiter.port, args.workers)
                 fractions = [(f, "floor") for f in args.fractions] + [(f, "own") for f in args.own_fractions]
-                report["decide"] = measure(decide_target, arbiter.port, args, fractions, floor_rps, probe, check)
+                report["decide"] = measure(
+                    decide_target, arbiter.port, args, fractions, floor_rps, probe, check, rewrites
+                )
                 report["metrics"] = load_report.scrape(arbiter.port, args.workers, MODEL)
                 # Before the events runs, which grow the guests that decide reads.
-                report["pairs"] = paired(floor_target, floor.port, decide_target, arbiter.port, args)
+                report["pairs"] = paired(floor_target, floor.port, decide_target, arbiter.port, args, rewrites)
                 require_events_accepted(arbiter.port, event_targets)
                 for target in event_targets:
                     key = "events" if target.batch == 1 else "events_batch"
-                    report[key] = measure(target, arbiter.port, args, [(f, "own") for f in args.fractions])
+                    fixed = [(f, "own") for f in args.fractions]
+                    report[key] = measure(target, arbiter.port, args, fixed, rewrites=rewrites)
     report["ratios"] = load_report.ratios(report, scenario_setup.EXTERNAL_NODE)
     return report
 
