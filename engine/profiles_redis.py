@@ -17,7 +17,15 @@ from redis.exceptions import RedisError
 from engine import keys
 from engine.errors import Unavailable
 from engine.profiles import TOKENS_KEPT, Commit, Snapshot, Write
-from engine.store.redis import EVENTS_FIELD, GUEST_PARTS, RedisStore, guest_document, guest_part, load_script
+from engine.store.redis import (
+    EVENTS_FIELD,
+    EVENTS_FIELD_BYTES,
+    GUEST_PARTS,
+    RedisStore,
+    guest_document,
+    guest_part,
+    load_script,
+)
 from engine.store.wire import pairs
 from engine.types import JSONObject
 
@@ -170,13 +178,12 @@ def _snapshot(fields: dict[bytes, bytes], closed_events: bool = True) -> Snapsho
         return Snapshot(None, rev)
     stored = {name: fields[field] for name, field in _STORED_FIELDS if field in fields}
     for field, value in fields.items():
-        if field.startswith(_EVENTS_FIELD):
+        if field.startswith(EVENTS_FIELD_BYTES):
             stored[field.decode()] = value
     return Snapshot(guest, rev, stored)
 
 
 _STORED_FIELDS = tuple((name, name.encode()) for name in ("profile", *GUEST_PARTS))
-_EVENTS_FIELD = EVENTS_FIELD.encode()
 
 
 def _commit_keys(ref: str) -> tuple[str, str]:

@@ -33,6 +33,8 @@ skips parsing them, and an event rewrites only its own session's field, not the 
 ``sessions`` keeps an empty ``events`` list in each session whose events moved out, so a process from before
 these fields (a rolling deploy, a rollback) reads and appends to sessions as it always did; events it appends
 there are read back after the moved ones (:func:`guest_document`)."""
+EVENTS_FIELD_BYTES = EVENTS_FIELD.encode()
+"""The same prefix as the raw field names Redis replies with."""
 _DOCUMENT_FIELDS = (b"profile", *(part.encode() for part in GUEST_PARTS))
 """A guest's fields but its sessions' events: what a decision whose model cannot read them asks for."""
 CAS_RETRIES = 8
@@ -377,7 +379,7 @@ def guest_document(fields: dict[bytes, bytes], *, session_events: bool | Literal
         lazy = session_events == "lazy"
         for session in guest["sessions"]:
             ref = session.get("ref")
-            raw = fields.get(b"ev:" + ref.encode()) if isinstance(ref, str) else None
+            raw = fields.get(EVENTS_FIELD_BYTES + ref.encode()) if isinstance(ref, str) else None
             if raw is None:
                 continue
             # Inline events next to moved ones were appended by a process from before the split fields: newer.
