@@ -6,13 +6,17 @@
    ``MEMORY USAGE`` of typical keys.
 2. One Arbiter worker on that Redis, first idle, then after ``--models`` copies of the scenario model were
    uploaded, published and served once each (so every plan is compiled and cached): RSS from /proc.
+3. Memory that grows with traffic rather than guests: ``--units`` bandit exposures written through
+   ``RedisLedger.expose`` as decisions served at each of ``--rates`` (decisions/s, so the minute hashes fill
+   as they would), on an empty Redis each: ``used_memory`` per attribution unit.
 
-Run: python -m benchmarks.memory [--guests 1000000] [--models 100]
+Run: python -m benchmarks.memory [--guests 1000000] [--models 100] [--units 200000] [--rates 10,1000]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import tempfile
@@ -29,7 +33,9 @@ from benchmarks.data import decide_bodies, guest_documents, guest_ref
 from benchmarks.scenario_setup import MODEL_FILE
 from benchmarks.servers import ADMIN_KEY, PUBLIC_KEY
 from engine import keys
-from engine.store.redis import guest_fields
+from engine.ids import timed_id
+from engine.ledger import Exposure, RedisLedger
+from engine.store.redis import RedisStore, guest_fields
 
 DISTINCT = 10_000
 ONE_DECISION = b'{"guest": {"browser_id": "bench-0000001"}, "context": {"category": "shoes", "now": "2026-11-23"}}'
@@ -85,13 +91,47 @@ def publish_copies(port: int, count: int) -> None:
             raise RuntimeError(f"decide on {key} answered {status}")
 
 
+async def _expose_at_rate(url: str, n: int, rate_per_s: float, window_s: int) -> None:
+    store = RedisStore(url)
+    ledger = RedisLedger(store)
+    start_ms = int(time.time() * 1000) - int(n / rate_per_s * 1000)  # the last decision is now's
+    try:
+        for first in range(0, n, 500):
+            batch = []
+            for i in range(first, min(n, first + 500)):
+                at_ms = start_ms + int(i * 1000 / rate_per_s)
+                decision_id = timed_id(at_ms)
+                batch.append(Exposure("memprobe", f"arm-{i % 3}", "1.0", decision_id, decision_id, None, at_ms,
+                                      window_s, False))
+            await ledger.expose(batch)
+    finally:
+        await store.close()
+
+
+def unit_memory(url: str, n: int, rate_per_s: float, window_s: int = 7 * 86400) -> dict[str, Any]:
+    """Redis memory per bandit attribution unit, for decisions served at ``rate_per_s``."""
+    client = redis.Redis.from_url(url)
+    client.flushall()
+    before = int(client.info("memory")["used_memory"])
+    asyncio.run(_expose_at_rate(url, n, rate_per_s, window_s))
+    used = int(client.info("memory")["used_memory"]) - before
+    key_count = client.dbsize()
+    client.close()
+    return {"rate_per_s": rate_per_s, "units": n, "keys": key_count, "redis_bytes_per_unit": round(used / n)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--guests", type=int, default=1_000_000)
     parser.add_argument("--models", type=int, default=100)
+    parser.add_argument("--units", type=int, default=200_000)
+    parser.add_argument("--rates", default="10,1000", help="decisions/s to file the units at, comma-separated")
     args = parser.parse_args(argv)
     report: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="arbiter-mem-") as tmp, servers.running_redis(Path(tmp)) as url:
+        if args.units:
+            report["attribution_units"] = [unit_memory(url, args.units, float(r)) for r in args.rates.split(",")]
+            redis.Redis.from_url(url).flushall()
         report["redis"] = seed_many(url, args.guests)
         print(f"seeded {args.guests} guests in {report['redis']['seed_seconds']} s", file=sys.stderr)
         with (

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from engine.errors import BadRequest, Unavailable
-from engine.ids import new_id
+from engine.ids import timed_id
 from engine.plan import Plan, Result, ResultTooLarge
 from engine.runtime import Runtime
 from engine.store import DecisionRecord, GuestLookup, Store, empty_guest
@@ -99,7 +99,8 @@ async def decide(rt: Runtime, model_key: str, lookup: GuestLookup, context: JSON
     guest, degraded = await fetch_guest(rt.store, lookup, session_events=needs_session_events(rt, plan, shadow))
     result = await evaluate(rt, plan, guest, context)
     outputs_json = check_size(plan, result)
-    decision = Decision(new_id(), plan, result, guest.get("ref") or lookup.direct_ref, degraded, guest, outputs_json)
+    decision_id = timed_id(int(time.time() * 1000))
+    decision = Decision(decision_id, plan, result, guest.get("ref") or lookup.direct_ref, degraded, guest, outputs_json)
     served = record(decision, shadow=False)
     rt.recorder.record(served)
     for listener in rt.services.get("decision_listeners", ()):

@@ -101,9 +101,18 @@ def experiment_epochs(experiment: str) -> str:
     return f"{PREFIX}:{{x:{experiment}}}:epochs"
 
 
+def experiment_minute(experiment: str, minute: int, shard: int) -> str:
+    """Hash of the attribution units of the decisions served in one minute (Unix minutes), one shard of
+    them: decision id (its 16 bytes) → ``<rewarded>|<window_s>|<epoch>|<arm>``, or ``@<unit>`` where the unit is
+    a guest; ``p:<decision id>`` → a reward that arrived before its unit. Expires with its last unit's window.
+    A field costs a fraction of a key of its own, and units grow with traffic (see ``engine.ledger``)."""
+    return f"{PREFIX}:{{xm:{experiment}:{minute}:{shard}}}"
+
+
 def experiment_unit(experiment: str, unit: str) -> str:
-    """Hash of one attribution unit (a decision, or a guest in a fixed split): ``arm``, ``epoch``,
-    ``at_ms``, ``deadline_ms``, ``rewarded``; expires after the attribution window."""
+    """Hash of one attribution unit: a guest in a fixed split (or a decision whose id is not a timed id, from
+    before units were filed by minute): ``arm``, ``epoch``, ``at_ms``, ``deadline_ms``, ``rewarded``; expires
+    after the attribution window."""
     return f"{PREFIX}:{{xu:{experiment}:{unit}}}"
 
 
@@ -113,5 +122,6 @@ def experiment_parked(experiment: str, unit: str) -> str:
 
 
 def experiment_decision(experiment: str, decision_id: str) -> str:
-    """String: decision id → its attribution unit, where the unit is not the decision itself."""
+    """String: decision id → its attribution unit, where the unit is not the decision itself (ids from before
+    units were filed by minute; newer decisions point at their unit from :func:`experiment_minute`)."""
     return f"{PREFIX}:{{xu:{experiment}:{decision_id}}}:unit"

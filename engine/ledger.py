@@ -7,6 +7,7 @@ the request path (tallies for the allocation) happen on the refresher's schedule
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import orjson
@@ -15,6 +16,7 @@ from redis.exceptions import RedisError
 from engine import keys
 from engine.bandit import Tally
 from engine.errors import Unavailable
+from engine.ids import time_of
 from engine.types import JSONObject
 
 if TYPE_CHECKING:
@@ -37,7 +39,9 @@ class Exposure(NamedTuple):
     """Fixed splits keep the guest's first assignment; bandits record the latest (last-touch)."""
 
     def assignment(self) -> JSONObject:
-        return {"arm": self.arm, "epoch": self.epoch, "unit": self.unit, "at_ms": self.at_ms}
+        # ``per`` says where the unit is filed (entries from before it was written are guests' or legacy units).
+        per = "decision" if self.unit == self.decision_id else "guest"
+        return {"arm": self.arm, "epoch": self.epoch, "unit": self.unit, "per": per, "at_ms": self.at_ms}
 
 
 TallyMap = dict[str, dict[str, Tally]]
@@ -46,6 +50,41 @@ TallyMap = dict[str, dict[str, Tally]]
 
 PARK_TTL_MS = 60_000
 """How long a reward may wait for its exposure to be written (exposures flush within milliseconds)."""
+GUEST_UNIT_TTL_S = 90 * 86400
+"""A fixed-split guest's unit outlives one window: a returning guest is not a new exposure."""
+UNIT_GRACE_S = 3600
+"""How long a decision's unit outlives its window, so a reward just past the deadline is told ``late``."""
+
+# A bandit's attribution units grow with traffic, one per decision, kept for the attribution window (a week by
+# default). A key of its own per unit cost 224 B of Redis memory; a field in a hash of the decisions of one minute
+# costs about a third of that (measured in benchmarks/RESULTS.md). A decision id is a timed id, so a reward finds
+# the minute from the id alone.
+MINUTE_MS = 60_000
+MINUTE_SHARDS = 8
+"""Hashes per experiment and minute: a busy bandit's writes spread over cluster slots, and each hash stays small
+enough to expire without stalling Redis (~7,500 fields at 1,000 decisions/s)."""
+CLOCK_SKEW_MS = 5 * 60_000
+MAX_UNIT_AGE_MS = (400 * 86400 + UNIT_GRACE_S) * 1000
+"""The longest attribution window a unit can have, and its grace."""
+
+
+class Filed(NamedTuple):
+    """Where a decision's unit is filed: its minute's hash, its field there (the id's 16 bytes: half the memory of
+    its hex), and the decision's time."""
+
+    key: str
+    field: bytes
+    at_ms: int
+
+
+def filed(experiment: str, decision_id: str, now_ms: int) -> Filed | None:
+    """Where a decision's unit is filed, or ``None`` for a decision id that is not a recent timed id (one minted
+    before ids were timed is random hex: its unit is a key of its own)."""
+    at_ms = time_of(decision_id)
+    if at_ms is None or not now_ms - MAX_UNIT_AGE_MS <= at_ms <= now_ms + CLOCK_SKEW_MS:
+        return None
+    key = keys.experiment_minute(experiment, at_ms // MINUTE_MS, int(decision_id[-1], 16) % MINUTE_SHARDS)
+    return Filed(key, bytes.fromhex(decision_id), at_ms)
 
 
 def _reward_counts(value: float | None) -> list[float]:
@@ -56,15 +95,20 @@ def _reward_counts(value: float | None) -> list[float]:
 class Ledger(Protocol):
     async def expose(self, batch: list[Exposure]) -> None: ...
 
-    async def claim(self, experiment: str, unit: str, now_ms: int, value: float | None = None) -> tuple[str, str, str]:
-        """Mark a unit rewarded once: ``(counted|duplicate|late|unknown|parked, arm, epoch)``.
+    async def claim(
+        self, experiment: str, unit: str, now_ms: int, value: float | None = None, *, per_decision: bool = False
+    ) -> tuple[str, str, str]:
+        """Mark a unit rewarded once: ``(counted|duplicate|late|unknown|parked, arm, epoch)``. ``per_decision``:
+        the unit is a decision (a bandit's, or a split's without a guest), not a guest.
 
         With a ``value``, a reward for a unit not written yet is parked and counted when it opens."""
         ...
 
     async def add_reward(self, experiment: str, arm: str, epoch: str, value: float) -> None: ...
 
-    async def unit_of(self, experiment: str, decision_id: str) -> str: ...
+    async def unit_of(self, experiment: str, decision_id: str) -> tuple[str, bool]:
+        """The unit a decision's reward goes to, and whether that unit is the decision itself."""
+        ...
 
     async def assignment(self, guest_ref: str, experiment: str) -> JSONObject | None: ...
 
@@ -100,20 +144,15 @@ class RedisLedger:
         self.store = store
         self.client = store.client
         self._expose = store.script("experiment_expose.lua")
+        self._expose_minute = store.script("experiment_expose_minute.lua")
         self._tally = store.script("experiment_tally.lua")
         self._claim = store.script("experiment_claim.lua")
+        self._claim_minute = store.script("experiment_claim_minute.lua")
         self._assign = store.script("experiment_assign.lua")
 
     async def expose(self, batch: list[Exposure]) -> None:
         try:
-            first = self.store.batch()
-            for x in batch:
-                deadline_ms = x.at_ms + x.window_s * 1000
-                # A fixed-split guest's unit outlives one window: a returning guest is not a new exposure.
-                ttl_s = x.window_s + (90 * 86400 if x.keep_assignment else 3600)
-                unit_keys = [keys.experiment_unit(x.experiment, x.unit), keys.experiment_parked(x.experiment, x.unit)]
-                first.script(self._expose, unit_keys, [x.arm, x.epoch, x.at_ms, deadline_ms, ttl_s])
-            opened = await first.execute()
+            opened, aliases = await self._open_units(batch)
             then = self.store.batch()
             # New exposures of one arm and epoch add up to one tally call (a bandit arm takes most of a batch);
             # a parked reward, rare, carries its own counts.
@@ -126,9 +165,9 @@ class RedisLedger:
                     added[x.experiment, x.arm, x.epoch] = added.get((x.experiment, x.arm, x.epoch), 0) + 1
             for (experiment, arm, epoch), n in added.items():
                 then.script(self._tally, [keys.experiment_tally(experiment, arm)], [epoch, n, *_reward_counts(None)])
+            for x in aliases:
+                then.command("SET", keys.experiment_decision(x.experiment, x.decision_id), x.unit, "EX", x.window_s)
             for x in batch:
-                if x.unit != x.decision_id:
-                    then.command("SET", keys.experiment_decision(x.experiment, x.decision_id), x.unit, "EX", x.window_s)
                 if x.guest_ref:
                     then.script(
                         self._assign,
@@ -139,12 +178,61 @@ class RedisLedger:
         except RedisError as exc:
             raise Unavailable(f"experiment ledger unavailable: {exc}") from exc
 
-    async def claim(self, experiment: str, unit: str, now_ms: int, value: float | None = None) -> tuple[str, str, str]:
-        unit_keys = [keys.experiment_unit(experiment, unit), keys.experiment_parked(experiment, unit)]
+    async def _open_units(self, batch: list[Exposure]) -> tuple[list[tuple[int, bytes]], list[Exposure]]:
+        """Open every exposure's unit in one round trip: per exposure, whether its unit is new and the reward
+        parked for it; and the exposures whose decision still needs an alias key of its own."""
+        first = self.store.batch()
+        where: list[tuple[str, int] | int] = []
+        """Per exposure: where its reply is: a minute call's and the pair's place in it, or its own call's index."""
+        minutes: dict[str, list[Any]] = {}
+        """Minute hash → its call's arguments: TTL (ms), then decision id and entry pairs."""
+        aliases: list[Exposure] = []
+        for x in batch:
+            unit = filed(x.experiment, x.decision_id, x.at_ms)
+            if unit is not None:
+                # The hash lives until the window of its minute's last decision closes, and its grace.
+                ttl_ms = (unit.at_ms // MINUTE_MS + 1) * MINUTE_MS - x.at_ms + (x.window_s + UNIT_GRACE_S) * 1000
+                args = minutes.setdefault(unit.key, [ttl_ms])
+                args[0] = max(args[0], ttl_ms)
+                if x.unit == x.decision_id:
+                    where.append((unit.key, len(args) - 1))
+                    args += (unit.field, f"0|{x.window_s}|{x.epoch}|{x.arm}")
+                    continue
+                args += (unit.field, "@" + x.unit)
+            elif x.unit != x.decision_id:
+                aliases.append(x)
+            deadline_ms = x.at_ms + x.window_s * 1000
+            ttl_s = x.window_s + (GUEST_UNIT_TTL_S if x.keep_assignment else UNIT_GRACE_S)
+            unit_keys = [keys.experiment_unit(x.experiment, x.unit), keys.experiment_parked(x.experiment, x.unit)]
+            where.append(len(first))
+            first.script(self._expose, unit_keys, [x.arm, x.epoch, x.at_ms, deadline_ms, ttl_s])
+        own = len(first)
+        for minute, args in minutes.items():
+            first.script(self._expose_minute, [minute], args)
+        replies = await first.execute()
+        by_minute = dict(zip(minutes, replies[own:], strict=True))
+        opened = []
+        for at in where:
+            if isinstance(at, int):
+                new, parked = replies[at]
+            else:
+                reply = by_minute[at[0]]
+                new, parked = reply[at[1]], reply[at[1] + 1]
+            opened.append((new, parked))
+        return opened, aliases
+
+    async def claim(
+        self, experiment: str, unit: str, now_ms: int, value: float | None = None, *, per_decision: bool = False
+    ) -> tuple[str, str, str]:
+        amount = "" if value is None else repr(value)
+        place = filed(experiment, unit, now_ms) if per_decision else None
         try:
-            status, arm, epoch = await self.store.hot_script(
-                self._claim, unit_keys, [now_ms, "" if value is None else repr(value), PARK_TTL_MS]
-            )
+            if place is not None:
+                args = [place.field, now_ms - place.at_ms, amount, PARK_TTL_MS]
+                status, arm, epoch = await self.store.hot_script(self._claim_minute, [place.key], args)
+            else:
+                unit_keys = [keys.experiment_unit(experiment, unit), keys.experiment_parked(experiment, unit)]
+                status, arm, epoch = await self.store.hot_script(self._claim, unit_keys, [now_ms, amount, PARK_TTL_MS])
         except RedisError as exc:
             raise Unavailable(f"experiment ledger unavailable: {exc}") from exc
         return status.decode(), arm.decode(), epoch.decode()
@@ -157,12 +245,18 @@ class RedisLedger:
         except RedisError as exc:
             raise Unavailable(f"experiment ledger unavailable: {exc}") from exc
 
-    async def unit_of(self, experiment: str, decision_id: str) -> str:
+    async def unit_of(self, experiment: str, decision_id: str) -> tuple[str, bool]:
+        place = filed(experiment, decision_id, int(time.time() * 1000))
         try:
+            if place is not None:
+                entry = await self.client.hget(place.key, place.field)
+                if entry is not None and entry[:1] == b"@":
+                    return entry[1:].decode(), False
+                return decision_id, True
             raw = await self.client.get(keys.experiment_decision(experiment, decision_id))
         except RedisError as exc:
             raise Unavailable(f"experiment ledger unavailable: {exc}") from exc
-        return raw.decode() if raw is not None else decision_id
+        return (raw.decode(), False) if raw is not None else (decision_id, True)
 
     async def assignment(self, guest_ref: str, experiment: str) -> JSONObject | None:
         try:
@@ -232,7 +326,9 @@ class MemoryLedger:
         self.tallies: dict[tuple[str, str], dict[str, float]] = {}
         self.weights: dict[str, dict[str, list[float]]] = {}
         self.units: dict[tuple[str, str], JSONObject] = {}
-        self.aliases: dict[tuple[str, str], str] = {}
+        self.aliases: dict[tuple[str, str], tuple[str, int]] = {}
+        """(experiment, decision id) → its guest's unit, and when the alias expires (ms)."""
+        self._sweep_at_ms = 0
 
     def _add(self, experiment: str, arm: str, epoch: str, counts: dict[str, float]) -> None:
         fields = self.tallies.setdefault((experiment, arm), {})
@@ -241,18 +337,29 @@ class MemoryLedger:
                 fields[name] = fields.get(name, 0) + value
                 fields[f"{name}@{epoch}"] = fields.get(f"{name}@{epoch}", 0) + value
 
+    def _sweep(self, now_ms: int) -> None:
+        # Units expire as Redis's do; without this a long-running embedded process kept every decision's unit.
+        if now_ms < self._sweep_at_ms:
+            return
+        self._sweep_at_ms = now_ms + MINUTE_MS
+        self.units = {k: u for k, u in self.units.items() if u["expires_ms"] > now_ms}
+        self.aliases = {k: a for k, a in self.aliases.items() if a[1] > now_ms}
+
     async def expose(self, batch: list[Exposure]) -> None:
         for x in batch:
+            self._sweep(x.at_ms)
             if (x.experiment, x.unit) not in self.units:
+                ttl_s = x.window_s + (GUEST_UNIT_TTL_S if x.keep_assignment else UNIT_GRACE_S)
                 self.units[(x.experiment, x.unit)] = {
                     "arm": x.arm,
                     "epoch": x.epoch,
                     "deadline_ms": x.at_ms + x.window_s * 1000,
+                    "expires_ms": x.at_ms + ttl_s * 1000,
                     "rewarded": False,
                 }
                 self._add(x.experiment, x.arm, x.epoch, {"n": 1})
             if x.unit != x.decision_id:
-                self.aliases[(x.experiment, x.decision_id)] = x.unit
+                self.aliases[(x.experiment, x.decision_id)] = (x.unit, x.at_ms + x.window_s * 1000)
             if x.guest_ref:
                 # The guest document holds the assignment when the guest exists (merges move it); a guest
                 # with no document yet keeps it here until one exists.
@@ -264,10 +371,12 @@ class MemoryLedger:
                 if not (x.keep_assignment and x.experiment in target):
                     target[x.experiment] = x.assignment()
 
-    async def claim(self, experiment: str, unit: str, now_ms: int, value: float | None = None) -> tuple[str, str, str]:
+    async def claim(
+        self, experiment: str, unit: str, now_ms: int, value: float | None = None, *, per_decision: bool = False
+    ) -> tuple[str, str, str]:
         # One process owns the embedded ledger and rewards flush its exposures first: nothing to park.
         u = self.units.get((experiment, unit))
-        if u is None:
+        if u is None or u["expires_ms"] <= now_ms:
             return "unknown", "", ""
         if u["rewarded"]:
             return "duplicate", u["arm"], u["epoch"]
@@ -279,8 +388,11 @@ class MemoryLedger:
     async def add_reward(self, experiment: str, arm: str, epoch: str, value: float) -> None:
         self._add(experiment, arm, epoch, {"c": 1, "s": value, "q": value * value})
 
-    async def unit_of(self, experiment: str, decision_id: str) -> str:
-        return self.aliases.get((experiment, decision_id), decision_id)
+    async def unit_of(self, experiment: str, decision_id: str) -> tuple[str, bool]:
+        alias = self.aliases.get((experiment, decision_id))
+        if alias is None or alias[1] <= time.time() * 1000:
+            return decision_id, True
+        return alias[0], False
 
     async def assignment(self, guest_ref: str, experiment: str) -> JSONObject | None:
         guest = self.store._guests.get(guest_ref)  # noqa: SLF001

@@ -44,10 +44,12 @@ def reward_value(exp: Experiment, value: Any, pointer: str = "/value") -> float:
     return float(value)
 
 
-async def reward_unit(lab: Lab, exp: Experiment, unit: str, value: float, now_ms: int | None = None) -> JSONObject:
+async def reward_unit(
+    lab: Lab, exp: Experiment, unit: str, value: float, *, per_decision: bool, now_ms: int | None = None
+) -> JSONObject:
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     await lab.flush()  # a reward right after its decision must find the exposure written
-    status, arm, epoch = await lab.ledger.claim(exp.key, unit, now_ms, value)
+    status, arm, epoch = await lab.ledger.claim(exp.key, unit, now_ms, value, per_decision=per_decision)
     if status == "counted":
         await lab.ledger.add_reward(exp.key, arm, epoch, value)
     return {"experiment": exp.key, "status": status, "arm": arm or None, "epoch": epoch or None}
@@ -55,8 +57,8 @@ async def reward_unit(lab: Lab, exp: Experiment, unit: str, value: float, now_ms
 
 async def reward_decision(lab: Lab, exp: Experiment, decision_id: str, value: Any) -> JSONObject:
     amount = reward_value(exp, value)
-    unit = await lab.ledger.unit_of(exp.key, decision_id)
-    return {"decision_id": decision_id, **await reward_unit(lab, exp, unit, amount)}
+    unit, per_decision = await lab.ledger.unit_of(exp.key, decision_id)
+    return {"decision_id": decision_id, **await reward_unit(lab, exp, unit, amount, per_decision=per_decision)}
 
 
 def _field(event: JSONObject, path: tuple[str, ...] | str) -> Any:
@@ -104,5 +106,6 @@ async def on_event(rt: Runtime, guest_ref: str, event: JSONObject) -> list[JSONO
         if value is None:
             out.append({"experiment": exp.key, "status": "no-value", "arm": entry.get("arm")})
             continue
-        out.append(await reward_unit(lab, exp, entry["unit"], value))
+        # Entries from before ``per`` was written name a guest's unit or a unit with a key of its own.
+        out.append(await reward_unit(lab, exp, entry["unit"], value, per_decision=entry.get("per") == "decision"))
     return out

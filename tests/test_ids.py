@@ -1,10 +1,12 @@
-"""Random ids: unique across pool refills and across a fork."""
+"""Random ids: unique across pool refills and across a fork. Timed ids: UUIDv7, and their time read back."""
 
 from __future__ import annotations
 
 import os
+import random
+import uuid
 
-from engine.ids import new_id
+from engine.ids import new_id, time_of, timed_id
 
 
 def test_ids_are_32_hex_characters_and_do_not_repeat_across_refills() -> None:
@@ -27,3 +29,31 @@ def test_a_forked_child_does_not_reuse_the_parents_pool() -> None:
     parent = [new_id() for _ in range(10)]
     child_ids = [child[i : i + 32] for i in range(0, len(child), 32)]
     assert len(child_ids) == 10 and not set(child_ids) & set(parent)
+
+
+def test_timed_ids_are_uuid7_and_give_back_their_time() -> None:
+    now_ms = 1_795_000_000_123
+    ids = [timed_id(now_ms + i) for i in range(2_000)]
+    assert len(set(ids)) == len(ids)
+    for i, value in enumerate(ids):
+        parsed = uuid.UUID(hex=value)
+        assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
+        assert time_of(value) == now_ms + i
+    assert sorted(ids) == ids  # ids of later milliseconds sort later
+
+
+def test_only_timed_ids_have_a_time() -> None:
+    # Random hex (what new_id gives) has the timed shape, version digit and variant, by chance once in 64.
+    rng = random.Random(7)
+    randoms = [f"{rng.getrandbits(128):032x}" for _ in range(6_400)]
+    shaped = sum(time_of(r) is not None for r in randoms)
+    assert 70 <= shaped <= 130  # 100 expected; binomial sd ~10
+    for other in (
+        "",
+        "not-an-id",
+        "5F0C4E7D2A9B7C1E8F3A6B2D9C0E1F47",
+        "5f0c4e7d2a9b7c1e8f3a6b2d9c0e1f4",
+        "5f0c4e7d2a9b7c1ezf3a6b2d9c0e1f47",
+    ):
+        assert time_of(other) is None
+    assert time_of(str(uuid.UUID(int=0x0194_6C1B_2A00_7000_8000_0000_0000_0001)).replace("-", "")) == 0x0194_6C1B_2A00

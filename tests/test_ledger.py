@@ -71,3 +71,129 @@ async def test_a_batch_adds_up_per_arm_and_epoch(redis_url: str) -> None:
         assert [by_epoch[e][arm].exposures for e, arm in (("0", "a"), ("1", "a"), ("0", "b"))] == [2, 1, 1]
     finally:
         await store.close()
+
+
+# --- decisions' units filed by minute -------------------------------------------------------------------------
+
+
+def _bandit(decision_id: str, at_ms: int, arm: str = "a", window_s: int = 3600) -> Exposure:
+    return Exposure("mx", arm, "1.0", decision_id, decision_id, None, at_ms, window_s, False)
+
+
+async def test_a_decisions_unit_is_a_field_of_its_minutes_hash(redis_url: str) -> None:
+    import redis as sync_redis
+
+    from engine.ids import timed_id
+    from engine.ledger import MINUTE_MS, filed
+
+    store = RedisStore(redis_url)
+    ledger = RedisLedger(store)
+    now_ms = int(time.time() * 1000)
+    ids = [timed_id(now_ms - 5) for _ in range(40)]
+    try:
+        await ledger.expose([_bandit(d, now_ms - 5, arm="ab"[i % 2]) for i, d in enumerate(ids)])
+        a, b = await ledger.totals("mx", ("a", "b"))
+        assert (a.exposures, b.exposures) == (20, 20)
+        client = sync_redis.Redis.from_url(redis_url)
+        unit_keys = [k.decode() for k in client.keys("arb:*") if b"tally" not in k]
+        # No key per decision: forty units went into the minute's shards.
+        assert unit_keys and len(unit_keys) <= 8 and all(k.startswith("arb:{xm:mx:") for k in unit_keys)
+        assert sum(client.hlen(k) for k in unit_keys) == 40
+        place = filed("mx", ids[0], now_ms)
+        assert place is not None and place.key in unit_keys and client.hexists(place.key, place.field)
+        # It lives for its window and grace, and not much more.
+        ttl_ms = client.pttl(place.key)
+        assert 3600_000 + 3600_000 < ttl_ms <= 3600_000 + 3600_000 + MINUTE_MS
+        client.close()
+
+        statuses = [(await ledger.claim("mx", d, now_ms, 1.0, per_decision=True))[0] for d in ids[:3]]
+        assert statuses == ["counted"] * 3
+        assert (await ledger.claim("mx", ids[0], now_ms, 1.0, per_decision=True))[0] == "duplicate"
+        assert await ledger.claim("mx", ids[3], now_ms + 3600_000 + 1, 1.0, per_decision=True) == ("late", "b", "1.0")
+        a, b = await ledger.totals("mx", ("a", "b"))
+        assert (a.rewarded, b.rewarded) == (0, 0)  # claims mark units; add_reward counts (rewards.reward_unit)
+    finally:
+        await store.close()
+
+
+async def test_a_reward_before_its_decisions_exposure_is_parked_in_the_minute(redis_url: str) -> None:
+    from engine.ids import timed_id
+
+    store = RedisStore(redis_url)
+    ledger = RedisLedger(store)
+    now_ms = int(time.time() * 1000)
+    early, other, old = timed_id(now_ms), timed_id(now_ms), timed_id(now_ms - 120_000)
+    try:
+        assert (await ledger.claim("mx", early, now_ms, 2.0, per_decision=True))[0] == "parked"
+        assert (await ledger.claim("mx", early, now_ms, 2.0, per_decision=True))[0] == "parked"  # a retry
+        assert (await ledger.claim("mx", other, now_ms, per_decision=True))[0] == "unknown"  # no value to keep
+        # A decision two minutes old whose unit is not open never will be: nothing parked for it.
+        assert (await ledger.claim("mx", old, now_ms, 2.0, per_decision=True))[0] == "unknown"
+        await ledger.expose([_bandit(early, now_ms), _bandit(other, now_ms)])
+        (tally,) = await ledger.totals("mx", ("a",))
+        assert (tally.exposures, tally.rewarded, tally.reward_sum) == (2, 1, 2.0)
+        assert (await ledger.claim("mx", early, now_ms, 2.0, per_decision=True))[0] == "duplicate"
+        assert (await ledger.claim("mx", other, now_ms, 1.0, per_decision=True))[0] == "counted"
+        # An exposure delivered twice opens its unit once.
+        await ledger.expose([_bandit(other, now_ms)])
+        (tally,) = await ledger.totals("mx", ("a",))
+        assert tally.exposures == 2
+    finally:
+        await store.close()
+
+
+async def test_a_split_decision_points_at_its_guests_unit(redis_url: str) -> None:
+    from engine.ids import timed_id
+
+    store = RedisStore(redis_url)
+    ledger = RedisLedger(store)
+    now_ms = int(time.time() * 1000)
+    # A guest ref that happens to be a timed id is still a guest: only ``per_decision`` sends a claim to a minute.
+    guest = timed_id(now_ms)
+    first, second = timed_id(now_ms), timed_id(now_ms)
+    try:
+        split = [Exposure("ab", "b", "3", guest, d, guest, now_ms, 3600, True) for d in (first, second)]
+        await ledger.expose(split)
+        (tally,) = await ledger.totals("ab", ("b",))
+        assert tally.exposures == 1  # one guest, one unit
+        assert await ledger.unit_of("ab", second) == (guest, False)
+        assert await ledger.unit_of("ab", timed_id(now_ms)) != (guest, False)  # an unknown decision is its own
+        assert (await ledger.claim("ab", guest, now_ms, 1.0))[0] == "counted"
+        assert (await ledger.claim("ab", guest, now_ms, 1.0))[0] == "duplicate"
+        assert (await ledger.assignment(guest, "ab") or {}).get("per") == "guest"
+    finally:
+        await store.close()
+
+
+async def test_units_of_decision_ids_from_before_timed_ids_are_still_found(redis_url: str) -> None:
+    """Upgrading while an experiment runs: decisions served by the old version have random ids and units with a
+    key of their own (``arb:{xu:…}``); their rewards must still count."""
+    store = RedisStore(redis_url)
+    ledger = RedisLedger(store)
+    now_ms = int(time.time() * 1000)
+    legacy = "5f0c4e7d2a9b4c1e8f3a6b2d9c0e1f47"  # random hex, not a recent timed id
+    try:
+        await ledger.expose([_bandit(legacy, now_ms)])
+        assert await ledger.unit_of("mx", legacy) == (legacy, True)
+        assert (await ledger.claim("mx", legacy, now_ms, 1.0, per_decision=True))[0] == "counted"
+        assert (await ledger.claim("mx", legacy, now_ms, 1.0))[0] == "duplicate"  # an old assignment entry's way
+    finally:
+        await store.close()
+
+
+async def test_the_embedded_ledger_forgets_units_past_their_window() -> None:
+    from engine.ledger import GUEST_UNIT_TTL_S, UNIT_GRACE_S, MemoryLedger
+    from engine.store.memory import MemoryStore
+
+    ledger = MemoryLedger(MemoryStore())
+    now_ms = int(time.time() * 1000)
+    await ledger.expose(
+        [_bandit("d-old", now_ms, window_s=60), Exposure("ab", "a", "1", "g", "d-g", None, now_ms, 60, True)]
+    )
+    assert (await ledger.claim("mx", "d-old", now_ms + 61_000, 1.0))[0] == "late"
+    later_ms = now_ms + (60 + UNIT_GRACE_S) * 1000 + 1
+    assert (await ledger.claim("mx", "d-old", later_ms, 1.0))[0] == "unknown"
+    # A later exposure sweeps what expired (a unit a day old, the guest's unit is kept for months).
+    await ledger.expose([_bandit("d-new", later_ms + 60_000)])
+    assert ("mx", "d-old") not in ledger.units and ("ab", "g") in ledger.units
+    assert ledger.units[("ab", "g")]["expires_ms"] == now_ms + (60 + GUEST_UNIT_TTL_S) * 1000

@@ -28,7 +28,7 @@ from engine.api.responses import json_response
 from engine.auth import require_public
 from engine.decide import decide, fetch_guest
 from engine.errors import ArbiterError, NotFound
-from engine.ids import new_id
+from engine.ids import timed_id
 from engine.lab import Lab
 from engine.runtime import Runtime, runtime
 from engine.store import DecisionRecord, GuestLookup
@@ -70,11 +70,11 @@ def _serve(rt: Runtime, lab: Lab, key: str, guest: JSONObject, context: JSONObje
     attrs = {k: v for k, v in context.items() if k != "targetingKey"}
     attrs.setdefault("pos", pos)
     choice = lab.choose(key, guest, attrs)
-    decision_id = new_id()
+    now_ms = int(time.time() * 1000)
+    decision_id = timed_id(now_ms)
     out = choice.as_output()
     extra = {"experiments": [out], "propensity": choice.propensity, "via": "ofrep"}
-    record = DecisionRecord(decision_id, f"flag:{key}", exp.revision, guest.get("ref"), out, False,
-                            int(time.time() * 1000), extra)
+    record = DecisionRecord(decision_id, f"flag:{key}", exp.revision, guest.get("ref"), out, False, now_ms, extra)
     rt.recorder.record(record)
     lab.observe(record)
     metadata = {"experiment": key, "revision": exp.revision, "epoch": choice.epoch, "propensity": choice.propensity,

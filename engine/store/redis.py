@@ -61,6 +61,9 @@ class Batch:
         self._store = store
         self._items: list[tuple[Any, ...]] = []
 
+    def __len__(self) -> int:
+        return len(self._items)
+
     def command(self, *args: Any) -> None:
         self._items.append(args)
 
