@@ -20,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 from engine.api import decide, models, ops
 from engine.api.problems import HANDLERS, handler_for
 from engine.config import Settings
+from engine.errors import ArbiterError
 from engine.features import FEATURES
 from engine.metrics import Metrics, MetricsMiddleware
 from engine.recorder import Recorder
@@ -46,12 +47,17 @@ async def load_models_dir(registry: Registry, directory: Path) -> list[str]:
     loaded = []
     for key, body in await asyncio.to_thread(read_model_files, directory):
         pointers = await registry.pointers(key)
-        if pointers is not None and pointers.production is not None:
-            continue
-        created = await registry.upload(key, body, None)
-        if created["state"] != "production":
-            await registry.set_state(key, created["version"], "production")
-        loaded.append(key)
+        if pointers is None or pointers.production is None:
+            created = await registry.upload(key, body, None)
+            if created["state"] != "production":
+                await registry.set_state(key, created["version"], "production")
+            loaded.append(key)
+        # Compiled now rather than on the first request, so the first decisions neither wait for it nor, if the
+        # store goes away in between, find no plan to serve. A model that fails here fails its requests as before.
+        try:
+            await registry.production(key)
+        except ArbiterError as exc:
+            log.warning("model %s not compiled at start-up: %s", key, exc.detail)
     return loaded
 
 

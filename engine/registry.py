@@ -85,6 +85,7 @@ class Registry:
         await self._require_version(key, version)
         pointers = await self.store.model_set_state(key, version, state)
         self.forget(key)
+        self._last_known[key] = pointers  # what this process just wrote is known: served if the store goes away
         return _pointers_json(key, pointers)
 
     async def rollback(self, key: str, version: int | None) -> JSONObject:
@@ -124,8 +125,13 @@ class Registry:
         try:
             pointers = await self.store.model_pointers(key)
         except Unavailable:
-            if key in self._last_known:
-                return _Pointed(0.0, self._last_known[key])  # expired at once: the store is asked again
+            # Only a model known to be there: "no such model" from a read before its publish (a worker seeding the
+            # models directory reads first) would turn an outage into 404s rather than 503s.
+            if self._last_known.get(key) is not None:
+                # Kept for a TTL like a read: asking an unreachable store on every request would add its timeout
+                # to every decision of the outage.
+                entry = self._pointers[key] = _Pointed(time.monotonic() + self.pointer_ttl_s, self._last_known[key])
+                return entry
             raise
         if len(self._pointers) >= POINTER_CACHE_SIZE:
             self._pointers.clear()

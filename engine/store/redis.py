@@ -6,16 +6,18 @@ atomic and cluster-safe. Scripts live in ``lua/`` and are registered once at sta
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
 
 import orjson
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError, RedisError
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.exceptions import ClusterError, NoScriptError, RedisError, SlotNotCoveredError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine import keys
 from engine.errors import Unavailable
@@ -103,6 +105,36 @@ POOL_WAIT_S = 1.0
 """How long a request waits for a free connection before the store counts as unavailable."""
 
 
+_ROUTING_ERRORS = (SlotNotCoveredError, KeyError)
+"""What redis-py's cluster client raises, besides Redis errors, when a slot has no node (a cluster that is down):
+``SlotNotCoveredError``, and for a slot missing from its map a bare ``KeyError`` (redis-py 8.1,
+``NodesManager.get_node_from_slot``). Neither is a ``RedisError``: they escaped every handler as a 500 on a
+request, and killed a background writer or a notice follower for the rest of the process."""
+
+
+class _Cluster(RedisCluster):
+    """redis-py's cluster client, every failure to reach a slot's node a :class:`RedisError` (``ClusterError``)."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except _ROUTING_ERRORS as exc:
+            raise ClusterError(f"no node serves the slot: {exc!r}") from exc
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)
+        return _ClusterPipeline(self, transaction)  # type: ignore[abstract]  # as RedisCluster.pipeline makes its own
+
+
+class _ClusterPipeline(ClusterPipeline):
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        except _ROUTING_ERRORS as exc:
+            raise ClusterError(f"no node serves the slot: {exc!r}") from exc
+
+
 def connect(url: str, timeout_ms: int) -> Any:
     """``redis://…`` for one server, ``redis+cluster://…`` for a Redis Cluster.
 
@@ -113,7 +145,7 @@ def connect(url: str, timeout_ms: int) -> Any:
     """
     timeout_s = timeout_ms / 1000
     if url.startswith("redis+cluster://"):
-        return RedisCluster.from_url(
+        return _Cluster.from_url(
             "redis://" + url.removeprefix("redis+cluster://"),
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
@@ -134,6 +166,7 @@ class RedisStore:
 
     def __init__(self, url: str, *, decision_log_maxlen: int = 100_000, timeout_ms: int = 250) -> None:
         self.url = url
+        self.timeout_s = timeout_ms / 1000
         self.client = connect(url, timeout_ms)
         self.wire = Wire.from_url(url, timeout_ms=timeout_ms)
         """The hot paths' connection (see :mod:`engine.store.wire`); None on a cluster, where redis-py routes."""
@@ -156,7 +189,18 @@ class RedisStore:
         """A command on the request path: over the wire when there is one, else redis-py (cluster routing)."""
         if self.wire is not None:
             return await self.wire.call(*args)
-        return await self.client.execute_command(*args)
+        return await self._bounded(self.client.execute_command(*args))
+
+    async def _bounded(self, call: Awaitable[Any]) -> Any:
+        # redis-py retries a lost connection with backoff, and its cluster client meets a cluster that is down
+        # (a primary lost, no replica to take over) by closing every connection and pausing 250 ms, then again:
+        # measured, a decision waited 3-4 s for its guest. A request's call gets the socket timeout, whole, and
+        # then answers degraded like any other store outage.
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await call
+        except TimeoutError as exc:
+            raise RedisTimeoutError(f"no answer within {self.timeout_s * 1000:.0f} ms") from exc
 
     def batch(self) -> Batch:
         return Batch(self)
@@ -175,7 +219,7 @@ class RedisStore:
         """A script on the request path."""
         if self.wire is not None:
             return await self.wire.script(script.lua, keys, args)
-        return await script.registered(keys=keys, args=args)
+        return await self._bounded(script.registered(keys=keys, args=args))
 
     # --- models ---------------------------------------------------------------------------------
     async def model_add_version(self, key: str, document: JSONObject, digest: str) -> tuple[int, bool]:
@@ -225,7 +269,8 @@ class RedisStore:
 
     async def model_pointers(self, key: str) -> ModelPointers | None:
         try:
-            meta = await self.client.hgetall(keys.model_meta(key))
+            # On the decide path, once a pointer's cache entry expires: bounded like the guest read.
+            meta = pairs(await self.hot("HGETALL", keys.model_meta(key)))
         except RedisError as exc:
             raise Unavailable(f"model store unavailable: {exc}") from exc
         return _pointers(meta) if meta else None
@@ -244,7 +289,7 @@ class RedisStore:
             async for message in pubsub.listen():
                 if message.get("type") == "message":
                     yield message["data"].decode()
-        except RedisError as exc:
+        except (RedisError, *_ROUTING_ERRORS) as exc:  # a cluster's pub/sub routes outside execute_command
             raise Unavailable(f"change notices unavailable: {exc}") from exc
         finally:
             await pubsub.aclose()
