@@ -232,3 +232,80 @@ def test_a_node_down_degrades_decisions_and_refuses_events_plainly_then_recovers
         wait_until(recovered, timeout_s=30, what="events and decisions to recover with the node")
     log = (tmp_path / "server.log").read_text()
     assert "Traceback" not in log and "unhandled error" not in log, log[-3000:]
+
+
+def _move_slot(cluster: Cluster, slot: int) -> tuple[int, int]:
+    """Migrate one slot, keys and all, to another primary, as ``redis-cli --cluster reshard`` does: (from, to)."""
+    nodes = {p: redis.Redis(port=p) for p in cluster.ports}
+    ids = {
+        p: n.cluster("myid").decode() if isinstance(n.cluster("myid"), bytes) else n.cluster("myid")
+        for p, n in nodes.items()
+    }
+    src = next(p for p, n in nodes.items() if n.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) > 0)
+    dst = next(p for p in cluster.ports if p != src)
+    nodes[dst].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[src])
+    nodes[src].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[dst])
+    for key in nodes[src].execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000):
+        nodes[src].execute_command("MIGRATE", "127.0.0.1", dst, key, 0, 5000)
+    for node in nodes.values():
+        node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[dst])
+    return src, dst
+
+
+async def test_a_slot_moved_under_the_store_is_followed_for_reads_scripts_and_batches(cluster: Cluster) -> None:
+    """The hot paths' own connections route by redis-py's slot map; a slot that moved answers MOVED, and the
+    redirected command (only it) goes through redis-py, which follows it and refreshes the map."""
+    from engine import keys
+    from engine.profiles_redis import RedisProfiles
+    from engine.store.base import GuestLookup
+    from engine.store.redis import RedisStore
+
+    for port in cluster.ports:
+        redis.Redis(port=port).flushall()
+    store = RedisStore(cluster.url())
+    profiles = RedisProfiles(store)
+    try:
+        refs = [f"mv-{i}" for i in range(12)]
+        for ref in refs:
+            await store.guest_save(ref, {"ref": ref, "facts": {"n": ref}, "sessions": []})
+        assert (await store.guest_load(GuestLookup(guest_ref=refs[0])) or {}).get("facts") == {"n": refs[0]}
+        moved = refs[0]
+        slot = store.client.keyslot(keys.guest(moved))
+        assert store.slots is not None and store.slots.for_key(keys.guest(moved)) is not None  # map known
+        src, dst = _move_slot(cluster, slot)
+        assert store.slots.for_key(keys.guest(moved)).port == src  # type: ignore[union-attr]  # the map is stale
+
+        guest = await store.guest_load(GuestLookup(guest_ref=moved))  # MOVED, then through redis-py
+        assert guest is not None and guest["facts"] == {"n": moved}
+        assert store.slots.for_key(keys.guest(moved)).port == dst  # type: ignore[union-attr]  # map refreshed
+        # A batch whose items live on several primaries, one of them in a slot that moves again.
+        _move_slot(cluster, slot)
+        snaps = await profiles.read_many(refs)
+        assert [s.guest["facts"]["n"] for s in snaps if s.guest is not None] == refs
+        # A script (an event's compare-and-set) after another move: it runs once, on the slot's new owner.
+        snap = await profiles.read(moved)
+        assert snap.guest is not None
+        _move_slot(cluster, slot)
+        snap.guest["facts"] = {"n": "changed"}
+        outcome = await profiles.commit(moved, snap.guest, snap.rev, token="t-1", now_ms=1, stored=snap.stored)
+        assert outcome.name == "OK"
+        assert ((await profiles.read(moved)).guest or {}).get("facts") == {"n": "changed"}
+    finally:
+        await store.close()
+
+
+def test_the_benchmark_data_copies_into_a_cluster(redis_url: str, cluster: Cluster) -> None:
+    """benchmarks/copy_to_cluster.py: what the in-process benchmark on a cluster reads is the harness's data."""
+    from benchmarks.copy_to_cluster import copy
+
+    for port in cluster.ports:
+        redis.Redis(port=port).flushall()
+    src = redis.Redis.from_url(redis_url)
+    for i in range(50):
+        src.hset(f"arb:{{g:cp-{i}}}", mapping={"profile": f'{{"ref": "cp-{i}"}}', "rev": i})
+    src.set("arb:expiring", "1", px=600_000)
+    assert copy(redis_url, cluster.url()) == 51
+    dst = redis.RedisCluster(host="127.0.0.1", port=cluster.ports[0])
+    assert [dst.hget(f"arb:{{g:cp-{i}}}", "rev") for i in range(50)] == [str(i).encode() for i in range(50)]
+    assert 0 < dst.pttl("arb:expiring") <= 600_000
+    dst.close()

@@ -23,6 +23,7 @@ from engine import keys
 from engine.errors import Unavailable
 from engine.lifecycle import transition
 from engine.store.base import DecisionRecord, GuestLookup, ModelPointers, StoredEvents
+from engine.store.slots import SlotWires
 from engine.store.wire import Lua, Wire, pairs
 from engine.types import JSONObject
 
@@ -75,11 +76,15 @@ class Batch:
     async def execute(self) -> list[Any]:
         if not self._items:
             return []
-        wire = self._store.wire
-        if wire is not None:
-            return await wire.call_many(
-                [(i[0].lua, i[1], i[2]) if isinstance(i[0], Script) else i for i in self._items]
-            )
+        wire, slots = self._store.wire, self._store.slots
+        if wire is not None or slots is not None:
+            items = [(i[0].lua, i[1], i[2]) if isinstance(i[0], Script) else i for i in self._items]
+            if wire is not None:
+                return await wire.call_many(items)
+            if slots is not None:
+                replies = await slots.batch(items)
+                if replies is not None:
+                    return replies
         try:
             return await self._pipelined()
         except NoScriptError:
@@ -170,6 +175,8 @@ class RedisStore:
         self.client = connect(url, timeout_ms)
         self.wire = Wire.from_url(url, timeout_ms=timeout_ms)
         """The hot paths' connection (see :mod:`engine.store.wire`); None on a cluster, where redis-py routes."""
+        self.slots = SlotWires(self.client, url, self.timeout_s) if isinstance(self.client, RedisCluster) else None
+        """On a cluster, the hot paths' connections, one per primary (see :mod:`engine.store.slots`)."""
         self._decision_log_maxlen = decision_log_maxlen
         self._add_version = self.client.register_script(load_script("model_add_version.lua"))
         self._cas_state = self.client.register_script(load_script("model_cas_state.lua"))
@@ -183,12 +190,18 @@ class RedisStore:
     async def close(self) -> None:
         if self.wire is not None:
             await self.wire.close()
+        if self.slots is not None:
+            await self.slots.close()
         await self.client.aclose()
 
     async def hot(self, *args: Any) -> Any:
         """A command on the request path: over the wire when there is one, else redis-py (cluster routing)."""
         if self.wire is not None:
             return await self.wire.call(*args)
+        if self.slots is not None:
+            done, reply = await self.slots.read(*args)
+            if done:
+                return reply
         return await self._bounded(self.client.execute_command(*args))
 
     async def _bounded(self, call: Awaitable[Any]) -> Any:
@@ -219,6 +232,10 @@ class RedisStore:
         """A script on the request path."""
         if self.wire is not None:
             return await self.wire.script(script.lua, keys, args)
+        if self.slots is not None:
+            done, reply = await self.slots.script(script.lua, keys, args)
+            if done:
+                return reply
         return await self._bounded(script.registered(keys=keys, args=args))
 
     # --- models ---------------------------------------------------------------------------------
@@ -285,6 +302,10 @@ class RedisStore:
         """A channel's messages until the connection fails (:class:`Unavailable`): callers re-subscribe."""
         pubsub = self.client.pubsub()
         try:
+            if isinstance(self.client, RedisCluster):
+                # A cluster's pub/sub picks its node from the slot map, which only a first command fills: a
+                # follower started before any other command failed with a KeyError, once per start-up.
+                await self.client.initialize()
             await pubsub.subscribe(channel)
             async for message in pubsub.listen():
                 if message.get("type") == "message":

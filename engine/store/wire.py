@@ -200,8 +200,9 @@ class Wire:
         """Run a script by its sha (see :class:`Lua` for how it gets loaded)."""
         return (await self.call_many([(lua, keys, args)]))[0]
 
-    async def call_many(self, items: Sequence[Command | Invoke]) -> list[Any]:
-        """Commands and script calls in one write; every reply, or the first error once all have answered.
+    async def call_many(self, items: Sequence[Command | Invoke], *, check: bool = True) -> list[Any]:
+        """Commands and script calls in one write; every reply, or the first error once all have answered
+        (``check=False``: error replies in their places, as ``hiredis.ReplyError``).
 
         Not a transaction: each command runs even if an earlier one failed.
         """
@@ -227,8 +228,9 @@ class Wire:
         if loads:
             for i in reversed(loads):
                 del replies[i]
-        for reply in replies:
-            _checked(reply)
+        if check:
+            for reply in replies:
+                _checked(reply)
         return replies
 
     async def _connection(self) -> _Resp:
