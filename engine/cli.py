@@ -41,6 +41,16 @@ def run_plan(plan: Plan, guest: JSONObject, context: JSONObject, deadline_ms: in
     return plan.evaluate(guest, context)
 
 
+async def _store_reachable(settings: Settings) -> bool:
+    from engine.store.redis import RedisStore
+
+    store = RedisStore(settings.redis_url or "", timeout_ms=max(settings.redis_timeout_ms, 2_000))
+    try:
+        return await store.ping()
+    finally:
+        await store.close()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -55,6 +65,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings.check_bind()
     if settings.workers > 1 and not settings.redis_url:
         print("the embedded store lives in one process: use --redis to run several workers", file=sys.stderr)
+        return 2
+    if settings.redis_url and not asyncio.run(_store_reachable(settings)):
+        # Said once, plainly, rather than a worker's start-up traceback (for every worker, restarted in a loop).
+        print(
+            f"cannot reach Redis at {settings.redis_url}: start it, or leave out --redis for the embedded store",
+            file=sys.stderr,
+        )
         return 2
     if settings.uses_demo_keys:
         print(

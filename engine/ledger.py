@@ -56,9 +56,9 @@ UNIT_GRACE_S = 3600
 """How long a decision's unit outlives its window, so a reward just past the deadline is told ``late``."""
 
 # A bandit's attribution units grow with traffic, one per decision, kept for the attribution window (a week by
-# default). A key of its own per unit cost 224 B of Redis memory; a field in a hash of the decisions of one minute
-# costs about a third of that (measured in benchmarks/RESULTS.md). A decision id is a timed id, so a reward finds
-# the minute from the id alone.
+# default). A key of its own per unit cost 262 B of Redis memory; a field in a hash of the decisions of one minute
+# costs 44 B at 10 decisions/s and 105 B at 1,000/s (benchmarks/RESULTS.md, session 10). A decision id is a timed
+# id, so a reward finds the minute from the id alone.
 MINUTE_MS = 60_000
 MINUTE_SHARDS = 8
 """Hashes per experiment and minute: a busy bandit's writes spread over cluster slots, and each hash stays small

@@ -104,3 +104,11 @@ def test_instruction_counter_reports(
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("floor: ") and line.endswith(" instructions per request")
     assert int(line.split()[1].replace(",", "")) > 10_000
+
+
+def test_memory_report_files_attribution_units_by_minute(redis_url: str) -> None:
+    from benchmarks.memory import unit_memory
+
+    report = unit_memory(redis_url, 3_000, 10.0)  # five minutes of decisions: 40 minute hashes, 3 arm tallies
+    assert report["units"] == 3_000 and report["redis_bytes_per_unit"] > 0
+    assert report["keys"] <= 6 * 8 + 3  # a key per minute hash, not per unit

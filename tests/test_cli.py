@@ -50,3 +50,12 @@ def test_validate_runs_embedded_tests(tmp_path) -> None:  # type: ignore[no-unty
     )
     r = arbiter("validate", str(wrong))
     assert r.returncode == 1 and json.loads(r.stdout)["test_failures"][0]["got"] == {"x": 1}
+
+
+def test_serve_without_its_redis_says_so_and_exits() -> None:
+    from tests.conftest import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    r = arbiter("serve", "--port", str(free_port()), "--redis", url, "--workers", "2")
+    assert r.returncode == 2
+    assert f"cannot reach Redis at {url}" in r.stderr and "Traceback" not in r.stderr

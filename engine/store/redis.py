@@ -49,7 +49,7 @@ def load_script(name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Script:
-    """A Lua file from ``lua/``, runnable over the wire or, on a cluster, through redis-py (which routes it)."""
+    """A Lua file from ``lua/``, runnable over a wire (one Redis, or a cluster's primary) or through redis-py."""
 
     lua: Lua
     registered: Any
@@ -174,7 +174,7 @@ class RedisStore:
         self.timeout_s = timeout_ms / 1000
         self.client = connect(url, timeout_ms)
         self.wire = Wire.from_url(url, timeout_ms=timeout_ms)
-        """The hot paths' connection (see :mod:`engine.store.wire`); None on a cluster, where redis-py routes."""
+        """The hot paths' connection (see :mod:`engine.store.wire`); None on a cluster (``slots``) and over TLS."""
         self.slots = SlotWires(self.client, url, self.timeout_s) if isinstance(self.client, RedisCluster) else None
         """On a cluster, the hot paths' connections, one per primary (see :mod:`engine.store.slots`)."""
         self._decision_log_maxlen = decision_log_maxlen
@@ -195,7 +195,7 @@ class RedisStore:
         await self.client.aclose()
 
     async def hot(self, *args: Any) -> Any:
-        """A command on the request path: over the wire when there is one, else redis-py (cluster routing)."""
+        """A command on the request path: over the wire, or a cluster primary's, else through redis-py."""
         if self.wire is not None:
             return await self.wire.call(*args)
         if self.slots is not None:
