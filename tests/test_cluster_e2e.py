@@ -236,11 +236,8 @@ def test_a_node_down_degrades_decisions_and_refuses_events_plainly_then_recovers
 
 def _move_slot(cluster: Cluster, slot: int) -> tuple[int, int]:
     """Migrate one slot, keys and all, to another primary, as ``redis-cli --cluster reshard`` does: (from, to)."""
-    nodes = {p: redis.Redis(port=p) for p in cluster.ports}
-    ids = {
-        p: n.cluster("myid").decode() if isinstance(n.cluster("myid"), bytes) else n.cluster("myid")
-        for p, n in nodes.items()
-    }
+    nodes = {p: redis.Redis(port=p, decode_responses=True) for p in cluster.ports}
+    ids = {p: n.execute_command("CLUSTER", "MYID") for p, n in nodes.items()}
     src = next(p for p, n in nodes.items() if n.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) > 0)
     dst = next(p for p in cluster.ports if p != src)
     nodes[dst].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[src])
