@@ -152,8 +152,16 @@ class RedisLedger:
 
     async def expose(self, batch: list[Exposure]) -> None:
         try:
-            opened, aliases = await self._open_units(batch)
+            opened, aliases, parked_for_guests = await self._open_units(batch)
             then = self.store.batch()
+            # A reward that reached another process before a split's decision was written was parked under the
+            # decision; it belongs to the guest's unit, opened just now (rare: claimed one at a time).
+            for x, value in parked_for_guests:
+                status, arm, epoch = await self.claim(x.experiment, x.unit, int(time.time() * 1000), value)
+                if status == "counted":
+                    then.script(
+                        self._tally, [keys.experiment_tally(x.experiment, arm)], [epoch, 0, *_reward_counts(value)]
+                    )
             # New exposures of one arm and epoch add up to one tally call (a bandit arm takes most of a batch);
             # a parked reward, rare, carries its own counts.
             added: dict[tuple[str, str, str], int] = {}
@@ -178,15 +186,20 @@ class RedisLedger:
         except RedisError as exc:
             raise Unavailable(f"experiment ledger unavailable: {exc}") from exc
 
-    async def _open_units(self, batch: list[Exposure]) -> tuple[list[tuple[int, bytes]], list[Exposure]]:
+    async def _open_units(
+        self, batch: list[Exposure]
+    ) -> tuple[list[tuple[int, bytes]], list[Exposure], list[tuple[Exposure, float]]]:
         """Open every exposure's unit in one round trip: per exposure, whether its unit is new and the reward
-        parked for it; and the exposures whose decision still needs an alias key of its own."""
+        parked for it; the exposures whose decision still needs an alias key of its own; and rewards parked under
+        a split's decision, for its guest's unit."""
         first = self.store.batch()
         where: list[tuple[str, int] | int] = []
         """Per exposure: where its reply is: a minute call's and the pair's place in it, or its own call's index."""
         minutes: dict[str, list[Any]] = {}
         """Minute hash → its call's arguments: TTL (ms), then decision id and entry pairs."""
         aliases: list[Exposure] = []
+        pointers: list[tuple[Exposure, str, int]] = []
+        """Exposures whose decision points at its guest's unit from a minute hash, and where in its reply."""
         for x in batch:
             unit = filed(x.experiment, x.decision_id, x.at_ms)
             if unit is not None:
@@ -198,6 +211,7 @@ class RedisLedger:
                     where.append((unit.key, len(args) - 1))
                     args += (unit.field, f"0|{x.window_s}|{x.epoch}|{x.arm}")
                     continue
+                pointers.append((x, unit.key, len(args) - 1))
                 args += (unit.field, "@" + x.unit)
             elif x.unit != x.decision_id:
                 aliases.append(x)
@@ -219,7 +233,8 @@ class RedisLedger:
                 reply = by_minute[at[0]]
                 new, parked = reply[at[1]], reply[at[1] + 1]
             opened.append((new, parked))
-        return opened, aliases
+        parked_for_guests = [(x, float(by_minute[k][i + 1])) for x, k, i in pointers if by_minute[k][i + 1]]
+        return opened, aliases, parked_for_guests
 
     async def claim(
         self, experiment: str, unit: str, now_ms: int, value: float | None = None, *, per_decision: bool = False

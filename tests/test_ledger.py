@@ -197,3 +197,31 @@ async def test_the_embedded_ledger_forgets_units_past_their_window() -> None:
     await ledger.expose([_bandit("d-new", later_ms + 60_000)])
     assert ("mx", "d-old") not in ledger.units and ("ab", "g") in ledger.units
     assert ledger.units[("ab", "g")]["expires_ms"] == now_ms + (60 + GUEST_UNIT_TTL_S) * 1000
+
+
+async def test_a_reward_before_a_split_decisions_exposure_counts_for_its_guest(redis_url: str) -> None:
+    """The reward reaches another process before the serving process wrote the exposure: it cannot know yet that
+    the decision's unit is its guest, so it parks it under the decision; the exposure counts it for the guest."""
+    from engine.ids import timed_id
+
+    store = RedisStore(redis_url)
+    ledger = RedisLedger(store)
+    now_ms = int(time.time() * 1000)
+    decision = timed_id(now_ms)
+    try:
+        unit, per_decision = await ledger.unit_of("ab", decision)
+        assert (unit, per_decision) == (decision, True)  # nothing written yet: the decision is all it knows
+        assert (await ledger.claim("ab", unit, now_ms, 1.0, per_decision=per_decision))[0] == "parked"
+        await ledger.expose([Exposure("ab", "b", "3", "guest-7", decision, "guest-7", now_ms, 3600, True)])
+        (tally,) = await ledger.totals("ab", ("b",))
+        assert (tally.exposures, tally.rewarded, tally.reward_sum) == (1, 1, 1.0)
+        # Delivered again, the reward now finds the guest's unit, already rewarded.
+        unit, per_decision = await ledger.unit_of("ab", decision)
+        assert (unit, per_decision) == ("guest-7", False)
+        assert (await ledger.claim("ab", unit, now_ms, 1.0, per_decision=per_decision))[0] == "duplicate"
+        # The exposure written again (a retried flush) counts nothing more.
+        await ledger.expose([Exposure("ab", "b", "3", "guest-7", decision, "guest-7", now_ms, 3600, True)])
+        (tally,) = await ledger.totals("ab", ("b",))
+        assert (tally.exposures, tally.rewarded) == (1, 1)
+    finally:
+        await store.close()

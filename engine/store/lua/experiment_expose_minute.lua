@@ -3,13 +3,18 @@
 -- KEYS[1] the minute's unit hash; ARGV[1] its TTL (ms, only ever raised); then pairs of decision id (16 bytes)
 -- and entry: "<rewarded 0|1>|<window_s>|<epoch>|<arm>" opens a unit, "@<unit>" points a decision at its guest's
 -- unit.
--- Returns, per pair, opened (0/1) and the parked reward value or ''.
+-- Returns, per pair, opened (0/1) and the parked reward value or '' (for a pointer, the reward parked under the
+-- decision before it was written: the caller counts it on the guest's unit).
 local out = {}
 for i = 2, #ARGV, 2 do
   local id, entry = ARGV[i], ARGV[i + 1]
   if string.sub(entry, 1, 1) == '@' then
     redis.call('HSET', KEYS[1], id, entry)
-    out[#out + 1], out[#out + 2] = 0, ''
+    local parked = redis.call('HGET', KEYS[1], 'p:' .. id)
+    if parked then
+      redis.call('HDEL', KEYS[1], 'p:' .. id)
+    end
+    out[#out + 1], out[#out + 2] = 0, parked or ''
   elseif redis.call('HSETNX', KEYS[1], id, entry) == 1 then
     local parked = redis.call('HGET', KEYS[1], 'p:' .. id)
     if parked then
