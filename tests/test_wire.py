@@ -10,7 +10,7 @@ import pytest
 import redis
 from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
-from engine.store.wire import Lua, Wire, pairs
+from engine.store.wire import FAILURES_TO_OPEN, CircuitOpen, Lua, Wire, pairs
 from tests.conftest import running_redis
 
 
@@ -155,6 +155,39 @@ async def test_selects_the_database_of_its_url(redis_url: str) -> None:
 def test_cluster_and_tls_urls_are_left_to_redis_py() -> None:
     assert Wire.from_url("redis+cluster://127.0.0.1:7000", timeout_ms=250) is None
     assert Wire.from_url("rediss://cache.example.com:6380/0", timeout_ms=250) is None
+
+
+async def test_a_hung_server_opens_the_circuit_then_one_probe_closes_it(redis_url: str) -> None:
+    """Calls to a Redis that does not answer each waited the whole timeout; after a few, they fail at once until a
+    probe finds it answering again."""
+    wire = Wire.from_url(redis_url, timeout_ms=100)
+    assert wire is not None
+    wire.breaker.cooldown_s = 0.2
+    pauser = redis.Redis.from_url(redis_url)
+    try:
+        await wire.call("SET", "k", "v")
+        pauser.execute_command("CLIENT", "PAUSE", 2_000, "ALL")
+        for _ in range(FAILURES_TO_OPEN):
+            with pytest.raises(TimeoutError):
+                await wire.call("GET", "k")
+        assert wire.breaker.state() == "open"
+        for _ in range(20):  # refused without a write: no connection is even tried
+            with pytest.raises(CircuitOpen):
+                await wire.call("GET", "k")
+            with pytest.raises(CircuitOpen):
+                await wire.call_many([("GET", "k")])
+        await asyncio.sleep(0.25)
+        with pytest.raises(TimeoutError):  # the probe, still hung: open again
+            await wire.call("GET", "k")
+        assert wire.breaker.state() == "open"
+        pauser.execute_command("CLIENT", "UNPAUSE")
+        await asyncio.sleep(0.25)
+        assert await wire.call("GET", "k") == b"v"  # the probe answers: closed
+        assert wire.breaker.state() == "closed" and wire.breaker.failures == 0
+    finally:
+        pauser.execute_command("CLIENT", "UNPAUSE")
+        pauser.close()
+        await wire.close()
 
 
 async def test_a_dead_server_refuses_fast_and_a_restarted_one_is_reconnected(tmp_path: Path) -> None:

@@ -12,7 +12,9 @@ redis-py — which follows the redirect and refreshes the map — when:
 - the map does not have the slot yet (nothing has gone through redis-py);
 - the node answers ``MOVED`` or ``ASK`` (a slot migrated or failed over; the command did not run) — in a batch,
   only the redirected items go again;
-- a read meets a lost connection (the node died: redis-py finds its replacement).
+- a read meets a lost connection (the node died: redis-py finds its replacement). Once the node's breaker is open
+  (:mod:`engine.store.wire`) its reads fail at once instead, and only the breaker's probe, once a second, meets
+  the lost connection and goes through redis-py.
 
 A script that meets a lost connection is not sent again: it may have run. It fails as on a single Redis, and
 the caller's retry is idempotent (event refs, tokens, rewarded units).
@@ -29,7 +31,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import parse_url
 from redis.exceptions import ConnectionError, ResponseError
 
-from engine.store.wire import Arg, Command, Invoke, Lua, Wire
+from engine.store.wire import Arg, CircuitOpen, Command, Invoke, Lua, Wire
 
 _REDIRECTS = ("MOVED ", "ASK ")
 
@@ -66,6 +68,8 @@ class SlotWires:
             return False, None
         try:
             return True, await wire.call(*args)
+        except CircuitOpen:
+            raise  # the node failed its last calls: fail at once; the breaker's probe goes through redis-py below
         except ConnectionError:
             return False, None
         except ResponseError as exc:

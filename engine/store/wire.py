@@ -16,6 +16,10 @@ Errors are redis-py's, so callers keep one ``except RedisError`` boundary: a ref
 raises ``ConnectionError`` to every command in flight; a reply slower than ``timeout_s`` raises
 ``TimeoutError`` (the connection is then dropped: later replies could no longer be matched to callers);
 an error reply raises ``ResponseError``.
+
+A circuit breaker (:mod:`engine.breaker`) stands in front: after ``FAILURES_TO_OPEN`` calls in a row that timed
+out or found no connection, calls fail at once (:class:`CircuitOpen`) for ``COOLDOWN_S``, then one call probes.
+A Redis that hangs (a partition, a stalled host) cost every decision the whole timeout before; now the first few.
 """
 
 from __future__ import annotations
@@ -31,6 +35,16 @@ from typing import Any, NamedTuple, cast
 import hiredis
 from redis.asyncio.connection import parse_url
 from redis.exceptions import ConnectionError, ResponseError, TimeoutError
+
+from engine.breaker import Breaker
+
+FAILURES_TO_OPEN = 3
+COOLDOWN_S = 1.0
+
+
+class CircuitOpen(ConnectionError):
+    """Refused without trying: the server's last calls timed out or found no connection (see the module)."""
+
 
 Arg = str | bytes | int | float
 Command = tuple[Arg, ...]
@@ -172,6 +186,7 @@ class Wire:
         self.host, self.port, self.path = host, port, path
         self.db, self.username, self.password = db, username, password
         self.timeout_s = timeout_s
+        self.breaker = Breaker(FAILURES_TO_OPEN, COOLDOWN_S)
         self._conn: _Resp | None = None
         self._connecting: asyncio.Future[_Resp] | None = None
 
@@ -193,8 +208,27 @@ class Wire:
 
     async def call(self, *args: Arg) -> Any:
         """One command; its reply as hiredis gives it (bytes, int, None, or a list of them)."""
-        conn = await self._connection()
-        return _checked(await conn.send(_pack(args)))
+        self._admit()
+        try:
+            conn = await self._connection()
+            reply = await conn.send(_pack(args))
+        except BaseException as exc:
+            self._failed(exc)
+            raise
+        if self.breaker.failures:
+            self.breaker.success()
+        return _checked(reply)
+
+    def _admit(self) -> None:
+        breaker = self.breaker
+        if breaker.opened_at_s is not None and not breaker.allow():
+            raise CircuitOpen(f"Redis at {self._where()} failed its last calls; trying again within {COOLDOWN_S} s")
+
+    def _failed(self, exc: BaseException) -> None:
+        if isinstance(exc, ConnectionError | TimeoutError):
+            self.breaker.failure()
+        else:  # a cancelled probe tells nothing: the next caller probes
+            self.breaker.release()
 
     async def script(self, lua: Lua, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         """Run a script by its sha (see :class:`Lua` for how it gets loaded)."""
@@ -208,7 +242,12 @@ class Wire:
         """
         if not items:
             return []
-        conn = await self._connection()
+        self._admit()
+        try:
+            conn = await self._connection()
+        except BaseException as exc:
+            self._failed(exc)
+            raise
         packed: list[bytes] = []
         loads: list[int] = []
         for item in items:
@@ -224,7 +263,13 @@ class Wire:
                 packed.append(_pack(("EVALSHA", lua.sha, len(keys), *keys, *args)))
             else:
                 packed.append(_pack(item))
-        replies: list[Any] = await conn.send_many(packed)
+        try:
+            replies: list[Any] = await conn.send_many(packed)
+        except BaseException as exc:
+            self._failed(exc)
+            raise
+        if self.breaker.failures:
+            self.breaker.success()
         if loads:
             for i in reversed(loads):
                 del replies[i]
