@@ -11,10 +11,18 @@ from engine.errors import Forbidden, Unauthorized
 
 
 def presented_key(request: Request) -> str | None:
-    auth = request.headers.get("authorization")
-    if auth and auth[:7].lower() == "bearer ":
-        return auth[7:].strip()
-    return request.headers.get("x-api-key")
+    # One pass over the raw headers (ASGI names them in lower case) rather than Starlette's ``Headers.get``
+    # per name, which scans them again and raises and catches a KeyError for a missing one: the storefront's
+    # X-API-Key meant a miss on ``authorization`` first, on every decision and event.
+    api_key: bytes | None = None
+    for name, value in request.scope["headers"]:
+        if name == b"authorization":
+            auth: str = value.decode("latin-1")
+            if auth[:7].lower() == "bearer ":
+                return auth[7:].strip()
+        elif name == b"x-api-key" and api_key is None:
+            api_key = value
+    return api_key.decode("latin-1") if api_key is not None else None
 
 
 def require_admin(request: Request, settings: Settings) -> None:

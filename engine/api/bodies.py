@@ -12,9 +12,11 @@ from engine.types import JSONObject
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {max_bytes}")
+    for name, declared in request.scope["headers"]:  # raw, as auth.presented_key reads them (why: there)
+        if name == b"content-length":
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise PayloadTooLarge(f"body of {int(declared)} bytes exceeds the limit of {max_bytes}")
+            break
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
