@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from engine.errors import BadRequest, PayloadTooLarge
 from engine.types import JSONObject
@@ -17,14 +17,22 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
             if declared.isdigit() and int(declared) > max_bytes:
                 raise PayloadTooLarge(f"body of {int(declared)} bytes exceeds the limit of {max_bytes}")
             break
+    # The ASGI messages themselves rather than ``request.stream()``: an async generator per request is
+    # registered with the event loop's asyncgen hooks (a WeakSet add and a finaliser), ~10k instructions
+    # of a decision's ~1.15 M for what is nearly always one message.
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await request.receive()
+        if message["type"] != "http.request":  # http.disconnect: nobody is waiting for an answer
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > max_bytes:
             raise PayloadTooLarge(f"body exceeds the limit of {max_bytes} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def read_json(request: Request, max_bytes: int, *, allow_empty: bool = False) -> Any:
