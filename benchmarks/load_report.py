@@ -147,7 +147,8 @@ def _row(name: str, load: str, rps: float, events_per_s: str, run: dict[str, Any
     if run.get("unsettled"):
         load += ", started unsettled"
     ms = " | ".join(f"{run[p]:.2f}" for p in ("p50_ms", "p90_ms", "p99_ms", "p99.9_ms", "max_ms"))
-    return f"| {name} | {load} | {rps:.0f} | {events_per_s} | {ms} | {lost} |"
+    late = f"{run['late_p99_ms']:.2f} / {run['late_max_ms']:.2f}" if "late_max_ms" in run else "–"  # open loop only
+    return f"| {name} | {load} | {rps:.0f} | {events_per_s} | {ms} | {late} | {lost} |"
 
 
 def _rows(name: str, r: dict[str, Any]) -> list[str]:
@@ -172,8 +173,8 @@ def render(report: dict[str, Any]) -> str:
         f"{sc['decisions_checked']} explained decisions checked clean before measuring",
         "",
         "| target | load | achieved req/s | events/s accepted | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms "
-        "| non-2xx / lost |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| sent late p99 / max ms | non-2xx / lost |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     names = {"floor": "floor", "decide": "decide", "events": "events"}
     if "events_batch" in report:

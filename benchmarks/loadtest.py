@@ -126,6 +126,18 @@ def aof_rewrites(redis_url: str) -> tuple[int, bool]:
     return int(info["aof_rewrites"]), bool(info["aof_rewrite_in_progress"])
 
 
+def redis_stalls(redis_url: str) -> dict[str, int]:
+    """Redis's stalls since the last call, longest of each kind in ms (its latency monitor: ``fork``,
+    ``aof-write``, ``aof-fsync-always``, ``command``, …), and start counting afresh."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        latest = client.execute_command("LATENCY", "LATEST")
+        client.execute_command("LATENCY", "RESET")
+    finally:
+        client.close()
+    return {(e[0].decode() if isinstance(e[0], bytes) else str(e[0])): int(e[3]) for e in latest}
+
+
 def _rewrite_since(rewrites: Callable[[], tuple[int, bool]] | None, before: tuple[int, bool] | None) -> bool:
     """Whether an AOF rewrite ran at any moment since ``before`` (an :func:`aof_rewrites` reading)."""
     if rewrites is None or before is None:
@@ -143,6 +155,7 @@ def measure(
     probe: Callable[[], dict[str, int]] | None = None,
     settle: Callable[[], object] | None = None,
     rewrites: Callable[[], tuple[int, bool]] | None = None,
+    stalls: Callable[[], dict[str, int]] | None = None,
 ) -> dict[str, Any]:
     """Warm up, saturate with wrk, then one open-loop run per ``(fraction, basis)``: that fraction of the
     floor's saturation (``floor_rps``; the floor's own when None) or of this target's own (``"own"``).
@@ -150,11 +163,18 @@ def measure(
     differences go into the run's ``counters``. ``settle`` runs before each measured run (after the
     warm-up) and may raise :class:`NotClean`, which is recorded in the run as ``unsettled``. ``rewrites``
     (:func:`aof_rewrites`) marks a run that an AOF rewrite overlapped: a child process writing the whole
-    dataset takes most of a core from the two the run shares."""
+    dataset takes most of a core from the two the run shares. ``stalls`` (:func:`redis_stalls`) records what
+    Redis itself stalled on during each run, in the run's ``redis_stalls_ms``: a latency tail with none was not
+    Redis's."""
 
-    def say(msg: str, overlapped: bool = False) -> None:
+    def say(msg: str, overlapped: bool = False, redis_stalled: dict[str, int] | None = None) -> None:
         note = " [an AOF rewrite overlapped this run]" if overlapped else ""
+        if redis_stalled:
+            note += " [Redis stalled: " + ", ".join(f"{k} {v} ms" for k, v in sorted(redis_stalled.items())) + "]"
         print(f"  {target.name}: {msg}{note}", file=sys.stderr)
+
+    def stalled() -> dict[str, int]:
+        return stalls() if stalls is not None else {}
 
     def overlapped(before: tuple[int, bool] | None) -> bool:
         return _rewrite_since(rewrites, before)
@@ -172,12 +192,16 @@ def measure(
     unsettled = settled()
     before = probe() if probe else {}
     aof = rewrites() if rewrites else None
+    stalled()
     sat = wrk(port, target, args.duration, args) | unsettled
     sat["aof_rewrite"] = overlapped(aof)
+    sat["redis_stalls_ms"] = stalled()
     if probe:
         sat["counters"] = _delta(before, before := probe())
     events = f" ({sat['events_per_s']:.0f} events/s)" if target.path == "/v1/events" else ""
-    say(f"saturation {sat['rps']:.0f} req/s{events}, p99 {sat['p99_ms']} ms", sat["aof_rewrite"])
+    say(
+        f"saturation {sat['rps']:.0f} req/s{events}, p99 {sat['p99_ms']} ms", sat["aof_rewrite"], sat["redis_stalls_ms"]
+    )
     fixed = []
     for run, (frac, basis) in enumerate(fractions, 1):
         base = floor_rps if basis == "floor" and floor_rps is not None else sat["rps"]
@@ -187,15 +211,19 @@ def measure(
         if probe:
             before = probe()
         aof = rewrites() if rewrites else None
+        stalled()
         result = open_loop(port, target, bodies, rate, args.duration) | unsettled
         result["aof_rewrite"] = overlapped(aof)
+        result["redis_stalls_ms"] = stalled()
         if probe:
             result["counters"] = _delta(before, before := probe())
         result |= {"fraction": frac, "fraction_of": basis}
         fixed.append(result)
         say(
-            f"{rate:.0f} req/s open loop → p99 {result['p99_ms']} ms, p99.9 {result['p99.9_ms']} ms",
+            f"{rate:.0f} req/s open loop → p99 {result['p99_ms']} ms, p99.9 {result['p99.9_ms']} ms "
+            f"(sent late by up to {result['late_max_ms']} ms, p99 {result['late_p99_ms']})",
             result["aof_rewrite"],
+            result["redis_stalls_ms"],
         )
     return {"batch": target.batch, "saturation": sat, "fixed_rate": fixed}
 
@@ -292,8 +320,14 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
             ):
                 # All three run from here on; each target is measured while the others idle.
                 rewrites = functools.partial(aof_rewrites, url)
+                stalls = functools.partial(redis_stalls, url)
                 report["floor"] = measure(
-                    floor_target, floor.port, args, [(f, "floor") for f in args.fractions], rewrites=rewrites
+                    floor_target,
+                    floor.port,
+                    args,
+                    [(f, "floor") for f in args.fractions],
+                    rewrites=rewrites,
+                    stalls=stalls,
                 )
                 floor_rps = float(report["floor"]["saturation"]["rps"])
                 report["scenario"] = scenario_setup.install(arbiter.port, stub.port, ADMIN_KEY)
@@ -305,7 +339,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 probe = functools.partial(decide_counters, stub.port, arbiter.port, args.workers)
                 fractions = [(f, "floor") for f in args.fractions] + [(f, "own") for f in args.own_fractions]
                 report["decide"] = measure(
-                    decide_target, arbiter.port, args, fractions, floor_rps, probe, check, rewrites
+                    decide_target, arbiter.port, args, fractions, floor_rps, probe, check, rewrites, stalls
                 )
                 report["metrics"] = load_report.scrape(arbiter.port, args.workers, MODEL)
                 # Before the events runs, which grow the guests that decide reads.
@@ -314,7 +348,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 for target in event_targets:
                     key = "events" if target.batch == 1 else "events_batch"
                     fixed = [(f, "own") for f in args.fractions]
-                    report[key] = measure(target, arbiter.port, args, fixed, rewrites=rewrites)
+                    report[key] = measure(target, arbiter.port, args, fixed, rewrites=rewrites, stalls=stalls)
     report["ratios"] = load_report.ratios(report, scenario_setup.EXTERNAL_NODE)
     return report
 

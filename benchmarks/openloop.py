@@ -47,6 +47,10 @@ class Report:
     timeouts: int
     elapsed_s: float
     latencies_ms: np.ndarray
+    late_ms: np.ndarray
+    """How late each request was released after its due time: the generator's own delay (its timer, or its
+    process waiting for a core), which every latency above includes. Next to a high latency percentile, a low
+    lateness puts the wait in the server or the network, a high one in the generator."""
 
     def as_dict(self) -> dict[str, float | int]:
         lat = self.latencies_ms
@@ -61,6 +65,9 @@ class Report:
         for p in PERCENTILES:
             out[f"p{p}_ms"] = round(float(np.percentile(lat, p)), 3) if len(lat) else float("nan")
         out["max_ms"] = round(float(lat.max()), 3) if len(lat) else float("nan")
+        late = self.late_ms
+        out["late_p99_ms"] = round(float(np.percentile(late, 99)), 3) if len(late) else float("nan")
+        out["late_max_ms"] = round(float(late.max()), 3) if len(late) else float("nan")
         return out
 
 
@@ -208,6 +215,7 @@ async def run(
     start = CLOCK() + 0.01
     ticker = _Ticker(start - CLOCK(), max(interval_s, TICK_MIN_S))
     released = asyncio.Event()
+    late_ms = np.zeros(total)
     sent = 0
 
     def tick() -> None:
@@ -216,8 +224,9 @@ async def run(
         nonlocal sent
         ticker.consume()
         now = CLOCK()
-        while sent < total and start + sent * interval_s <= now:
-            tl.dispatch(sent, start + sent * interval_s)
+        while sent < total and (due_s := start + sent * interval_s) <= now:
+            late_ms[sent] = (now - due_s) * 1000
+            tl.dispatch(sent, due_s)
             sent += 1
         if sent >= total or now >= start + duration_s + drain_s:
             loop.remove_reader(ticker.fd)
@@ -238,7 +247,7 @@ async def run(
     for transport, _ in conns:
         transport.close()
     done = tl.latencies_ms[~np.isnan(tl.latencies_ms)]
-    return Report(rate, sent, tl.ok, tl.errors, sent - len(done), elapsed_s, done)
+    return Report(rate, sent, tl.ok, tl.errors, sent - len(done), elapsed_s, done, late_ms[:sent])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,6 +85,10 @@ def process(
             proc.wait(timeout=5)
 
 
+REDIS_STALL_MS = 5
+"""Redis's latency monitor records events at least this long (``LATENCY LATEST``)."""
+
+
 @contextlib.contextmanager
 def running_redis(workdir: Path) -> Iterator[str]:
     """A redis-server on a free port in ``workdir``, AOF ``everysec`` (what makes accepted events durable)."""
@@ -95,6 +99,8 @@ def running_redis(workdir: Path) -> Iterator[str]:
     url = f"redis://{LOOPBACK}:{port}/0"
     cmd = [exe, "--port", str(port), "--bind", LOOPBACK, "--dir", str(workdir), "--save", ""]
     cmd += ["--appendonly", "yes", "--appendfsync", "everysec"]
+    # Redis's own record of its stalls (forks, AOF writes and fsyncs, slow commands), read per run by the harness.
+    cmd += ["--latency-monitor-threshold", str(REDIS_STALL_MS)]
 
     def ping() -> bool:
         client = redis.Redis.from_url(url)

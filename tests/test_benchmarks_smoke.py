@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from benchmarks import history, inprocess, instructions, load_report, loadtest
 
@@ -33,6 +34,9 @@ def test_load_harness_reports(tmp_path: Path) -> None:
         for fixed in runs:
             assert fixed["sent"] > 0 and fixed["errors"] == 0 and fixed["timeouts"] == 0
             assert {"p50_ms", "p90_ms", "p99_ms", "p99.9_ms"} <= fixed.keys()
+            assert 0 <= fixed["late_p99_ms"] <= fixed["late_max_ms"] <= fixed["max_ms"]
+            assert isinstance(fixed["redis_stalls_ms"], dict)
+        assert isinstance(sat["redis_stalls_ms"], dict)
         bases = {"floor": ["floor"], "decide": ["floor", "own"]}.get(target, ["own"])
         assert [f["fraction_of"] for f in runs] == bases
     assert report["events_batch"]["batch"] == 5
@@ -55,6 +59,7 @@ def test_load_harness_reports(tmp_path: Path) -> None:
     assert report["metrics"]["loop_lag"]["loop ticks"] > 0
     rendered = load_report.render(report)
     assert "of own sat." in rendered and "ticks due every 50 ms" in rendered and "back-to-back pairs" in rendered
+    assert "sent late p99 / max ms" in rendered
 
 
 def test_history_harness_reports_a_row_per_step(capsys: pytest.CaptureFixture[str]) -> None:
@@ -112,3 +117,22 @@ def test_memory_report_files_attribution_units_by_minute(redis_url: str) -> None
     report = unit_memory(redis_url, 3_000, 10.0)  # five minutes of decisions: 40 minute hashes, 3 arm tallies
     assert report["units"] == 3_000 and report["redis_bytes_per_unit"] > 0
     assert report["keys"] <= 6 * 8 + 3  # a key per minute hash, not per unit
+
+
+def test_redis_stalls_reads_what_redis_stalled_on_and_starts_afresh(redis_url: str) -> None:
+    """The harness marks each run with Redis's own stalls (its latency monitor), to tell a tail Redis caused."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.config_set("latency-monitor-threshold", 5)
+        loadtest.redis_stalls(redis_url)  # whatever earlier tests left
+        busy = (
+            "local t = redis.call('TIME'); local t0 = t[1] * 1e6 + t[2]; "
+            "repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - t0 > 30000"
+        )
+        client.eval(busy, 0)  # a 30 ms command (DEBUG SLEEP is refused by default)
+        stalls = loadtest.redis_stalls(redis_url)
+        assert stalls.get("command", 0) >= 25
+        assert loadtest.redis_stalls(redis_url) == {}  # read once, then reset
+    finally:
+        client.config_set("latency-monitor-threshold", 0)
+        client.close()

@@ -55,3 +55,18 @@ def test_requests_due_under_a_millisecond_apart_do_not_spin_the_generator() -> N
     report, cpu_s, wall_s = uvloop.run(_run(rate=2000, duration_s=1.0, delay_s=0.0))
     assert report.ok == 2000
     assert cpu_s < 0.6 * wall_s, f"{cpu_s:.2f} s of CPU in {wall_s:.2f} s"
+
+
+def test_a_generator_that_falls_behind_reports_how_late_it_sent() -> None:
+    """The generator's own delay counts in every latency; its lateness says how much of a tail was its own."""
+
+    async def blocked_once() -> tuple[openloop.Report, float, float]:
+        asyncio.get_running_loop().call_later(0.2, time.sleep, 0.08)  # the generator's process stalls 80 ms
+        return await _run(rate=500, duration_s=0.6, delay_s=0.0)
+
+    report, _, _ = asyncio.run(blocked_once())
+    assert len(report.late_ms) == report.sent == 300
+    assert report.late_ms.min() >= 0
+    assert report.late_ms.max() >= 60  # the requests due during the stall went out when it ended
+    assert report.latencies_ms.max() >= report.late_ms.max()  # and their latency includes it
+    assert report.as_dict()["late_max_ms"] == round(float(report.late_ms.max()), 3)
