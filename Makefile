@@ -37,6 +37,7 @@ tck: $(STAMP)
 
 check: $(STAMP)
 	$(BIN)/ruff check engine tests benchmarks
+	$(BIN)/ruff format --check engine tests benchmarks
 	$(BIN)/mypy
 
 clean:

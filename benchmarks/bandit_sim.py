@@ -72,8 +72,11 @@ def redis_server() -> Iterator[str]:
         raise SystemExit("redis-server is not installed")
     port = free_port()
     with tempfile.TemporaryDirectory() as workdir:
-        proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             import redis
 
@@ -126,21 +129,29 @@ class SimResult:
 
     def summary(self) -> str:
         best = max(self.results.get("arms", []), key=lambda a: a["probability_best"], default={})
-        return (f"guests={self.guests} conversions={self.conversions} served={dict(self.served)} "
-                f"by_server={dict(self.by_server)}\n"
-                f"regret={self.regret:.1f} even-split regret={self.even_regret:.1f} ratio={self.regret_ratio:.2f}\n"
-                f"best by results: {best.get('arm')} P(best)={best.get('probability_best', 0):.3f}; "
-                f"verdict: {self.results.get('verdict', {}).get('text')}")
+        return (
+            f"guests={self.guests} conversions={self.conversions} served={dict(self.served)} "
+            f"by_server={dict(self.by_server)}\n"
+            f"regret={self.regret:.1f} even-split regret={self.even_regret:.1f} ratio={self.regret_ratio:.2f}\n"
+            f"best by results: {best.get('arm')} P(best)={best.get('probability_best', 0):.3f}; "
+            f"verdict: {self.results.get('verdict', {}).get('text')}"
+        )
 
 
 def setup(base: str, key: str, rates: dict[str, float], epoch_s: float, burn_in: int) -> None:
     experiment = {
-        "status": "running", "control": "classic", "goal": {"event": "ORDER_CHECKOUT", "type": "binary"},
+        "status": "running",
+        "control": "classic",
+        "goal": {"event": "ORDER_CHECKOUT", "type": "binary"},
         "arms": [{"id": arm, "payload": {"creative": arm}} for arm in rates],
         "allocation": {"mode": "bandit", "epoch_s": epoch_s, "burn_in_exposures": burn_in, "exploration_floor": FLOOR},
     }
-    model = {"nodes": [{"id": "hero", "kind": "experiment", "experiment": key},
-                       {"id": "answer", "kind": "output", "value": {"banner": "hero.arm"}}]}
+    model = {
+        "nodes": [
+            {"id": "hero", "kind": "experiment", "experiment": key},
+            {"id": "answer", "kind": "output", "value": {"banner": "hero.arm"}},
+        ]
+    }
     httpx.put(f"{base}/v1/experiments/{key}", headers=ADMIN, json=experiment).raise_for_status()
     httpx.put(f"{base}/v1/models/{key}-model?publish=1", headers=ADMIN, json=model).raise_for_status()
 
@@ -150,11 +161,13 @@ def even_regret(guests: int, rates: dict[str, float]) -> float:
     return guests * (max(rates.values()) - float(np.mean(list(rates.values()))))
 
 
-async def _one(client: httpx.AsyncClient, bases: list[str], key: str, rates: dict[str, float], i: int, rng_u: float,
-               out: SimResult) -> None:
+async def _one(
+    client: httpx.AsyncClient, bases: list[str], key: str, rates: dict[str, float], i: int, rng_u: float, out: SimResult
+) -> None:
     serve, reward_to = bases[i % len(bases)], bases[(i + 1) % len(bases)]
-    r = await client.post(f"{serve}/v1/decide/{key}-model", headers=PUBLIC,
-                          json={"guest": {"guest_ref": f"sim-{i}"}, "context": {}})
+    r = await client.post(
+        f"{serve}/v1/decide/{key}-model", headers=PUBLIC, json={"guest": {"guest_ref": f"sim-{i}"}, "context": {}}
+    )
     r.raise_for_status()
     body = r.json()
     arm = body["outputs"]["banner"]
@@ -163,8 +176,9 @@ async def _one(client: httpx.AsyncClient, bases: list[str], key: str, rates: dic
     out.regret += max(rates.values()) - rates[arm]
     if rng_u < rates[arm]:
         out.conversions += 1
-        rr = await client.post(f"{reward_to}/v1/experiments/{key}/rewards", headers=PUBLIC,
-                               json={"decision_id": body["decision_id"]})
+        rr = await client.post(
+            f"{reward_to}/v1/experiments/{key}/rewards", headers=PUBLIC, json={"decision_id": body["decision_id"]}
+        )
         rr.raise_for_status()
 
 
@@ -172,8 +186,9 @@ def _epoch(base: str, key: str) -> str:
     return str(httpx.get(f"{base}/v1/experiments/{key}", headers=ADMIN).json()["allocation_now"]["epoch"])
 
 
-async def _simulate(bases: list[str], key: str, rates: dict[str, float], guests: int, waves: int, seed: int,
-                    concurrency: int) -> SimResult:
+async def _simulate(
+    bases: list[str], key: str, rates: dict[str, float], guests: int, waves: int, seed: int, concurrency: int
+) -> SimResult:
     rng = np.random.default_rng(seed)
     uniforms = rng.random(guests)
     out = SimResult(guests, 0.0, even_regret(guests, rates))
@@ -196,9 +211,18 @@ async def _simulate(bases: list[str], key: str, rates: dict[str, float], guests:
     return out
 
 
-def simulate(bases: list[str], *, key: str = "sim-hero", rates: dict[str, float] = RATES, guests: int = 3000,
-             waves: int = 15, seed: int = SEED, epoch_s: float = 0.3, burn_in: int = BURN_IN,
-             concurrency: int = 16) -> SimResult:
+def simulate(
+    bases: list[str],
+    *,
+    key: str = "sim-hero",
+    rates: dict[str, float] = RATES,
+    guests: int = 3000,
+    waves: int = 15,
+    seed: int = SEED,
+    epoch_s: float = 0.3,
+    burn_in: int = BURN_IN,
+    concurrency: int = 16,
+) -> SimResult:
     setup(bases[0], key, rates, epoch_s, burn_in)
     for base in bases:  # peers pick the new experiment up within their refresh interval
         _wait(lambda b=base: httpx.get(f"{b}/v1/experiments/{key}", headers=ADMIN).status_code == 200, 10, "experiment")
@@ -232,8 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis", help="an existing Redis; default: start a redis-server")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--rates", help="arm=rate,… (default: %(default)s)",
-                        default=",".join(f"{k}={v}" for k, v in RATES.items()))
+    parser.add_argument(
+        "--rates", help="arm=rate,… (default: %(default)s)", default=",".join(f"{k}={v}" for k, v in RATES.items())
+    )
     parser.add_argument("--replay", type=int, metavar="N", help="replay the schedule N times in-process instead")
     args = parser.parse_args(argv)
     rates = {k: float(v) for k, v in (pair.split("=") for pair in args.rates.split(","))}
@@ -241,18 +266,23 @@ def main(argv: list[str] | None = None) -> int:
         runs = np.array([replay(rates, args.guests, args.waves, args.seed + i) for i in range(args.replay)])
         ratio, best = runs[:, 0], runs[:, 1]
         print(f"{args.replay} replays, guests={args.guests} waves={args.waves} rates={rates}")
-        print(f"regret ratio: median {np.median(ratio):.3f} p99 {np.quantile(ratio, 0.99):.3f} max {ratio.max():.3f}; "
-              f">= 0.4 in {int((ratio >= 0.4).sum())}, >= 0.6 in {int((ratio >= 0.6).sum())}")
-        print(f"best arm's P(best): median {np.median(best):.3f} min {best.min():.3f}; "
-              f"<= 0.9 in {int((best <= 0.9).sum())}")
+        print(
+            f"regret ratio: median {np.median(ratio):.3f} p99 {np.quantile(ratio, 0.99):.3f} max {ratio.max():.3f}; "
+            f">= 0.4 in {int((ratio >= 0.4).sum())}, >= 0.6 in {int((ratio >= 0.6).sum())}"
+        )
+        print(
+            f"best arm's P(best): median {np.median(best):.3f} min {best.min():.3f}; "
+            f"<= 0.9 in {int((best <= 0.9).sum())}"
+        )
         return 0
     with contextlib.ExitStack() as stack:
         url = args.redis or stack.enter_context(redis_server())
         logs = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         bases = stack.enter_context(engines(url, args.servers, logs))
         t0 = time.perf_counter()
-        result = simulate(bases, rates=rates, guests=args.guests, waves=args.waves, seed=args.seed,
-                          concurrency=args.concurrency)
+        result = simulate(
+            bases, rates=rates, guests=args.guests, waves=args.waves, seed=args.seed, concurrency=args.concurrency
+        )
         print(f"seed={args.seed} servers={args.servers} elapsed={time.perf_counter() - t0:.1f}s")
         print(result.summary())
     return 0

@@ -101,8 +101,9 @@ async def _expose_at_rate(url: str, n: int, rate_per_s: float, window_s: int) ->
             for i in range(first, min(n, first + 500)):
                 at_ms = start_ms + int(i * 1000 / rate_per_s)
                 decision_id = timed_id(at_ms)
-                batch.append(Exposure("memprobe", f"arm-{i % 3}", "1.0", decision_id, decision_id, None, at_ms,
-                                      window_s, False))
+                batch.append(
+                    Exposure("memprobe", f"arm-{i % 3}", "1.0", decision_id, decision_id, None, at_ms, window_s, False)
+                )
             await ledger.expose(batch)
     finally:
         await store.close()

@@ -16,9 +16,7 @@ from engine.errors import BadRequest
 from engine.ids import new_id
 from engine.types import JSONObject
 
-STANDARD_TYPES = frozenset(
-    {"VIEW", "SEARCH", "ADD", "CLEAR_CART", "CONFIRM", "CHECKOUT", "ORDER_CHECKOUT", "IDENTITY"}
-)
+STANDARD_TYPES = frozenset({"VIEW", "SEARCH", "ADD", "CLEAR_CART", "CONFIRM", "CHECKOUT", "ORDER_CHECKOUT", "IDENTITY"})
 ORDER_TYPES = frozenset({"CONFIRM", "CHECKOUT", "ORDER_CHECKOUT"})
 REQUIRED = ("type", "channel", "browser_id", "pos", "language", "currency", "page")
 MAX_EXT_KEYS = 50

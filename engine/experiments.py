@@ -33,11 +33,32 @@ GOAL_TYPES = ("binary", "revenue")
 MODES = ("fixed", "bandit")
 REWARD_ONLY = "reward"
 """Goal event meaning "only explicit reward calls count"."""
-TOP_LEVEL = frozenset({
-    "key", "name", "description", "status", "arms", "control", "goal", "attribution_window_s", "default_reward",
-    "allocation", "targeting", "traffic_pct", "holdout_pct", "layer", "bucketing", "seed", "mde", "alpha", "power",
-    "winner", "revision", "started_ms",
-})
+TOP_LEVEL = frozenset(
+    {
+        "key",
+        "name",
+        "description",
+        "status",
+        "arms",
+        "control",
+        "goal",
+        "attribution_window_s",
+        "default_reward",
+        "allocation",
+        "targeting",
+        "traffic_pct",
+        "holdout_pct",
+        "layer",
+        "bucketing",
+        "seed",
+        "mde",
+        "alpha",
+        "power",
+        "winner",
+        "revision",
+        "started_ms",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ def _sp() -> Any:  # scipy ships no type hints
 
     return stats
 
+
 SRM_ALPHA = 0.001
 """SRM is a bug alarm, not a discovery: a strict threshold keeps false alarms to one run in a thousand."""
 

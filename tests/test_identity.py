@@ -82,9 +82,7 @@ async def test_a_merge_is_idempotent_and_recovers_from_a_crash_after_retiring(
     assert (await read(ingest, "b1"))["facts"]["event_count"] == before
 
 
-async def test_an_event_retried_after_its_guest_merged_is_not_applied_twice(
-    ingest: Ingest, clock: ManualClock
-) -> None:
+async def test_an_event_retried_after_its_guest_merged_is_not_applied_twice(ingest: Ingest, clock: ManualClock) -> None:
     await ingest.record(event(clock, "IDENTITY", "b1", identifiers=[EMAIL]))
     await ingest.profiles.read("b2")
     e = add(clock, "sku-1", 10, browser_id="b2", ref="once")

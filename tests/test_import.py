@@ -105,11 +105,19 @@ def _generate(path: Path, lines: int) -> None:
     with gzip.open(path, "wb") as out:
         for i in range(lines):
             if i % 2:
-                rec = {"ref": f"o{i}", "schema": "order", "mode": "upsert",
-                       "value": {"guest_ref": f"g{(i - 1) % 1000}", "value": i % 97, "items": [{"sku": f"s{i % 13}"}]}}
+                rec = {
+                    "ref": f"o{i}",
+                    "schema": "order",
+                    "mode": "upsert",
+                    "value": {"guest_ref": f"g{(i - 1) % 1000}", "value": i % 97, "items": [{"sku": f"s{i % 13}"}]},
+                }
             else:
-                rec = {"ref": f"g{i % 1000}", "schema": "guest", "mode": "merge",
-                       "value": {"attributes": {f"a{i % 7}": i, "note": "x" * 40}}}
+                rec = {
+                    "ref": f"g{i % 1000}",
+                    "schema": "guest",
+                    "mode": "merge",
+                    "value": {"attributes": {f"a{i % 7}": i, "note": "x" * 40}},
+                }
             out.write(orjson.dumps(rec) + b"\n")
 
 

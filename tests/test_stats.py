@@ -81,8 +81,9 @@ def test_srm_is_detected_when_planted_and_quiet_otherwise() -> None:
     expected = stats.expected_exposures([(20_000, [0.5, 0.5])])
     planted = [10_400, 9_600]  # a 52/48 split where 50/50 was configured
     assert stats.srm(planted, expected).p_value < stats.SRM_ALPHA
-    alarms = sum(stats.srm(list(rng.multinomial(20_000, [0.5, 0.5])), expected).p_value < stats.SRM_ALPHA
-                 for _ in range(2000))
+    alarms = sum(
+        stats.srm(list(rng.multinomial(20_000, [0.5, 0.5])), expected).p_value < stats.SRM_ALPHA for _ in range(2000)
+    )
     # Expected 0.1 % false alarms: two in 2000; nine or more has probability below 1e-4.
     assert alarms < 9
 
@@ -122,8 +123,9 @@ def test_verdicts_winner_inconclusive_keep_running_and_srm() -> None:
 
 
 def test_bandit_results_report_probability_best_and_expected_loss() -> None:
-    exp = compile_experiment({"status": "running", "arms": [{"id": "a"}, {"id": "b"}, {"id": "c"}],
-                              "allocation": {"mode": "bandit"}}, "mab")
+    exp = compile_experiment(
+        {"status": "running", "arms": [{"id": "a"}, {"id": "b"}, {"id": "c"}], "allocation": {"mode": "bandit"}}, "mab"
+    )
     per_epoch = {"1.0": {"a": binary(3000, 150), "b": binary(3000, 240), "c": binary(3000, 160)}}
     r = analyse(exp, per_epoch, {"1.0": [1 / 3] * 3}, np.random.default_rng(1))
     best = max(r["arms"], key=lambda a: a["probability_best"])

@@ -36,10 +36,15 @@ def describe(lab: Lab, exp: Experiment) -> dict[str, object]:
 async def list_experiments(request: Request) -> Response:
     lab = _admin(request)
     docs = await lab.rt.store.resource_list(RESOURCE)
-    return json_response({"experiments": [
-        {k: d.get(k) for k in ("key", "status", "revision")} | {"mode": d.get("allocation", {}).get("mode", "fixed")}
-        for d in docs
-    ]})
+    return json_response(
+        {
+            "experiments": [
+                {k: d.get(k) for k in ("key", "status", "revision")}
+                | {"mode": d.get("allocation", {}).get("mode", "fixed")}
+                for d in docs
+            ]
+        }
+    )
 
 
 async def put_experiment(request: Request) -> Response:

@@ -77,8 +77,13 @@ def _serve(rt: Runtime, lab: Lab, key: str, guest: JSONObject, context: JSONObje
     record = DecisionRecord(decision_id, f"flag:{key}", exp.revision, guest.get("ref"), out, False, now_ms, extra)
     rt.recorder.record(record)
     lab.observe(record)
-    metadata = {"experiment": key, "revision": exp.revision, "epoch": choice.epoch, "propensity": choice.propensity,
-                "decision_id": decision_id}
+    metadata = {
+        "experiment": key,
+        "revision": exp.revision,
+        "epoch": choice.epoch,
+        "propensity": choice.propensity,
+        "decision_id": decision_id,
+    }
     value = choice.payload if choice.payload is not None else choice.arm
     return {"key": key, "value": value, "variant": choice.arm, "reason": choice.reason, "metadata": metadata}
 
