@@ -137,6 +137,27 @@ async def test_scripts_load_with_their_first_call_on_each_connection(redis_url: 
         await second.close()
 
 
+async def test_a_batch_that_does_not_pack_sends_nothing_and_leaves_its_scripts_unloaded(wire: Wire) -> None:
+    lua = Lua.of("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+    await wire.call("SCRIPT", "FLUSH")
+    with pytest.raises(TypeError):
+        await wire.call_many([(lua, ["c"], [5]), ("SET", "k", None)])  # type: ignore[list-item]
+    assert await wire.call("GET", "c") is None
+    assert await wire.script(lua, ["c"], [5]) == 5  # loaded now, with its first call that was sent
+
+
+async def test_a_probe_that_does_not_pack_lets_the_next_caller_probe(wire: Wire) -> None:
+    """Regression: packing ran outside the breaker's guard in a batch, so a half-open probe that raised there kept
+    the probe slot, and every later call was refused as if the circuit were open, for good."""
+    for _ in range(FAILURES_TO_OPEN):
+        wire.breaker.failure(now_s=0.0)  # opened long ago: the cool-down is over
+    assert wire.breaker.state() == "half-open"
+    with pytest.raises(TypeError):
+        await wire.call_many([("SET", "k", None)])  # type: ignore[list-item]
+    assert await wire.call_many([("SET", "k", "v")]) == [b"OK"]  # the next caller probes, and closes it
+    assert wire.breaker.state() == "closed"
+
+
 async def test_selects_the_database_of_its_url(redis_url: str) -> None:
     wire = Wire.from_url(redis_url.rsplit("/", 1)[0] + "/3", timeout_ms=1000)
     assert wire is not None

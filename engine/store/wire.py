@@ -215,8 +215,7 @@ class Wire:
         except BaseException as exc:
             self._failed(exc)
             raise
-        if self.breaker.failures:
-            self.breaker.success()
+        self._succeeded()
         return _checked(reply)
 
     def _admit(self) -> None:
@@ -227,8 +226,12 @@ class Wire:
     def _failed(self, exc: BaseException) -> None:
         if isinstance(exc, ConnectionError | TimeoutError):
             self.breaker.failure()
-        else:  # a cancelled probe tells nothing: the next caller probes
+        else:  # a cancelled probe, or one whose arguments did not pack, tells nothing: the next caller probes
             self.breaker.release()
+
+    def _succeeded(self) -> None:
+        if self.breaker.failures:
+            self.breaker.success()
 
     async def script(self, lua: Lua, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         """Run a script by its sha (see :class:`Lua` for how it gets loaded)."""
@@ -243,33 +246,14 @@ class Wire:
         if not items:
             return []
         self._admit()
-        try:
+        try:  # packing too: a probe whose arguments do not pack must release the breaker, or it stays half-open
             conn = await self._connection()
-        except BaseException as exc:
-            self._failed(exc)
-            raise
-        packed: list[bytes] = []
-        loads: list[int] = []
-        for item in items:
-            if isinstance(item[0], Lua):
-                lua, keys, args = item
-                if lua.sha not in conn.loaded:
-                    # Queued ahead of the EVALSHA on the same connection, so Redis has it when the call
-                    # runs: one round trip, and no NOSCRIPT retry that could re-run half a batch. Its reply is
-                    # dropped: a script that did not load fails its EVALSHA, which reports it.
-                    loads.append(len(packed))
-                    packed.append(_pack(("SCRIPT", "LOAD", lua.source)))
-                    conn.loaded.add(lua.sha)
-                packed.append(_pack(("EVALSHA", lua.sha, len(keys), *keys, *args)))
-            else:
-                packed.append(_pack(item))
-        try:
+            packed, loads = _packed(items, conn)
             replies: list[Any] = await conn.send_many(packed)
         except BaseException as exc:
             self._failed(exc)
             raise
-        if self.breaker.failures:
-            self.breaker.success()
+        self._succeeded()
         if loads:
             for i in reversed(loads):
                 del replies[i]
@@ -329,6 +313,29 @@ class Wire:
 
     def _where(self) -> str:
         return self.path if self.path is not None else f"{self.host}:{self.port}"
+
+
+def _packed(items: Sequence[Command | Invoke], conn: _Resp) -> tuple[list[bytes], list[int]]:
+    """The items as RESP, and the positions of the ``SCRIPT LOAD`` commands put ahead of scripts ``conn`` has not
+    loaded yet (their replies are dropped)."""
+    packed: list[bytes] = []
+    loads: list[int] = []
+    loading: set[str] = set()
+    for item in items:
+        if isinstance(item[0], Lua):
+            lua, keys, args = item
+            if lua.sha not in conn.loaded and lua.sha not in loading:
+                # Queued ahead of the EVALSHA on the same connection, so Redis has it when the call runs: one
+                # round trip, and no NOSCRIPT retry that could re-run half a batch. Its reply is dropped: a
+                # script that did not load fails its EVALSHA, which reports it.
+                loads.append(len(packed))
+                packed.append(_pack(("SCRIPT", "LOAD", lua.source)))
+                loading.add(lua.sha)
+            packed.append(_pack(("EVALSHA", lua.sha, len(keys), *keys, *args)))
+        else:
+            packed.append(_pack(item))
+    conn.loaded.update(loading)  # only once every item packed: a batch that raised sends nothing
+    return packed, loads
 
 
 def _checked(reply: Any) -> Any:
