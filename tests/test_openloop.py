@@ -13,7 +13,8 @@ RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length
 class _Server(asyncio.Protocol):
     """Answers each request after ``delay_s`` (requests here are one write each, small enough for one read)."""
 
-    delay_s = 0.0
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -25,8 +26,7 @@ class _Server(asyncio.Protocol):
 
 async def _run(rate: float, duration_s: float, delay_s: float) -> tuple[openloop.Report, float, float]:
     loop = asyncio.get_running_loop()
-    _Server.delay_s = delay_s
-    server = await loop.create_server(_Server, "127.0.0.1", 0)
+    server = await loop.create_server(lambda: _Server(delay_s), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     request = openloop.request_bytes("127.0.0.1", port, "/x", b"{}", {})
     try:
