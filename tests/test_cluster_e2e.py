@@ -291,6 +291,34 @@ async def test_a_slot_moved_under_the_store_is_followed_for_reads_scripts_and_ba
         await store.close()
 
 
+async def test_a_batch_of_assignments_spans_slots_on_a_cluster(cluster: Cluster) -> None:
+    """One flush's assignments go in one script call per slot (a multi-key script must not cross slots), each
+    guest's entries in the order served."""
+    import time
+
+    from engine import keys
+    from engine.ledger import Exposure, RedisLedger
+    from engine.store.redis import RedisStore
+
+    store = RedisStore(cluster.url())
+    ledger = RedisLedger(store)
+    now_ms = int(time.time() * 1000)
+    try:
+        guests = [f"cg-{i}" for i in range(12)]
+        groups = store.slot_groups([keys.guest(g) for g in guests * 2], 64)
+        assert len(groups) > 1 and sorted(i for g in groups for i in g.indices) == list(range(24))
+        assert all(len({store.client.keyslot(k) for k in g.keys}) == 1 for g in groups)
+        batch = [
+            Exposure("cx", arm, "1.0", f"{g}-{arm}", f"{g}-{arm}", g, now_ms, 3600, False)
+            for arm in "ab"
+            for g in guests
+        ]
+        await ledger.expose(batch)
+        assert [((await ledger.assignment(g, "cx")) or {}).get("arm") for g in guests] == ["b"] * 12
+    finally:
+        await store.close()
+
+
 def test_the_benchmark_data_copies_into_a_cluster(redis_url: str, cluster: Cluster) -> None:
     """benchmarks/copy_to_cluster.py: what the in-process benchmark on a cluster reads is the harness's data."""
     from benchmarks.copy_to_cluster import copy

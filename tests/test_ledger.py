@@ -55,6 +55,54 @@ async def test_an_event_commit_racing_an_exposure_keeps_the_guests_assignment(re
         await store.close()
 
 
+async def test_a_batch_writes_its_guests_assignments_in_one_call_in_order(redis_url: str) -> None:
+    """A flush records every guest's assignment with one script call (per 64 guests), applying a guest's entries
+    in the order served: a bandit's last exposure is the last touch, a fixed split keeps the guest's first."""
+    import redis as sync_redis
+
+    from engine.ledger import ASSIGN_BATCH
+
+    store = RedisStore(redis_url)
+    ledger = RedisLedger(store)
+    client = sync_redis.Redis.from_url(redis_url)
+    now_ms = int(time.time() * 1000)
+
+    def evalsha_calls() -> int:
+        return int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+    try:
+        await ledger.expose([Exposure("fx", "kept", "1", "g0", "seed", "g0", now_ms, 3600, True)])
+        batch = [
+            Exposure("bx", "ab"[i % 2], "1.0", f"d{i}", f"d{i}", f"g{i % 5}", now_ms + i, 3600, False)
+            for i in range(20)
+        ]
+        batch += [
+            Exposure("fx", arm, "1", g, f"s-{g}-{arm}", g, now_ms, 3600, True) for g in ("g0", "g1") for arm in "xy"
+        ]
+        anonymous = [x._replace(experiment="a" + x.experiment, guest_ref=None) for x in batch]
+        before = evalsha_calls()
+        await ledger.expose(anonymous)
+        without_guests = evalsha_calls() - before
+        await ledger.expose(batch)
+        assert evalsha_calls() - before - without_guests == without_guests + 1  # one call for all 24 assignments
+        for g in range(5):
+            last = max(i for i in range(20) if i % 5 == g)
+            assert await ledger.assignment(f"g{g}", "bx") == {
+                "arm": "ab"[last % 2], "epoch": "1.0", "unit": f"d{last}", "per": "decision", "at_ms": now_ms + last
+            }  # fmt: skip
+        assert ((await ledger.assignment("g0", "fx")) or {}).get("arm") == "kept"  # written before: kept
+        assert ((await ledger.assignment("g1", "fx")) or {}).get("arm") == "x"  # the first of the batch: kept
+        # More guests than one call takes: several calls, every guest written.
+        many = [
+            Exposure("bx", "a", "1.0", f"m{i}", f"m{i}", f"m{i}", now_ms, 3600, False) for i in range(ASSIGN_BATCH + 5)
+        ]
+        await ledger.expose(many)
+        assert all([await ledger.assignment(x.guest_ref or "", "bx") for x in many])
+    finally:
+        client.close()
+        await store.close()
+
+
 async def test_a_batch_adds_up_per_arm_and_epoch(redis_url: str) -> None:
     # A flush sums new exposures per (arm, epoch) into one tally call; the totals must be what one call per
     # exposure gave: repeats of a unit count once, a parked reward is counted with its exposure.

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 import redis.asyncio as aioredis
@@ -53,6 +53,13 @@ class Script:
 
     lua: Lua
     registered: Any
+
+
+class KeyGroup(NamedTuple):
+    """Keys one multi-key script call may take (see :meth:`RedisStore.slot_groups`), and where each was in the list."""
+
+    keys: list[str]
+    indices: list[int]
 
 
 class Batch:
@@ -227,6 +234,21 @@ class RedisStore:
         """``SCRIPT LOAD`` on every node (redis-py sends it to all primaries of a cluster)."""
         for script in scripts:
             await self.client.script_load(script.lua.source)
+
+    def slot_groups(self, keys: Sequence[str], most: int) -> list[KeyGroup]:
+        """``keys`` in groups one multi-key script may take: all together on one server, by hash slot on a
+        cluster; at most ``most`` each, in their order (a key's later entries stay after its earlier ones)."""
+        if not isinstance(self.client, RedisCluster):
+            by_slot = {0: list(range(len(keys)))}
+        else:
+            by_slot = {}
+            for i, key in enumerate(keys):
+                by_slot.setdefault(self.client.keyslot(key), []).append(i)
+        return [
+            KeyGroup([keys[i] for i in indices[start : start + most]], indices[start : start + most])
+            for indices in by_slot.values()
+            for start in range(0, len(indices), most)
+        ]
 
     async def hot_script(self, script: Script, keys: list[Any], args: list[Any]) -> Any:
         """A script on the request path."""
