@@ -107,8 +107,7 @@ local DAYS_IN_MONTH = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31}
 local dates = {}
 -- "2026-05-04", "2026-05-04T10:20:30Z", "2026-05-04 10:20", "2026-05-04T10:20:30.250+02:00" → epoch s
 -- (an offset is honoured, none means UTC); anything else, or an impossible date, → nil.
-function dates.parse(s)
-  if type(s) ~= "string" then return nil end
+local function parse(s)
   -- The shape guests and contexts carry ("2026-05-04T10:20:30Z") in one match: four pattern operations
   -- fewer than the general path below, which was most of a script comparing two dates.
   local y, mo, d, h, mi, sec = string_match(s, "^(%d%d%d%d)%-(%d%d)%-(%d%d)[T ](%d%d):(%d%d):(%d%d)Z$")
@@ -138,6 +137,23 @@ function dates.parse(s)
     if h > 23 or mi > 59 or sec > 60 then return nil end
   end
   return days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset_s
+end
+
+-- Parses remembered across calls: most dates a script sees recur (the request's "today", a guest's last order),
+-- and the pattern matching was half of a script that compared two (benchmarks/RESULTS.md, session 12). Only
+-- the string → number function is shared, never a script's own values; short strings only, and a bounded count.
+local MEMO_MAX_ENTRIES, MEMO_MAX_BYTES = 4096, 40
+local memo, memo_entries = {}, 0
+function dates.parse(s)
+  if type(s) ~= "string" then return nil end
+  local t = memo[s]
+  if t ~= nil then return t or nil end
+  t = parse(s)
+  if #s <= MEMO_MAX_BYTES then
+    if memo_entries >= MEMO_MAX_ENTRIES then memo, memo_entries = {}, 0 end
+    memo[s], memo_entries = t or false, memo_entries + 1
+  end
+  return t
 end
 function dates.format(epoch_s, with_time)
   return os_date(with_time and "!%Y-%m-%dT%H:%M:%SZ" or "!%Y-%m-%d", math_floor(epoch_s))

@@ -291,6 +291,25 @@ def test_date_parse_refuses_impossible_dates(sandbox: Sandbox, text: str) -> Non
     assert run(sandbox, "return date.parse(...)", text) is None
 
 
+def test_remembered_date_parses_answer_as_fresh_ones(sandbox: Sandbox) -> None:
+    """Parses are remembered across calls (a bounded memo, emptied when full): the same text parsed again, after
+    more distinct dates than the memo holds, and an impossible date asked twice, each answer as the first time;
+    and nothing of the memo is reachable from a script."""
+    parse = sandbox.compile("return function(s) return date.parse(s) end", "parse")
+    first = {text: parse(text) for text in ("2026-11-23", "2026-05-04T10:20:30Z", "2026-04-31", "x" * 100)}
+    assert first["2026-11-23"] == int(datetime(2026, 11, 23, tzinfo=UTC).timestamp())
+    assert first["2026-04-31"] is None and first["x" * 100] is None
+    start = datetime(2000, 1, 1, tzinfo=UTC)
+    for day in range(5000):  # past the memo's 4,096 entries
+        stamp = start + timedelta(days=day)
+        assert parse(stamp.strftime("%Y-%m-%d")) == int(stamp.timestamp())
+        if day % 1000 == 0:
+            assert {text: parse(text) for text in first} == first
+    assert {text: parse(text) for text in first} == first
+    leaks = "local n = 0 for _ in pairs(date) do n = n + 1 end return {n, date.memo == nil}"
+    assert run(sandbox, leaks) == [4, True]  # parse, format, days_between, add_days: no memo among them
+
+
 def test_date_parse_keeps_leap_days_and_the_time_of_day(sandbox: Sandbox) -> None:
     body = """return {
       date.days_between("2024-02-28", "2024-03-01"), date.days_between("2000-02-28", "2000-03-01"),
