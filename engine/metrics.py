@@ -44,16 +44,23 @@ class LoopHistogram(Collector):
         labelnames: tuple[str, ...],
         buckets: tuple[float, ...],
         registry: CollectorRegistry,
+        unit_s: float = 1.0,
     ) -> None:
         self.name, self.documentation, self.labelnames = name, documentation, labelnames
         self.bounds = buckets
+        self.unit_s = unit_s
+        """What one unit of an observation is, in seconds: the node histograms take whole µs as the plan measured
+        them, with no conversion per node per decision."""
+        # Whole bounds as ints: the µs a plan measures are ints, and bisect compares int with int faster than with float.
+        in_unit = (round(b / unit_s, 9) for b in buckets)
+        self._bounds_in_unit = tuple(int(b) if b == int(b) else b for b in in_unit)
         self._children: dict[tuple[str, ...], _Bins] = {}
         registry.register(self)
 
     def labels(self, *values: str) -> _Bins:
         child = self._children.get(values)
         if child is None:
-            child = self._children[values] = _Bins(self.bounds)
+            child = self._children[values] = _Bins(self._bounds_in_unit)
         return child
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
@@ -63,11 +70,13 @@ class LoopHistogram(Collector):
             for bound, count in zip((*self.bounds, float("inf")), child.counts, strict=True):
                 running += count
                 buckets.append((floatToGoString(bound), running))  # type: ignore[no-untyped-call]
-            family.add_metric(list(values), buckets, child.total)
+            family.add_metric(list(values), buckets, child.total * self.unit_s)
         yield family
 
 
 class _Bins:
+    """One labelled histogram's buckets, bounds and sum in its histogram's unit."""
+
     __slots__ = ("bounds", "counts", "total")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
@@ -107,6 +116,7 @@ class Metrics:
             ("model", "node", "kind"),
             buckets=NODE_BUCKETS_S,
             registry=self.registry,
+            unit_s=1e-6,
         )
         self.node_errors = Counter(
             "arbiter_node_errors",
@@ -145,10 +155,13 @@ class Metrics:
         if nodes is None:
             nodes = self._node_children[model] = {}
         for entry in trace:
-            node_child = nodes.get(entry.id)
-            if node_child is None:
-                node_child = nodes[entry.id] = self.node_s.labels(model, entry.id, entry.kind)
-            node_child.observe(entry.time_us / 1_000_000)
+            bins = nodes.get(entry.id)
+            if bins is None:
+                bins = nodes[entry.id] = self.node_s.labels(model, entry.id, entry.kind)
+            # _Bins.observe inlined, in µs: a call and a division less for each node of each decision.
+            time_us = entry.time_us
+            bins.counts[bisect_left(bins.bounds, time_us)] += 1
+            bins.total += time_us
             if entry.error is not None or entry.fallback is not None:
                 self.node_errors.labels(model, entry.id, entry.fallback or "error").inc()
 

@@ -25,6 +25,30 @@ def test_same_exposition_as_prometheus_client() -> None:
     assert generate_latest(ours_registry).decode().splitlines() == expected
 
 
+def test_node_times_in_whole_microseconds_expose_as_seconds() -> None:
+    """The node histogram takes the µs the plan measured, as ints; it must render what prometheus_client renders
+    for the same times in seconds (bounds in seconds, the sum in seconds, a time on a bound in that bucket)."""
+    from engine.nodes.base import TraceEntry
+
+    reference_registry = CollectorRegistry()
+    reference = Histogram(
+        "arbiter_node_seconds", "Per-node evaluation time", ("model", "node", "kind"), buckets=NODE_BUCKETS_S,
+        registry=reference_registry,
+    )  # fmt: skip
+    metrics = Metrics()
+    for time_us in (0, 5, 7, 10, 100, 120, 999, 1000, 250_000):
+        entry = TraceEntry("n", "table")
+        entry.time_us = time_us
+        metrics.observe_decision("m", 0.001, [entry])
+        reference.labels("m", "n", "table").observe(time_us / 1_000_000)
+
+    def node_lines(text: bytes) -> list[str]:
+        return [line for line in text.decode().splitlines() if line.startswith("arbiter_node_seconds_")]
+
+    expected = [line for line in node_lines(generate_latest(reference_registry)) if "_created" not in line]
+    assert node_lines(metrics.render()) == expected
+
+
 def lag_buckets(metrics: Metrics) -> dict[str, float]:
     text = metrics.render().decode()
     return {le: float(n) for le, n in re.findall(r'arbiter_event_loop_lag_seconds_bucket\{le="([^"]+)"\} (\S+)', text)}
