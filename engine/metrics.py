@@ -51,7 +51,7 @@ class LoopHistogram(Collector):
         self.unit_s = unit_s
         """What one unit of an observation is, in seconds: the node histograms take whole µs as the plan measured
         them, with no conversion per node per decision."""
-        # Whole bounds as ints: the µs a plan measures are ints, and bisect compares int with int faster than with float.
+        # Whole bounds as ints: a plan measures whole µs, and bisect compares int with int faster than with float.
         in_unit = (round(b / unit_s, 9) for b in buckets)
         self._bounds_in_unit = tuple(int(b) if b == int(b) else b for b in in_unit)
         self._children: dict[tuple[str, ...], _Bins] = {}
