@@ -147,12 +147,13 @@ def assign(
     if unit is not None and exp.layer is not None:
         if not in_range(bucket(exp.layer, "layer", unit, LAYER_BUCKETS), *exp.layer_range):
             return _default(exp, alloc, eligible)
-    traffic_u = unit_interval(exp.seed, "traffic", unit) if unit is not None else float(rng.random())
-    if exp.buckets != DEFAULT_BUCKETS:
-        traffic_u = (int(traffic_u * exp.buckets) + 0.5) / exp.buckets
-    entered = exp.traffic_pct / 100
-    if traffic_u >= entered or traffic_u < entered * exp.holdout_pct / 100:
-        return _default(exp, alloc, eligible)
+    if exp.traffic_pct < 100 or exp.holdout_pct > 0:  # else every guest enters: no hash to draw
+        traffic_u = unit_interval(exp.seed, "traffic", unit) if unit is not None else float(rng.random())
+        if exp.buckets != DEFAULT_BUCKETS:
+            traffic_u = (int(traffic_u * exp.buckets) + 0.5) / exp.buckets
+        entered = exp.traffic_pct / 100
+        if traffic_u >= entered or traffic_u < entered * exp.holdout_pct / 100:
+            return _default(exp, alloc, eligible)
     candidates = [i for i, a in enumerate(exp.arms) if (eligible is None or a.id in eligible) and alloc.weights[i] > 0]
     if not candidates:
         return _default(exp, alloc, eligible)
