@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any
 
 from engine.errors import Problem
@@ -116,7 +117,9 @@ def _now_s(scope: Scope) -> float:
     return time.time()
 
 
+@lru_cache(maxsize=256)
 def _instant_s(text: str) -> float | None:
+    """Remembered: a storefront sends the same ``now`` (today's date) with every request of a day."""
     try:
         if len(text) == 10:
             return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC).timestamp()
