@@ -30,6 +30,7 @@ from engine.feel.builtins import BUILTINS
 from engine.feel.compiler import ARITHMETIC, Fn, Scope, and3, between, compare_fn, compile_node, index, item_scope
 from engine.feel.scope import Bound, member
 from engine.feel.unary import compile_tests
+from engine.feel.values import as_int
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +209,12 @@ class _Generator:
             isinstance(cond, s.Literal) and isinstance(cond.value, bool)
         )
         if by_index:
+            position = compile_node(cond, self.text)
+            k = as_int(position.value) if position.constant else None
+            if k:  # a constant position (``candidates[1]``): inline, as _index would answer it, and total
+                t = self.fresh("_t")
+                at = k - 1 if k > 0 else k
+                return f"({t}[{at}] if isinstance({t} := {b}, list) and len({t}) >= {abs(k)} else None)"
             self.risky = True  # as_int of an infinite position raises
             return f"_index({b}, {self.expr(cond, env)})"
         items, item = self.fresh("_t"), self.fresh("_i")
