@@ -133,6 +133,11 @@ EXPRESSIONS: list[tuple[str, dict[str, Any], Any]] = [
     ("sum(guest.xs)", {"guest": {"xs": [float("nan")]}}, None),
     ("sum(guest.xs)", {"guest": {"xs": [1.5, True]}}, None),
     ("sum(guest.xs)", {"guest": {"xs": [1.5, "2"]}}, None),
+    ("sum(guest.xs)", {"guest": {"xs": [3, 12, -29, 7]}}, Decimal(-7)),
+    ("sum(guest.xs)", {"guest": {"xs": [3, True]}}, None),
+    # Past 34 digits DECIMAL rounds each partial sum, as adding one by one does: 10**40 + 1 loses the 1.
+    ("sum(guest.xs)", {"guest": {"xs": [10**40, 1, -(10**40)]}}, Decimal("0E+7")),
+    ("sum(guest.xs)", {"guest": {"xs": [10**33, 10**33, 1]}}, Decimal(2 * 10**33 + 1)),
     ("max(guest.xs)", {"guest": {"xs": ["2026-01-02", "2026-03-01", "2025-12-31"]}}, "2026-03-01"),
     ("min(guest.xs)", {"guest": {"xs": ["b", "a", "c"]}}, "a"),
     ("max(guest.xs)", {"guest": {"xs": [2, Decimal("2.5"), 1]}}, Decimal("2.5")),

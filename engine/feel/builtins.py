@@ -41,6 +41,9 @@ from engine.feel.values import (
 
 MANY = 99
 _ZERO = Decimal(0)
+_INTS = {int}
+_EXACT_INT_SUM = 10**34
+"""Below this, an int sum is exact in DECIMAL's 34 digits."""
 
 
 def _num(v: Any) -> Decimal:
@@ -177,6 +180,11 @@ def _sum(*args: Any) -> Decimal | None:
     items = _items(args)
     if not items:
         return None
+    if type(items[0]) is int and set(map(type, items)) == _INTS:
+        # Whole JSON numbers (``sum(guest.sessions.pages)``): Python's exact int sum. Equal to adding them one by one
+        # under DECIMAL while no partial sum can pass its 34 digits, which the bound below ensures.
+        if max(map(abs, items)) * len(items) < _EXACT_INT_SUM:
+            return Decimal(sum(items))
     add = DECIMAL.add
     try:
         # JSON numbers with a fraction arrive as floats (`sum(guest.orders.total)`): when every item is one,
