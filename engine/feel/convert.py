@@ -30,7 +30,14 @@ def to_feel(value: Any) -> Any:
         return number(value)
     if t is list or t is tuple:
         return [to_feel(v) for v in value]
-    if t is dict or isinstance(value, Mapping):
+    if t is dict:
+        # Members that stay as they are, and whole numbers, without a call each: a script's result, a response.
+        out = {}
+        for k, v in value.items():
+            tv = type(v)
+            out[k] = v if tv is str or v is None or tv is bool else Decimal(v) if tv is int else to_feel(v)
+        return out
+    if isinstance(value, Mapping):
         return {k: to_feel(v) for k, v in value.items()}
     return value
 
