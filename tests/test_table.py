@@ -321,3 +321,28 @@ def test_expression_node() -> None:
     assert node.evaluate({"a": 1, "b": 0.5}, TraceEntry("x", "expression")) == Decimal("1.5")
     bad = expression.compile({"id": "y", "kind": "expression", "expr": "a +"}, "/nodes/2", ctx)
     assert bad is None and ctx.problems[0].pointer == "/nodes/2/expr"
+
+
+def test_constant_rule_outputs_are_fresh_per_hit_and_computed_ones_per_request() -> None:
+    """A rule whose outputs are all constants answers a prepared result: a copy per hit, so a caller that changes
+    one answer does not change the next; a rule with a computed or mutable output is evaluated every time."""
+    defn = {
+        "hit_policy": "FIRST",
+        "inputs": [{"expr": "Age"}],
+        "outputs": [{"name": "band"}, {"name": "limit"}],
+        "rules": [
+            {"id": "adult", "when": [">= 18"], "then": ['"adult"', "100"]},
+            {"id": "teen", "when": ["[13..18)"], "then": ['"teen"', "Age * 2"]},
+            {"id": "child", "when": ["< 13"], "then": ['"child"', "[1, 2]"]},
+        ],
+    }
+    node, problems = compile_table(defn)
+    assert problems == [] and node is not None
+    first = node.evaluate({"Age": Decimal(30)}, TraceEntry("t", "table"))
+    assert first == {"band": "adult", "limit": Decimal(100)}
+    first["band"] = "changed"
+    assert node.evaluate({"Age": Decimal(40)}, TraceEntry("t", "table")) == {"band": "adult", "limit": Decimal(100)}
+    assert [node.evaluate({"Age": Decimal(a)}, TraceEntry("t", "table"))["limit"] for a in (14, 15)] == [28, 30]
+    kid = node.evaluate({"Age": Decimal(5)}, TraceEntry("t", "table"))
+    kid["limit"].append(3)
+    assert node.evaluate({"Age": Decimal(6)}, TraceEntry("t", "table"))["limit"] == [Decimal(1), Decimal(2)]

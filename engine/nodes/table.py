@@ -68,6 +68,8 @@ _TEMPORAL = frozenset(
     }
 )
 _CellTest = Callable[[Any, Scope], bool]
+_VARIES: Any = object()
+_IMMUTABLE = frozenset({str, Decimal, int, float, bool, type(None)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +105,22 @@ class TableNode:
     all_rules: int
     unchecked: bool = field(init=False)
     """No output lists allowed values: a rule's outputs need no check (the common case, kept cheap)."""
+    fixed: tuple[Any, ...] = field(init=False)
+    """Per rule, its result where every output cell is a constant of an immutable kind (most rules: ``"gold"``,
+    ``3``), else :data:`_VARIES`; unchecked tables only. A map is copied per hit, never shared."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "unchecked", all(o.allowed is None for o in self.outputs))
+        unchecked = all(o.allowed is None for o in self.outputs)
+        object.__setattr__(self, "unchecked", unchecked)
+        fixed = []
+        for cells in self.then:
+            if not unchecked or not all(c.is_constant and type(c.value) in _IMMUTABLE for c in cells):
+                fixed.append(_VARIES)
+            elif len(cells) == 1:
+                fixed.append(cells[0].value)
+            else:
+                fixed.append({o.name: c.value for o, c in zip(self.outputs, cells, strict=True)})
+        object.__setattr__(self, "fixed", tuple(fixed))
 
     def evaluate(self, scope: Scope, trace: TraceEntry) -> Any:
         values = []
@@ -187,6 +202,9 @@ class TableNode:
         return value
 
     def _result(self, rule: int, scope: Scope) -> Any:
+        fixed = self.fixed[rule]
+        if fixed is not _VARIES:
+            return dict(fixed) if type(fixed) is dict else fixed
         cells = self.then[rule]
         if self.unchecked:
             if len(cells) == 1:
@@ -239,7 +257,7 @@ def _converter(type_name: Any) -> Callable[[Any], Any] | None:
     if type_name in _TEMPORAL:
         return lambda v: coerce(v, type_name) if isinstance(v, str) else v
     if type_name in ("number", "integer", "long", "double"):
-        return lambda v: coerce(v, "number") if type(v) is float else v
+        return lambda v: number(v) if type(v) is float else v  # what coerce(v, "number") gives a float
     return None
 
 
