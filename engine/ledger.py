@@ -55,6 +55,8 @@ GUEST_UNIT_TTL_S = 90 * 86400
 UNIT_GRACE_S = 3600
 """How long a decision's unit outlives its window, so a reward just past the deadline is told ``late``."""
 
+MINUTE_KEYS_PER_CALL = 16
+"""Minute hashes per unit-opening script call: every shard a flush touches, on one server (two minutes' worth)."""
 ASSIGN_BATCH = 64
 """Guests per assignment script call: one call rather than one per exposure, yet short enough (~0.2 ms of Redis)
 not to hold up the commands queued behind it."""
@@ -225,10 +227,21 @@ class RedisLedger:
             where.append(len(first))
             first.script(self._expose, unit_keys, [x.arm, x.epoch, x.at_ms, deadline_ms, ttl_s])
         own = len(first)
-        for minute, args in minutes.items():
-            first.script(self._expose_minute, [minute], args)
+        groups = self.store.slot_groups(list(minutes), MINUTE_KEYS_PER_CALL)
+        for group in groups:
+            argv: list[Any] = []
+            for minute in group.keys:
+                args = minutes[minute]
+                argv += (args[0], (len(args) - 1) // 2, *args[1:])
+            first.script(self._expose_minute, group.keys, argv)
         replies = await first.execute()
-        by_minute = dict(zip(minutes, replies[own:], strict=True))
+        by_minute: dict[str, list[Any]] = {}
+        for group, reply in zip(groups, replies[own:], strict=True):
+            start = 0
+            for minute in group.keys:
+                end = start + len(minutes[minute]) - 1  # two replies per pair, as many as the pairs' arguments
+                by_minute[minute] = reply[start:end]
+                start = end
         opened = []
         for at in where:
             if isinstance(at, int):

@@ -292,11 +292,12 @@ async def test_a_slot_moved_under_the_store_is_followed_for_reads_scripts_and_ba
 
 
 async def test_a_batch_of_assignments_spans_slots_on_a_cluster(cluster: Cluster) -> None:
-    """One flush's assignments go in one script call per slot (a multi-key script must not cross slots), each
-    guest's entries in the order served."""
+    """One flush's assignments and minute units go in one script call per slot (a multi-key script must not cross
+    slots), each guest's entries in the order served."""
     import time
 
     from engine import keys
+    from engine.ids import timed_id
     from engine.ledger import Exposure, RedisLedger
     from engine.store.redis import RedisStore
 
@@ -308,13 +309,14 @@ async def test_a_batch_of_assignments_spans_slots_on_a_cluster(cluster: Cluster)
         groups = store.slot_groups([keys.guest(g) for g in guests * 2], 64)
         assert len(groups) > 1 and sorted(i for g in groups for i in g.indices) == list(range(24))
         assert all(len({store.client.keyslot(k) for k in g.keys}) == 1 for g in groups)
-        batch = [
-            Exposure("cx", arm, "1.0", f"{g}-{arm}", f"{g}-{arm}", g, now_ms, 3600, False)
-            for arm in "ab"
-            for g in guests
-        ]
+        ids = {(g, arm): timed_id(now_ms) for arm in "ab" for g in guests}  # units in minute shards of several slots
+        batch = [Exposure("cx", arm, "1.0", d, d, g, now_ms, 3600, False) for (g, arm), d in ids.items()]
         await ledger.expose(batch)
         assert [((await ledger.assignment(g, "cx")) or {}).get("arm") for g in guests] == ["b"] * 12
+        a, b = await ledger.totals("cx", ("a", "b"))
+        assert (a.exposures, b.exposures) == (12, 12)
+        claims = [(await ledger.claim("cx", d, now_ms, 1.0, per_decision=True))[:2] for (_, arm), d in ids.items()]
+        assert claims == [("counted", arm) for _, arm in ids]
     finally:
         await store.close()
 

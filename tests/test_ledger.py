@@ -190,6 +190,42 @@ async def test_a_reward_before_its_decisions_exposure_is_parked_in_the_minute(re
         await store.close()
 
 
+async def test_one_call_opens_the_units_of_every_minute_shard_a_flush_touches(redis_url: str) -> None:
+    """On one server a flush opens its units with one script call whatever shards and minutes they fall in, and
+    each exposure gets its own reply back: the rewards parked for some of them count with their own arm."""
+    import redis as sync_redis
+
+    from engine.ids import timed_id
+    from engine.ledger import MINUTE_MS, filed
+
+    store = RedisStore(redis_url)
+    ledger = RedisLedger(store)
+    client = sync_redis.Redis.from_url(redis_url)
+    now_ms = int(time.time() * 1000)
+    ids = [timed_id(now_ms - (MINUTE_MS if i % 3 == 0 else 0)) for i in range(48)]
+    shards = {p.key for p in (filed("ms", d, now_ms) for d in ids) if p is not None}
+    try:
+        assert len(shards) > 8  # several shards of two minutes
+        parked = ids[5::7]
+        for d in parked:
+            assert (await ledger.claim("ms", d, now_ms, 3.0, per_decision=True))[0] == "parked"
+        calls = int(client.info("commandstats")["cmdstat_evalsha"]["calls"])
+        batch = [Exposure("ms", "ab"[i % 2], "1.0", d, d, None, now_ms, 3600, False) for i, d in enumerate(ids)]
+        await ledger.expose(batch)
+        tallies = len({x.arm for x in batch}) + len(parked)  # one per arm and epoch, one per parked reward
+        assert int(client.info("commandstats")["cmdstat_evalsha"]["calls"]) - calls == 1 + tallies
+        a, b = await ledger.totals("ms", ("a", "b"))
+        rewarded_b = sum(1 for d in parked if ids.index(d) % 2)
+        assert (a.exposures, b.exposures) == (24, 24)
+        assert (a.rewarded, b.rewarded) == (len(parked) - rewarded_b, rewarded_b)
+        assert [(await ledger.claim("ms", d, now_ms, 1.0, per_decision=True))[0] for d in ids[:7]] == [
+            "duplicate" if d in parked else "counted" for d in ids[:7]
+        ]
+    finally:
+        client.close()
+        await store.close()
+
+
 async def test_a_split_decision_points_at_its_guests_unit(redis_url: str) -> None:
     from engine.ids import timed_id
 
