@@ -135,3 +135,21 @@ def test_unknown_route_and_method_are_problems(published: TestClient) -> None:
     r = published.get("/v1/nothing-here")
     assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
     assert published.get("/v1/decide/hero", headers=PUBLIC).status_code == 405
+
+
+def test_each_path_reaches_its_own_model_however_many_paths_were_seen(published: TestClient) -> None:
+    """The per-page routes remember what a path matched (engine.app.Arbiter): two models alternating get their own
+    answers, paths of no model answer 404 each time, and past the memo's bound everything still routes right."""
+    from engine.app import MATCHED_PATHS
+
+    other = {"nodes": [{"id": "answer", "kind": "output", "value": {"which": '"other"'}}]}
+    assert published.put("/v1/models/other?publish=true", json=other, headers=ADMIN).status_code == 201
+    body = {"guest": {"browser_id": "b"}, "context": {"page": "/p"}}
+    for _ in range(2):
+        assert published.post("/v1/decide/hero", json=body, headers=PUBLIC).json()["outputs"]["variant"] == "standard"
+        assert published.post("/v1/decide/other", json=body, headers=PUBLIC).json()["outputs"] == {"which": "other"}
+    for i in range(MATCHED_PATHS + 10):
+        r = published.post(f"/v1/decide/none-{i}", json=body, headers=PUBLIC)
+        assert r.status_code == 404 and f"none-{i}" in r.json()["detail"]
+    assert published.post("/v1/decide/other", json=body, headers=PUBLIC).json()["outputs"] == {"which": "other"}
+    assert published.post("/v1/decide/hero/extra", json=body, headers=PUBLIC).status_code == 404
