@@ -60,6 +60,12 @@ from engine.sessions import Limits
 HERE = Path(__file__).resolve().parent
 MODEL = scenario_setup.MODEL
 MAX_OPEN_LOOP_BODIES = 20_000
+CONNECTIONS_PER_WORKER = 32
+"""wrk's connections at saturation, per server worker. A closed loop with too few connections measures latency, not
+capacity: with two workers, 32 connections left a tenth of the box idle during decide's saturation run (5,388 req/s,
+and 6,119-6,129 at 64 and 128), while the floor saturated at 32 (11,436; 11,470 and 11,184 at 64 and 128). Each
+decide worker alternates between computing the requests whose guests came back in one Redis reply and waiting for
+the next: 16 requests a worker are not enough to cover the wait, 32 are (benchmarks/RESULTS.md, session 12)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,7 +402,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--guests", type=int, default=20_000)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of wrk before measuring")
-    parser.add_argument("--connections", type=int, default=32, help="wrk connections at saturation")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        help=f"wrk connections at saturation (default {CONNECTIONS_PER_WORKER} per worker: see CONNECTIONS_PER_WORKER)",
+    )
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument(
         "--session-events",
@@ -425,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the full report here")
     parser.add_argument("--serve", action="store_true", help="set up and wait instead of measuring (for locust)")
     args = parser.parse_args(argv)
+    if args.connections is None:
+        args.connections = CONNECTIONS_PER_WORKER * args.workers
     if not 1 <= args.event_batch <= 500:
         parser.error("--event-batch must be from 1 to 500 (the engine's max_batch_events)")
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
