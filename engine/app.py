@@ -115,9 +115,10 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
 
 
 PER_PAGE = ("/v1/decide/{model_key}", "/v1/events")
-MATCHED_PATHS = 1024
-_UNMATCHED: Any = object()
 """The routes a storefront calls on every page: served by :class:`Arbiter` without Starlette's layers."""
+MATCHED_PATHS = 1024
+"""POST paths :class:`Arbiter` remembers the per-page match of (emptied when full: the paths are the client's)."""
+_UNMATCHED: Any = object()
 
 
 class Arbiter(Starlette):
