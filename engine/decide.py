@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -77,10 +77,16 @@ def parse_lookup(raw: Any, pointer: str = "/guest") -> GuestLookup:
     raise BadRequest("name the guest by 'browser_id', 'guest_ref' or 'identifiers'", pointer=pointer)
 
 
-async def fetch_guest(store: Store, lookup: GuestLookup, *, session_events: bool = True) -> tuple[JSONObject, bool]:
-    """The guest document and whether we are degraded (store down: answer from defaults, say so)."""
+async def fetch_guest(
+    store: Store, lookup: GuestLookup, needs: GuestNeeds | None = None
+) -> tuple[JSONObject, bool]:
+    """The guest document (what ``needs`` says of it, else all) and whether we are degraded (store down: answer
+    from defaults, say so)."""
     try:
-        guest = await store.guest_load(lookup, session_events=session_events)
+        if needs is None:
+            guest = await store.guest_load(lookup)
+        else:
+            guest = await store.guest_load(lookup, session_events=needs.session_events, experiments=needs.experiments)
     except Unavailable:
         return empty_guest(lookup.direct_ref), True
     return (guest if guest is not None else empty_guest(lookup.direct_ref)), False
@@ -96,7 +102,7 @@ async def decide(rt: Runtime, model_key: str, lookup: GuestLookup, context: JSON
     """Serve ``model_key`` for this guest. Returns the decision and the shadow plan to run after responding."""
     t0 = time.perf_counter()
     plan, shadow = await rt.registry.production(model_key)
-    guest, degraded = await fetch_guest(rt.store, lookup, session_events=needs_session_events(rt, plan, shadow))
+    guest, degraded = await fetch_guest(rt.store, lookup, guest_needs(rt, plan, shadow))
     result = await evaluate(rt, plan, guest, context)
     outputs_json = check_size(plan, result)
     decision_id = timed_id(int(time.time() * 1000))
@@ -111,20 +117,38 @@ async def decide(rt: Runtime, model_key: str, lookup: GuestLookup, context: JSON
     return decision, shadow
 
 
-def needs_session_events(rt: Runtime, plan: Plan, shadow: Plan | None) -> bool:
-    """Whether this decision must read the guest's session events: the model (or the one shadowing it) or an
-    experiment it chooses in may read them. An experiment this process does not know counts as reading them."""
+class GuestNeeds(NamedTuple):
+    """What of the guest a decision reads (:mod:`engine.guestreads`)."""
+
+    session_events: bool
+    """Whether the model (or the one shadowing it) or an experiment it chooses in may read the sessions' events."""
+    experiments: tuple[str, ...] | None
+    """The experiments whose assignments it reads: those it chooses in, or None for all (a model or a targeting
+    that may read the guest's ``assignments`` as a whole)."""
+
+
+def guest_needs(rt: Runtime, plan: Plan, shadow: Plan | None) -> GuestNeeds:
+    """What this decision must read of the guest. An experiment this process does not know counts as reading
+    everything."""
     lab = rt.services.get("experiments")
+    events = every_assignment = False
     for p in (plan, shadow):
         if p is None:
             continue
-        if p.reads_session_events:
-            return True
+        events = events or p.reads_session_events
+        every_assignment = every_assignment or p.reads_assignments
         for key in p.experiment_keys:
             exp = lab.experiments.get(key) if lab is not None else None
-            if exp is None or exp.reads_session_events:
-                return True
-    return False
+            if exp is None:
+                events = every_assignment = True
+            else:
+                events = events or exp.reads_session_events
+                every_assignment = every_assignment or exp.reads_assignments
+    if every_assignment:
+        return GuestNeeds(events, None)
+    if shadow is None or not shadow.experiment_keys:
+        return GuestNeeds(events, plan.experiment_keys)
+    return GuestNeeds(events, tuple(dict.fromkeys(plan.experiment_keys + shadow.experiment_keys)))
 
 
 async def run_shadow(rt: Runtime, shadow: Plan, decision: Decision, context: JSONObject) -> None:

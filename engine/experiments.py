@@ -23,7 +23,7 @@ from engine.assignment import DEFAULT_BUCKETS, LAYER_BUCKETS, UNIVERSAL_BUCKETS
 from engine.bandit import Policy
 from engine.errors import FeelError, Problem, ValidationError
 from engine.feel import Expression, compile_expression
-from engine.guestreads import reads_session_events
+from engine.guestreads import reads_assignments, reads_session_events
 from engine.model import KEY_PATTERN
 from engine.types import JSONObject
 
@@ -98,6 +98,8 @@ class Experiment:
     index: dict[str, int] = field(compare=False)
     reads_session_events: bool = field(default=True, compare=False)
     """Whether its targeting may read a guest's session events (:mod:`engine.guestreads`)."""
+    reads_assignments: bool = field(default=True, compare=False)
+    """Whether its targeting may read a guest's experiment assignments (:mod:`engine.guestreads`)."""
 
     @property
     def arm_ids(self) -> tuple[str, ...]:
@@ -171,6 +173,7 @@ def compile_experiment(doc: Any, key: str) -> Experiment:
         epoch_s=epoch_s,
         targeting=_targeting(c),
         reads_session_events=reads_session_events(doc.get("targeting")),
+        reads_assignments=reads_assignments(doc.get("targeting")),
         traffic_pct=c.number(doc, "traffic_pct", 100.0, 0.0, 100.0, ""),
         holdout_pct=c.number(doc, "holdout_pct", 0.0, 0.0, 100.0, ""),
         layer=layer_id,

@@ -17,6 +17,7 @@ from engine import keys
 from engine.bandit import Tally
 from engine.errors import Unavailable
 from engine.ids import time_of
+from engine.store.redis import ASSIGNMENT_FIELD
 from engine.types import JSONObject
 
 if TYPE_CHECKING:
@@ -57,9 +58,6 @@ UNIT_GRACE_S = 3600
 
 MINUTE_KEYS_PER_CALL = 16
 """Minute hashes per unit-opening script call: every shard a flush touches, on one server (two minutes' worth)."""
-ASSIGN_BATCH = 64
-"""Guests per assignment script call: one call rather than one per exposure, yet short enough (~0.2 ms of Redis)
-not to hold up the commands queued behind it."""
 
 # A bandit's attribution units grow with traffic, one per decision, kept for the attribution window (a week by
 # default). A key of its own per unit cost 262 B of Redis memory; a field in a hash of the decisions of one minute
@@ -154,7 +152,6 @@ class RedisLedger:
         self._tally = store.script("experiment_tally.lua")
         self._claim = store.script("experiment_claim.lua")
         self._claim_minute = store.script("experiment_claim_minute.lua")
-        self._assign = store.script("experiment_assign.lua")
 
     async def expose(self, batch: list[Exposure]) -> None:
         try:
@@ -181,13 +178,15 @@ class RedisLedger:
                 then.script(self._tally, [keys.experiment_tally(experiment, arm)], [epoch, n, *_reward_counts(None)])
             for x in aliases:
                 then.command("SET", keys.experiment_decision(x.experiment, x.decision_id), x.unit, "EX", x.window_s)
-            assigned = [x for x in batch if x.guest_ref]
-            for group in self.store.slot_groups([keys.guest(x.guest_ref or "") for x in assigned], ASSIGN_BATCH):
-                args: list[Any] = []
-                for i in group.indices:
-                    x = assigned[i]
-                    args += (x.experiment, orjson.dumps(x.assignment()), "1" if x.keep_assignment else "0")
-                then.script(self._assign, group.keys, args)
+            for x in batch:
+                if x.guest_ref:
+                    # A field per experiment (ASSIGNMENT_FIELD): a fixed split keeps the first, a bandit the latest.
+                    then.command(
+                        "HSETNX" if x.keep_assignment else "HSET",
+                        keys.guest(x.guest_ref),
+                        ASSIGNMENT_FIELD + x.experiment,
+                        orjson.dumps(x.assignment()),
+                    )
             await then.execute()
         except RedisError as exc:
             raise Unavailable(f"experiment ledger unavailable: {exc}") from exc
@@ -292,10 +291,13 @@ class RedisLedger:
 
     async def assignment(self, guest_ref: str, experiment: str) -> JSONObject | None:
         try:
-            raw = await self.client.hget(keys.guest(guest_ref), "assignments")
+            field, legacy = await self.client.hmget(keys.guest(guest_ref), ASSIGNMENT_FIELD + experiment, "assignments")
         except RedisError as exc:
             raise Unavailable(f"guest store unavailable: {exc}") from exc
-        entry = orjson.loads(raw).get(experiment) if raw else None
+        if field is not None:
+            entry = orjson.loads(field)
+        else:  # a map written by a process from before the per-experiment fields
+            entry = orjson.loads(legacy).get(experiment) if legacy else None
         return entry if isinstance(entry, dict) else None
 
     async def _hashes(self, experiment: str, arms: tuple[str, ...]) -> dict[str, dict[str, float]]:

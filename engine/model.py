@@ -15,7 +15,7 @@ import yaml
 
 from engine.errors import BadRequest, Problem, ValidationError
 from engine.feel import UnaryTests
-from engine.guestreads import reads_session_events
+from engine.guestreads import reads_assignments, reads_session_events
 from engine.nodes import COMPILERS
 from engine.nodes.base import CompileContext, Node
 from engine.plan import Plan
@@ -129,6 +129,7 @@ def compile_model(
         types=types,
         input_checks=input_checks,
         reads_session_events=reads_session_events(defn),
+        reads_assignments=reads_assignments(defn),
         experiment_keys=tuple(getattr(n, "experiment", "") for n in order if n.kind == "experiment"),
     )
 

@@ -49,6 +49,9 @@ class Plan:
     reads_session_events: bool = True
     """Whether the model may read a guest's session events (:mod:`engine.guestreads`): if not, decisions read the
     guest without them. True unless the compiler has shown otherwise."""
+    reads_assignments: bool = True
+    """Whether the model may read a guest's experiment assignments beyond those of the experiments it chooses in
+    (:mod:`engine.guestreads`): if not, decisions read only those. True unless the compiler has shown otherwise."""
     experiment_keys: tuple[str, ...] = ()
     """The experiments its experiment nodes choose in: their targeting sees the whole guest."""
     is_async: bool = field(init=False)

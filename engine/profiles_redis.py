@@ -18,6 +18,7 @@ from engine import keys
 from engine.errors import Unavailable
 from engine.profiles import TOKENS_KEPT, Commit, Snapshot, Write
 from engine.store.redis import (
+    ASSIGNMENT_FIELD_BYTES,
     EVENTS_FIELD,
     EVENTS_FIELD_BYTES,
     GUEST_PARTS,
@@ -178,7 +179,7 @@ def _snapshot(fields: dict[bytes, bytes], closed_events: bool = True) -> Snapsho
         return Snapshot(None, rev)
     stored = {name: fields[field] for name, field in _STORED_FIELDS if field in fields}
     for field, value in fields.items():
-        if field.startswith(EVENTS_FIELD_BYTES):
+        if field.startswith(EVENTS_FIELD_BYTES) or field.startswith(ASSIGNMENT_FIELD_BYTES):
             stored[field.decode()] = value
     return Snapshot(guest, rev, stored)
 
@@ -213,8 +214,13 @@ def _commit_args(
             if was.get(field) != data:
                 args += [field, data]
     for field in was:
+        # Only events fields go: a document never drops an experiment's assignment.
         if field.startswith(EVENTS_FIELD) and field not in written:
             args += [field, b""]  # the session is gone or kept no events: guest_commit.lua deletes the field
+    if "assignments" in was:
+        # A map from before the per-experiment fields: its entries were read into the document and written above as
+        # fields of their own; guest_commit.lua folds in what it holds now, then deletes it.
+        args += ["assignments", b""]
     return args
 
 

@@ -291,9 +291,9 @@ async def test_a_slot_moved_under_the_store_is_followed_for_reads_scripts_and_ba
         await store.close()
 
 
-async def test_a_batch_of_assignments_spans_slots_on_a_cluster(cluster: Cluster) -> None:
-    """One flush's assignments and minute units go in one script call per slot (a multi-key script must not cross
-    slots), each guest's entries in the order served."""
+async def test_a_batch_of_exposures_spans_slots_on_a_cluster(cluster: Cluster) -> None:
+    """One flush's minute units go in one script call per slot (a multi-key script must not cross slots); its
+    guests' assignment fields, on guests of many slots, land each guest's entries in the order served."""
     import time
 
     from engine import keys

@@ -55,20 +55,22 @@ async def test_an_event_commit_racing_an_exposure_keeps_the_guests_assignment(re
         await store.close()
 
 
-async def test_a_batch_writes_its_guests_assignments_in_one_call_in_order(redis_url: str) -> None:
-    """A flush records every guest's assignment with one script call (per 64 guests), applying a guest's entries
-    in the order served: a bandit's last exposure is the last touch, a fixed split keeps the guest's first."""
+async def test_a_batch_writes_its_guests_assignments_as_fields_in_order(redis_url: str) -> None:
+    """A flush records every guest's assignment as a field of its own (``as:<experiment>``), by plain commands, no
+    script: a guest's entries apply in the order served, so a bandit's last exposure is the last touch and a fixed
+    split keeps the guest's first."""
+    import orjson
     import redis as sync_redis
 
-    from engine.ledger import ASSIGN_BATCH
+    from engine import keys
 
     store = RedisStore(redis_url)
     ledger = RedisLedger(store)
     client = sync_redis.Redis.from_url(redis_url)
     now_ms = int(time.time() * 1000)
 
-    def evalsha_calls() -> int:
-        return int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+    def calls(command: str) -> int:
+        return int(client.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
 
     try:
         await ledger.expose([Exposure("fx", "kept", "1", "g0", "seed", "g0", now_ms, 3600, True)])
@@ -80,24 +82,99 @@ async def test_a_batch_writes_its_guests_assignments_in_one_call_in_order(redis_
             Exposure("fx", arm, "1", g, f"s-{g}-{arm}", g, now_ms, 3600, True) for g in ("g0", "g1") for arm in "xy"
         ]
         anonymous = [x._replace(experiment="a" + x.experiment, guest_ref=None) for x in batch]
-        before = evalsha_calls()
+        before = calls("evalsha"), calls("hsetnx")
         await ledger.expose(anonymous)
-        without_guests = evalsha_calls() - before
+        middle = calls("evalsha"), calls("hsetnx")
         await ledger.expose(batch)
-        assert evalsha_calls() - before - without_guests == without_guests + 1  # one call for all 24 assignments
+        assert calls("evalsha") - middle[0] == middle[0] - before[0]  # as many script calls as without guests
+        assert calls("hsetnx") - middle[1] == 4 + (middle[1] - before[1])  # the fixed split's four
         for g in range(5):
             last = max(i for i in range(20) if i % 5 == g)
-            assert await ledger.assignment(f"g{g}", "bx") == {
-                "arm": "ab"[last % 2], "epoch": "1.0", "unit": f"d{last}", "per": "decision", "at_ms": now_ms + last
-            }  # fmt: skip
+            expected = {
+                "arm": "ab"[last % 2],
+                "epoch": "1.0",
+                "unit": f"d{last}",
+                "per": "decision",
+                "at_ms": now_ms + last,
+            }
+            assert await ledger.assignment(f"g{g}", "bx") == expected
+            assert orjson.loads(client.hget(keys.guest(f"g{g}"), "as:bx") or b"null") == expected
+            assert not client.hexists(keys.guest(f"g{g}"), "assignments")  # no map of them all any more
         assert ((await ledger.assignment("g0", "fx")) or {}).get("arm") == "kept"  # written before: kept
         assert ((await ledger.assignment("g1", "fx")) or {}).get("arm") == "x"  # the first of the batch: kept
-        # More guests than one call takes: several calls, every guest written.
-        many = [
-            Exposure("bx", "a", "1.0", f"m{i}", f"m{i}", f"m{i}", now_ms, 3600, False) for i in range(ASSIGN_BATCH + 5)
-        ]
-        await ledger.expose(many)
-        assert all([await ledger.assignment(x.guest_ref or "", "bx") for x in many])
+    finally:
+        client.close()
+        await store.close()
+
+
+async def test_a_map_of_assignments_from_before_the_fields_is_read_under_them_and_folded_in(redis_url: str) -> None:
+    """A rolling deploy: processes from before the per-experiment fields kept a guest's assignments in one JSON map
+    (``assignments``). Readers see its entries under the fields (a field wins); the guest's next event commit moves
+    them into fields, with any an old process added to the map since the read, and deletes the map."""
+    import orjson
+    import redis as sync_redis
+
+    from engine import keys
+    from engine.profiles_redis import RedisProfiles
+    from engine.store import GuestLookup
+
+    store = RedisStore(redis_url)
+    ledger, profiles = RedisLedger(store), RedisProfiles(store)
+    client = sync_redis.Redis.from_url(redis_url)
+    key = keys.guest("legacy")
+    old = {"arm": "a", "epoch": "1", "unit": "legacy", "per": "guest", "at_ms": 1}
+    try:
+        client.hset(key, mapping={
+            "profile": orjson.dumps({"ref": "legacy"}), "rev": 3,
+            "assignments": orjson.dumps({"old": old, "both": {"arm": "from-map"}}),
+            "as:both": orjson.dumps({"arm": "from-field"}),
+        })  # fmt: skip
+        expected = {"old": old, "both": {"arm": "from-field"}}
+        assert ((await store.guest_load(GuestLookup(guest_ref="legacy"))) or {}).get("assignments") == expected
+        assert await ledger.assignment("legacy", "old") == old
+        assert await ledger.assignment("legacy", "both") == {"arm": "from-field"}
+        snap = await profiles.read("legacy")
+        assert snap.guest is not None and snap.guest["assignments"] == expected
+        # An old process adds an entry to the map between the event's read and its commit.
+        client.hset(key, "assignments", orjson.dumps({"old": old, "both": {"arm": "from-map"}, "late": {"arm": "l"}}))
+        snap.guest["attributes"] = {"seen": True}
+        assert (
+            await profiles.commit("legacy", snap.guest, snap.rev, token="e1", now_ms=1, stored=snap.stored)
+        ).name == "OK"
+        raw = {k.decode(): orjson.loads(v) for k, v in client.hgetall(key).items() if k.startswith(b"as:")}
+        assert raw == {"as:old": old, "as:both": {"arm": "from-field"}, "as:late": {"arm": "l"}}
+        assert not client.hexists(key, "assignments")
+        after = await profiles.read("legacy")
+        assert after.guest is not None and after.guest["attributes"] == {"seen": True}
+        assert after.guest["assignments"] == {**expected, "late": {"arm": "l"}}
+    finally:
+        client.close()
+        await store.close()
+
+
+async def test_a_decision_reads_the_assignments_of_its_experiments_or_all(redis_url: str) -> None:
+    """The decide read asks for the assignment fields of the experiments a model chooses in (plus the map from
+    before the fields); a model that may read the guest's whole ``assignments`` reads them all."""
+    import orjson
+    import redis as sync_redis
+
+    from engine import keys
+    from engine.store import GuestLookup
+
+    store = RedisStore(redis_url)
+    client = sync_redis.Redis.from_url(redis_url)
+    try:
+        client.hset(keys.guest("reads"), mapping={
+            "profile": orjson.dumps({"ref": "reads"}), "assignments": orjson.dumps({"m": {"arm": "map"}}),
+            **{f"as:{e}": orjson.dumps({"arm": e}) for e in ("x", "y", "z")},
+        })  # fmt: skip
+        lookup = GuestLookup(guest_ref="reads")
+        some = await store.guest_load(lookup, session_events=False, experiments=("x", "z", "absent"))
+        assert (some or {}).get("assignments") == {"m": {"arm": "map"}, "x": {"arm": "x"}, "z": {"arm": "z"}}
+        every = await store.guest_load(lookup, session_events=False, experiments=None)
+        assert set((every or {}).get("assignments", {})) == {"m", "x", "y", "z"}
+        none = await store.guest_load(lookup, session_events=False, experiments=())
+        assert (none or {}).get("assignments") == {"m": {"arm": "map"}}
     finally:
         client.close()
         await store.close()

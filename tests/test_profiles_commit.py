@@ -12,7 +12,7 @@ from engine import keys
 from engine.ingest import Ingest
 from engine.profiles import Commit
 from engine.profiles_redis import _commit_args
-from engine.store.redis import EVENTS_FIELD, GUEST_PARTS, RedisStore
+from engine.store.redis import EVENTS_FIELD, RedisStore
 from tests.listening import ManualClock, add, event, make_ingest
 
 
@@ -60,7 +60,10 @@ async def test_a_commit_of_a_read_writes_only_the_parts_that_changed(ingest: Ing
     assert written(snap.stored) == ["profile", "cart"]
     # Without the read's stored form every part is written (each session's events in a field of their own).
     moved = EVENTS_FIELD + snap.guest["sessions"][0]["ref"]
-    assert written(None) == ["profile", moved, "sessions", *GUEST_PARTS[1:]]
+    # A guest in no experiment has no assignment field; one in an experiment a field for it (``as:<experiment>``).
+    assert written(None) == ["profile", moved, "sessions", "orders", "cart"]
+    snap.guest["assignments"] = {"exp": {"arm": "a"}}
+    assert written(None) == ["profile", moved, "sessions", "orders", "cart", "as:exp"]
 
 
 async def test_a_commit_without_the_reads_stored_form_writes_every_part(

@@ -14,8 +14,8 @@ import redis
 from starlette.testclient import TestClient
 
 from engine import keys, sessions
-from engine.decide import needs_session_events
-from engine.guestreads import reads_session_events
+from engine.decide import guest_needs
+from engine.guestreads import reads_assignments, reads_session_events
 from engine.ingest import Ingest
 from engine.profiles_redis import _commit_args
 from engine.sessions import Limits
@@ -186,6 +186,23 @@ def test_labels_test_cases_and_lua_are_not_what_a_model_reads() -> None:
     assert reads_session_events({"targeting": "count(guest.sessions) > 3"}) is True
 
 
+@pytest.mark.parametrize(
+    ("text", "reads"),
+    [
+        ("guest.facts.vip", False),
+        ("guest . attributes . country", False),
+        ("count(guest.sessions)", False),
+        ('guest.assignments["x"].arm', True),
+        ('get value(guest, "assignments")', True),
+        ("guest", True),
+        ("{g: guest, n: g.facts.n}", True),
+    ],
+)
+def test_which_feel_may_read_the_guests_assignments(text: str, reads: bool) -> None:
+    assert reads_assignments({"nodes": [{"id": "x", "kind": "expression", "expr": text}]}) is reads
+    assert reads_assignments({"targeting": text}) is reads
+
+
 MODEL_WITHOUT = {"nodes": [{"id": "answer", "kind": "output", "value": {"pages": "count(guest.sessions.ref)"}}]}
 MODEL_WITH = {"nodes": [{"id": "answer", "kind": "output", "value": {"seen": "count(guest.sessions[1].events)"}}]}
 
@@ -206,7 +223,7 @@ def test_decisions_read_events_exactly_when_the_model_may(
     assert reply.json()["outputs"] == expected
     rt = client.app.state.rt  # type: ignore[attr-defined]
     plan, shadow = client.portal.call(rt.registry.production, "m")  # type: ignore[union-attr]
-    assert needs_session_events(rt, plan, shadow) is reads
+    assert guest_needs(rt, plan, shadow).session_events is reads
 
 
 @pytest.mark.parametrize(
@@ -223,7 +240,28 @@ def test_an_experiments_targeting_decides_for_the_models_that_choose_in_it(
     rt = client.app.state.rt  # type: ignore[attr-defined]
     plan, shadow = client.portal.call(rt.registry.production, "m")  # type: ignore[union-attr]
     assert not plan.reads_session_events and plan.experiment_keys == ("x",)
-    assert needs_session_events(rt, plan, shadow) is reads
+    assert guest_needs(rt, plan, shadow).session_events is reads
+
+
+@pytest.mark.parametrize(
+    ("targeting", "answer", "experiments"),
+    [
+        ('context.channel = "WEB"', "hero.arm", ("x",)),
+        ('guest.assignments["y"].arm = "b"', "hero.arm", None),
+        ('context.channel = "WEB"', 'guest.assignments["y"].arm', None),
+    ],
+)
+def test_a_decision_reads_the_assignments_of_its_experiments_unless_something_reads_them_all(
+    client: TestClient, targeting: str, answer: str, experiments: tuple[str, ...] | None
+) -> None:
+    experiment = {"status": "running", "arms": [{"id": "a"}, {"id": "b"}], "control": "a", "targeting": targeting}
+    assert client.put("/v1/experiments/x", json=experiment, headers=ADMIN).status_code in (200, 201)
+    model = {"nodes": [{"id": "hero", "kind": "experiment", "experiment": "x"},
+                       {"id": "answer", "kind": "output", "value": {"arm": answer}}]}  # fmt: skip
+    assert client.put("/v1/models/m?publish=1", json=model, headers=ADMIN).status_code == 201
+    rt = client.app.state.rt  # type: ignore[attr-defined]
+    plan, shadow = client.portal.call(rt.registry.production, "m")  # type: ignore[union-attr]
+    assert guest_needs(rt, plan, shadow).experiments == experiments
 
 
 GAP_MS = 21 * 60 * 1000  # past the default 20-minute session timeout: the next event opens a new session

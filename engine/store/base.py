@@ -139,9 +139,12 @@ class Store(Protocol):
         ...
 
     # --- guests and decisions -------------------------------------------------------------------
-    async def guest_load(self, lookup: GuestLookup, *, session_events: bool = True) -> JSONObject | None:
+    async def guest_load(
+        self, lookup: GuestLookup, *, session_events: bool = True, experiments: tuple[str, ...] | None = None
+    ) -> JSONObject | None:
         """The guest's decision-time document, in one round trip where the lookup allows; without its sessions'
-        events if ``session_events`` is false (a store may return them anyway)."""
+        events if ``session_events`` is false, and with only the ``assignments`` of ``experiments`` if that is
+        not None (a store may return more)."""
         ...
 
     async def guest_save(self, ref: str, guest: JSONObject) -> None:

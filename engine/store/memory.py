@@ -93,7 +93,9 @@ class MemoryStore:
         return t.pointers
 
     # --- guests and decisions -------------------------------------------------------------------
-    async def guest_load(self, lookup: GuestLookup, *, session_events: bool = True) -> JSONObject | None:
+    async def guest_load(
+        self, lookup: GuestLookup, *, session_events: bool = True, experiments: tuple[str, ...] | None = None
+    ) -> JSONObject | None:
         ref = lookup.direct_ref
         if ref is None and lookup.provider and lookup.identifier:
             ref = self._identifiers.get((lookup.provider, lookup.identifier))

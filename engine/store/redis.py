@@ -7,6 +7,7 @@ atomic and cluster-safe. Scripts live in ``lua/`` and are registered once at sta
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
@@ -38,8 +39,17 @@ these fields (a rolling deploy, a rollback) reads and appends to sessions as it 
 there are read back after the moved ones (:func:`guest_document`)."""
 EVENTS_FIELD_BYTES = EVENTS_FIELD.encode()
 """The same prefix as the raw field names Redis replies with."""
+ASSIGNMENT_FIELD = "as:"
+"""Hash fields ``as:<experiment>``: the guest's assignment in one experiment (``assignments`` in the document). A
+field each makes an exposure's write a plain ``HSET`` (``HSETNX`` for a fixed split, which keeps the first), where
+one JSON map of them all was decoded, changed and re-encoded in Lua per exposure, its cost and its AOF bytes
+growing with every experiment the guest was ever in. A map in the field ``assignments`` is what processes from
+before these fields wrote: read under them (a field wins over the map's entry) and folded into them by the guest's
+next event commit (``guest_commit.lua``)."""
+ASSIGNMENT_FIELD_BYTES = ASSIGNMENT_FIELD.encode()
 _DOCUMENT_FIELDS = (b"profile", *(part.encode() for part in GUEST_PARTS))
-"""A guest's fields but its sessions' events: what a decision whose model cannot read them asks for."""
+"""A guest's fields but its sessions' events and per-experiment assignments: what a decision whose model cannot
+read the events asks for, with the assignment fields of the experiments it chooses in (:func:`_read_fields`)."""
 CAS_RETRIES = 8
 
 
@@ -359,7 +369,9 @@ class RedisStore:
         raise Unavailable(f"model {key} is changing too fast; try again")
 
     # --- guests and decisions -------------------------------------------------------------------
-    async def guest_load(self, lookup: GuestLookup, *, session_events: bool = True) -> JSONObject | None:
+    async def guest_load(
+        self, lookup: GuestLookup, *, session_events: bool = True, experiments: tuple[str, ...] | None = None
+    ) -> JSONObject | None:
         try:
             ref = lookup.direct_ref
             if ref is None and lookup.provider and lookup.identifier:
@@ -367,19 +379,22 @@ class RedisStore:
                 ref = raw_ref.decode() if raw_ref else None
             if ref is None:
                 return None
-            guest = await self._guest_read(ref, session_events)
+            guest = await self._guest_read(ref, session_events, experiments)
             if guest is not None and guest.get("type") == "retired" and guest.get("survivor"):
                 # A merged-away guest: one more round trip, only for browsers that were anonymous once.
-                guest = await self._guest_read(guest["survivor"], session_events)
+                guest = await self._guest_read(guest["survivor"], session_events, experiments)
             return guest
         except RedisError as exc:
             raise Unavailable(f"guest store unavailable: {exc}") from exc
 
-    async def _guest_read(self, ref: str, session_events: bool) -> JSONObject | None:
-        if session_events:
-            return guest_document(pairs(await self.hot("HGETALL", keys.guest(ref))), session_events=True)
-        values = await self.hot("HMGET", keys.guest(ref), *_DOCUMENT_FIELDS)
-        return guest_document(dict(zip(_DOCUMENT_FIELDS, values, strict=True)), session_events=False)
+    async def _guest_read(
+        self, ref: str, session_events: bool, experiments: tuple[str, ...] | None
+    ) -> JSONObject | None:
+        if session_events or experiments is None:
+            return guest_document(pairs(await self.hot("HGETALL", keys.guest(ref))), session_events=session_events)
+        names = _read_fields(experiments)
+        values = await self.hot("HMGET", keys.guest(ref), *names)
+        return guest_document(dict(zip(names, values, strict=True)), session_events=False)
 
     async def guest_save(self, ref: str, guest: JSONObject) -> None:
         try:
@@ -450,6 +465,13 @@ def _pointers(meta: dict[bytes, bytes]) -> ModelPointers:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _read_fields(experiments: tuple[str, ...]) -> tuple[bytes, ...]:
+    """A decision's ``HMGET``: the document's fields and the assignment fields of the experiments it chooses in (a
+    plan's tuple, or a plan's and its shadow's: a few distinct ones per worker)."""
+    return _DOCUMENT_FIELDS + tuple(ASSIGNMENT_FIELD_BYTES + key.encode() for key in experiments)
+
+
 def guest_document(fields: dict[bytes, bytes], *, session_events: bool | Literal["lazy"] = True) -> JSONObject | None:
     """A guest hash's fields as one document; None without a profile.
 
@@ -466,6 +488,12 @@ def guest_document(fields: dict[bytes, bytes], *, session_events: bool | Literal
         raw = fields.get(part.encode())
         if raw is not None:
             guest[part] = orjson.loads(raw)
+    for name, raw in fields.items():
+        if raw is not None and name.startswith(ASSIGNMENT_FIELD_BYTES):
+            assignments = guest.get("assignments")
+            if not isinstance(assignments, dict):
+                assignments = guest["assignments"] = {}
+            assignments[name[3:].decode()] = orjson.loads(raw)
     if session_events and "sessions" in guest:
         lazy = session_events == "lazy"
         for session in guest["sessions"]:
@@ -494,7 +522,10 @@ def guest_fields(guest: JSONObject) -> dict[str, bytes]:
 
 def guest_part(part: str, value: Any) -> dict[str, bytes]:
     """The hash fields one guest part is stored in: its JSON; for ``sessions``, the sessions with their events left
-    empty and each one's events in its own field (:data:`EVENTS_FIELD`)."""
+    empty and each one's events in its own field (:data:`EVENTS_FIELD`); for ``assignments``, an experiment's entry
+    in a field each (:data:`ASSIGNMENT_FIELD`)."""
+    if part == "assignments" and isinstance(value, dict):
+        return {ASSIGNMENT_FIELD + experiment: orjson.dumps(entry) for experiment, entry in value.items()}
     if part != "sessions" or not isinstance(value, list):
         return {part: orjson.dumps(value)}
     fields: dict[str, bytes] = {}

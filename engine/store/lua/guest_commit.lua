@@ -25,22 +25,26 @@ for i = 6 + n + m, #ARGV, 2 do
     -- An empty value deletes the field (no field holds an empty string: each is JSON): a session's events
     -- field once the session is gone or kept none.
     gone[#gone + 1] = ARGV[i]
+  elseif string.sub(ARGV[i], 1, 3) == 'as:' then
+    -- Experiment exposures write assignment fields straight into the hash, maybe between this writer's read and
+    -- now, and on a guest with no profile yet (whose rev the read saw as absent): a stored entry wins over the
+    -- writer's (an identity merge's folded ones, a migrated map's).
+    redis.call('HSETNX', KEYS[1], ARGV[i], value)
   else
-    if ARGV[i] == 'assignments' then
-      -- Experiment exposures write assignments straight into the hash (experiment_assign.lua), maybe
-      -- between this writer's read and now, and on a guest with no profile yet (whose rev the read saw as
-      -- absent): keep every stored entry, adding the writer's (an identity merge's folded ones).
-      local stored = redis.call('HGET', KEYS[1], 'assignments')
-      if stored then
-        local merged = cjson.decode(value)
-        for k, v in pairs(cjson.decode(stored)) do
-          merged[k] = v
-        end
-        value = next(merged) == nil and '{}' or cjson.encode(merged)
-      end
-    end
     fields[#fields + 1] = ARGV[i]
     fields[#fields + 1] = value
+  end
+end
+for _, name in ipairs(gone) do
+  if name == 'assignments' then
+    -- The map processes from before the per-experiment fields wrote: the writer read its entries into fields of
+    -- their own; entries added to it since (a process not yet upgraded) are folded in too, unless a field has one.
+    local stored = redis.call('HGET', KEYS[1], 'assignments')
+    if stored then
+      for experiment, entry in pairs(cjson.decode(stored)) do
+        redis.call('HSETNX', KEYS[1], 'as:' .. experiment, cjson.encode(entry))
+      end
+    end
   end
 end
 fields[#fields + 1] = 'rev'
