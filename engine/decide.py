@@ -77,9 +77,7 @@ def parse_lookup(raw: Any, pointer: str = "/guest") -> GuestLookup:
     raise BadRequest("name the guest by 'browser_id', 'guest_ref' or 'identifiers'", pointer=pointer)
 
 
-async def fetch_guest(
-    store: Store, lookup: GuestLookup, needs: GuestNeeds | None = None
-) -> tuple[JSONObject, bool]:
+async def fetch_guest(store: Store, lookup: GuestLookup, needs: GuestNeeds | None = None) -> tuple[JSONObject, bool]:
     """The guest document (what ``needs`` says of it, else all) and whether we are degraded (store down: answer
     from defaults, say so)."""
     try:
