@@ -121,8 +121,8 @@ class GuestNeeds(NamedTuple):
     session_events: bool
     """Whether the model (or the one shadowing it) or an experiment it chooses in may read the sessions' events."""
     experiments: tuple[str, ...] | None
-    """The experiments whose assignments it reads: those it chooses in, or None for all (a model or a targeting
-    that may read the guest's ``assignments`` as a whole)."""
+    """The experiments whose assignments it reads: the fixed splits it chooses in, or None for all (a model or a
+    targeting that may read the guest's ``assignments`` as a whole)."""
 
 
 def guest_needs(rt: Runtime, plan: Plan, shadow: Plan | None) -> GuestNeeds:
@@ -130,6 +130,7 @@ def guest_needs(rt: Runtime, plan: Plan, shadow: Plan | None) -> GuestNeeds:
     everything."""
     lab = rt.services.get("experiments")
     events = every_assignment = False
+    kept: list[str] = []
     for p in (plan, shadow):
         if p is None:
             continue
@@ -142,11 +143,9 @@ def guest_needs(rt: Runtime, plan: Plan, shadow: Plan | None) -> GuestNeeds:
             else:
                 events = events or exp.reads_session_events
                 every_assignment = every_assignment or exp.reads_assignments
-    if every_assignment:
-        return GuestNeeds(events, None)
-    if shadow is None or not shadow.experiment_keys:
-        return GuestNeeds(events, plan.experiment_keys)
-    return GuestNeeds(events, tuple(dict.fromkeys(plan.experiment_keys + shadow.experiment_keys)))
+                if exp.mode == "fixed" and key not in kept:
+                    kept.append(key)  # a fixed split keeps the arm its guest holds (a bandit draws per epoch)
+    return GuestNeeds(events, None if every_assignment else tuple(kept))
 
 
 async def run_shadow(rt: Runtime, shadow: Plan, decision: Decision, context: JSONObject) -> None:

@@ -244,17 +244,19 @@ def test_an_experiments_targeting_decides_for_the_models_that_choose_in_it(
 
 
 @pytest.mark.parametrize(
-    ("targeting", "answer", "experiments"),
+    ("mode", "targeting", "answer", "experiments"),
     [
-        ('context.channel = "WEB"', "hero.arm", ("x",)),
-        ('guest.assignments["y"].arm = "b"', "hero.arm", None),
-        ('context.channel = "WEB"', 'guest.assignments["y"].arm', None),
+        ("fixed", 'context.channel = "WEB"', "hero.arm", ("x",)),
+        ("bandit", 'context.channel = "WEB"', "hero.arm", ()),  # a bandit draws per epoch: nothing kept to read
+        ("fixed", 'guest.assignments["y"].arm = "b"', "hero.arm", None),
+        ("bandit", 'context.channel = "WEB"', 'guest.assignments["y"].arm', None),
     ],
 )
-def test_a_decision_reads_the_assignments_of_its_experiments_unless_something_reads_them_all(
-    client: TestClient, targeting: str, answer: str, experiments: tuple[str, ...] | None
+def test_a_decision_reads_the_assignments_of_its_fixed_splits_unless_something_reads_them_all(
+    client: TestClient, mode: str, targeting: str, answer: str, experiments: tuple[str, ...] | None
 ) -> None:
-    experiment = {"status": "running", "arms": [{"id": "a"}, {"id": "b"}], "control": "a", "targeting": targeting}
+    experiment = {"status": "running", "arms": [{"id": "a"}, {"id": "b"}], "control": "a", "targeting": targeting,
+                  "allocation": {"mode": mode}}  # fmt: skip
     assert client.put("/v1/experiments/x", json=experiment, headers=ADMIN).status_code in (200, 201)
     model = {"nodes": [{"id": "hero", "kind": "experiment", "experiment": "x"},
                        {"id": "answer", "kind": "output", "value": {"arm": answer}}]}  # fmt: skip
