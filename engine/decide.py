@@ -125,27 +125,28 @@ class GuestNeeds(NamedTuple):
     targeting that may read the guest's ``assignments`` as a whole)."""
 
 
+EVERYTHING = GuestNeeds(True, None)
+
+
 def guest_needs(rt: Runtime, plan: Plan, shadow: Plan | None) -> GuestNeeds:
     """What this decision must read of the guest. An experiment this process does not know counts as reading
     everything."""
     lab = rt.services.get("experiments")
+    experiments = lab.experiments if lab is not None else {}
     events = every_assignment = False
-    kept: list[str] = []
-    for p in (plan, shadow):
-        if p is None:
-            continue
+    kept: tuple[str, ...] = ()
+    for p in (plan,) if shadow is None else (plan, shadow):
         events = events or p.reads_session_events
         every_assignment = every_assignment or p.reads_assignments
         for key in p.experiment_keys:
-            exp = lab.experiments.get(key) if lab is not None else None
+            exp = experiments.get(key)
             if exp is None:
-                events = every_assignment = True
-            else:
-                events = events or exp.reads_session_events
-                every_assignment = every_assignment or exp.reads_assignments
-                if exp.mode == "fixed" and key not in kept:
-                    kept.append(key)  # a fixed split keeps the arm its guest holds (a bandit draws per epoch)
-    return GuestNeeds(events, None if every_assignment else tuple(kept))
+                return EVERYTHING
+            events = events or exp.reads_session_events
+            every_assignment = every_assignment or exp.reads_assignments
+            if exp.mode == "fixed" and key not in kept:
+                kept += (key,)  # a fixed split keeps the arm its guest holds (a bandit draws per epoch)
+    return GuestNeeds(events, None if every_assignment else kept)
 
 
 async def run_shadow(rt: Runtime, shadow: Plan, decision: Decision, context: JSONObject) -> None:

@@ -55,14 +55,15 @@ async def test_an_event_commit_racing_an_exposure_keeps_the_guests_assignment(re
         await store.close()
 
 
-async def test_a_batch_writes_its_guests_assignments_as_fields_in_order(redis_url: str) -> None:
-    """A flush records every guest's assignment as a field of its own (``as:<experiment>``), by plain commands, no
-    script: a guest's entries apply in the order served, so a bandit's last exposure is the last touch and a fixed
-    split keeps the guest's first."""
+async def test_a_batch_writes_its_guests_assignments_as_fields_in_one_call_in_order(redis_url: str) -> None:
+    """A flush records every guest's assignment as a field of its own (``as:<experiment>``), with one script call
+    (per 64 guests): a guest's entries apply in the order served, so a bandit's last exposure is the last touch and
+    a fixed split keeps the guest's first."""
     import orjson
     import redis as sync_redis
 
     from engine import keys
+    from engine.ledger import ASSIGN_BATCH
 
     store = RedisStore(redis_url)
     ledger = RedisLedger(store)
@@ -86,8 +87,8 @@ async def test_a_batch_writes_its_guests_assignments_as_fields_in_order(redis_ur
         await ledger.expose(anonymous)
         middle = calls("evalsha"), calls("hsetnx")
         await ledger.expose(batch)
-        assert calls("evalsha") - middle[0] == middle[0] - before[0]  # as many script calls as without guests
-        assert calls("hsetnx") - middle[1] == 4 + (middle[1] - before[1])  # the fixed split's four
+        assert calls("evalsha") - middle[0] == middle[0] - before[0] + 1  # one call for all 24 assignments
+        assert calls("hsetnx") - middle[1] == 4 + (middle[1] - before[1])  # the fixed split's four: a field set each
         for g in range(5):
             last = max(i for i in range(20) if i % 5 == g)
             expected = {
@@ -102,6 +103,12 @@ async def test_a_batch_writes_its_guests_assignments_as_fields_in_order(redis_ur
             assert not client.hexists(keys.guest(f"g{g}"), "assignments")  # no map of them all any more
         assert ((await ledger.assignment("g0", "fx")) or {}).get("arm") == "kept"  # written before: kept
         assert ((await ledger.assignment("g1", "fx")) or {}).get("arm") == "x"  # the first of the batch: kept
+        # More guests than one call takes: several calls, every guest written.
+        many = [
+            Exposure("bx", "a", "1.0", f"m{i}", f"m{i}", f"m{i}", now_ms, 3600, False) for i in range(ASSIGN_BATCH + 5)
+        ]
+        await ledger.expose(many)
+        assert all([await ledger.assignment(x.guest_ref or "", "bx") for x in many])
     finally:
         client.close()
         await store.close()

@@ -394,7 +394,8 @@ class RedisStore:
             return guest_document(pairs(await self.hot("HGETALL", keys.guest(ref))), session_events=session_events)
         names = _read_fields(experiments)
         values = await self.hot("HMGET", keys.guest(ref), *names)
-        return guest_document(dict(zip(names, values, strict=True)), session_events=False)
+        fields = dict(zip(names, values, strict=True))
+        return guest_document(fields, session_events=False, assignments=names[len(_DOCUMENT_FIELDS) :])
 
     async def guest_save(self, ref: str, guest: JSONObject) -> None:
         try:
@@ -472,8 +473,16 @@ def _read_fields(experiments: tuple[str, ...]) -> tuple[bytes, ...]:
     return _DOCUMENT_FIELDS + tuple(ASSIGNMENT_FIELD_BYTES + key.encode() for key in experiments)
 
 
-def guest_document(fields: dict[bytes, bytes], *, session_events: bool | Literal["lazy"] = True) -> JSONObject | None:
+def guest_document(
+    fields: dict[bytes, bytes],
+    *,
+    session_events: bool | Literal["lazy"] = True,
+    assignments: Sequence[bytes] | None = None,
+) -> JSONObject | None:
     """A guest hash's fields as one document; None without a profile.
+
+    ``assignments``: which of ``fields`` are assignment fields (:data:`ASSIGNMENT_FIELD`) when the caller asked for
+    them by name; None looks through them all (a whole hash).
 
     ``session_events``: True puts every session's events (:data:`EVENTS_FIELD`) in their sessions; False leaves
     them out (each moved-out session keeps its empty list); ``"lazy"`` parses only open sessions' and hands closed
@@ -488,12 +497,13 @@ def guest_document(fields: dict[bytes, bytes], *, session_events: bool | Literal
         raw = fields.get(part.encode())
         if raw is not None:
             guest[part] = orjson.loads(raw)
-    for name, raw in fields.items():
-        if raw is not None and name.startswith(ASSIGNMENT_FIELD_BYTES):
-            assignments = guest.get("assignments")
-            if not isinstance(assignments, dict):
-                assignments = guest["assignments"] = {}
-            assignments[name[3:].decode()] = orjson.loads(raw)
+    for name in (f for f in fields if f.startswith(ASSIGNMENT_FIELD_BYTES)) if assignments is None else assignments:
+        raw = fields.get(name)
+        if raw is not None:
+            entries = guest.get("assignments")
+            if not isinstance(entries, dict):
+                entries = guest["assignments"] = {}
+            entries[name[len(ASSIGNMENT_FIELD_BYTES) :].decode()] = orjson.loads(raw)
     if session_events and "sessions" in guest:
         lazy = session_events == "lazy"
         for session in guest["sessions"]:
