@@ -425,8 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--own-fractions",
         type=_fractions,
-        default=[0.5],
-        help="more decide open-loop rates, as fractions of decide's own saturation (a load it can sustain)",
+        default=[0.5, 0.7],
+        help="more decide open-loop rates, as fractions of decide's own saturation: half, and the share of its "
+        "capacity half the floor's saturation would be were decide at 0.7 of the floor (what the p99 target needs)",
     )
     parser.add_argument(
         "--pairs", type=int, default=3, help="back-to-back floor/decide saturation runs, for the throughput ratio"
