@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 from engine.errors import Problem
@@ -62,19 +63,71 @@ class OffersNode:
     """Every rank was constant: ``candidates`` is already in answer order."""
     descending: bool
     limit: int | None
+    spared: tuple[int, ...] = field(init=False, repr=False)
+    """Per operand, the bitset of candidates (bit i: ``candidates[i]``) that do not need it: what survives it
+    being anything but true."""
+    windows: tuple[tuple[int, float | None, float | None], ...] = field(init=False, repr=False)
+    """(candidate bit, valid_from_s, valid_to_s) of the candidates with a validity window."""
+
+    def __post_init__(self) -> None:
+        everyone = (1 << len(self.candidates)) - 1
+        needs = [0] * len(self.operands)
+        for i, c in enumerate(self.candidates):
+            for k in c.conditions:
+                needs[k] |= 1 << i
+        object.__setattr__(self, "spared", tuple(everyone & ~bits for bits in needs))
+        windows = tuple(
+            (1 << i, c.valid_from_s, c.valid_to_s)
+            for i, c in enumerate(self.candidates)
+            if c.valid_from_s is not None or c.valid_to_s is not None
+        )
+        object.__setattr__(self, "windows", windows)
 
     def evaluate(self, scope: Scope, trace: TraceEntry) -> list[JSONObject]:
-        now_s = _now_s(scope)
-        kept: list[tuple[Any, int, JSONObject]] = []
-        operands = self.operands
         # Every operand at once, in one call that reads each shared path once: cheaper than the ones a
         # request needs taken lazily one call each (the catalogue's operands are comparisons of a few paths
         # with constants). A list of something else means one raised: then lazily, one by one, as before.
         values = self.together.fn(scope) if self.together is not None else None
-        if type(values) is list:
-            known: list[bool | None] = [v is True for v in values]
-        else:
-            known = [None] * len(operands)  # per request: each operand's truth, once known
+        kept = self._kept_at_once(values, scope) if type(values) is list else self._kept_lazily(scope)
+        if not self.presorted:
+            kept = _ranked(kept, self.descending)
+        out = [payload for _, _, payload in kept[: self.limit]]
+        trace.matched = [str(o.get("id")) for o in out]
+        return out
+
+    def _kept_at_once(self, values: list[Any], scope: Scope) -> list[tuple[Any, int, JSONObject]]:
+        """The candidates that pass, from every operand's value: a bitset of survivors narrowed once per operand
+        that is not true, not a walk of each candidate's conditions (23 offers, 19 operands on the benchmark:
+        the node 100 k → 86 k instructions per evaluation)."""
+        alive = (1 << len(self.candidates)) - 1
+        for value, spared in zip(values, self.spared, strict=True):
+            if value is not True:
+                alive &= spared
+        if self.windows:
+            now_s = _now_s(scope)
+            for bit, valid_from_s, valid_to_s in self.windows:
+                if (valid_from_s is not None and now_s < valid_from_s) or (
+                    valid_to_s is not None and now_s >= valid_to_s
+                ):
+                    alive &= ~bit
+        kept: list[tuple[Any, int, JSONObject]] = []
+        candidates, limit = self.candidates, self.limit if self.presorted else None
+        while alive:
+            low = alive & -alive
+            alive ^= low
+            i = low.bit_length() - 1
+            c = candidates[i]
+            kept.append((c.rank.fn(scope) if c.rank is not None else c.rank_value, i, c.payload))
+            if len(kept) == limit:
+                break
+        return kept
+
+    def _kept_lazily(self, scope: Scope) -> list[tuple[Any, int, JSONObject]]:
+        """The candidates that pass, each operand evaluated the first time a candidate needs it."""
+        now_s = _now_s(scope)
+        kept: list[tuple[Any, int, JSONObject]] = []
+        operands = self.operands
+        known: list[bool | None] = [None] * len(operands)  # per request: each operand's truth, once known
         for i, c in enumerate(self.candidates):
             if c.valid_from_s is not None and now_s < c.valid_from_s:
                 continue
@@ -90,28 +143,28 @@ class OffersNode:
                 kept.append((c.rank.fn(scope) if c.rank is not None else c.rank_value, i, c.payload))
                 if self.presorted and len(kept) == self.limit:
                     break
-        if not self.presorted:
-            kept = _ranked(kept, self.descending)
-        out = [payload for _, _, payload in kept[: self.limit]]
-        trace.matched = [str(o.get("id")) for o in out]
-        return out
+        return kept
 
 
 def _ranked(kept: list[tuple[Any, int, Any]], descending: bool) -> list[tuple[Any, int, Any]]:
     """Unrankable entries (null score) sort last whatever the direction; ties keep catalogue order."""
     ranked = [k for k in kept if k[0] is not None]
     try:
-        ranked.sort(key=lambda k: k[0], reverse=descending)
+        ranked.sort(key=_score, reverse=descending)
     except TypeError:  # scores of mixed kinds (a string among numbers): keep catalogue order
         pass
     return ranked + [k for k in kept if k[0] is None]
 
 
+_score = itemgetter(0)
+
+
 def _now_s(scope: Scope) -> float:
     """The request's clock: ``context.now`` (ISO) when a test pins it, else the wall clock."""
     ctx = scope.get("context")
-    if isinstance(ctx, Mapping) and isinstance(ctx.get("now"), str):
-        parsed = _instant_s(ctx["now"])
+    now = ctx.get("now") if type(ctx) is dict or isinstance(ctx, Mapping) else None  # a dict: no ABC check
+    if isinstance(now, str):
+        parsed = _instant_s(now)
         if parsed is not None:
             return parsed
     return time.time()
@@ -150,11 +203,11 @@ def _catalogue(model: JSONObject, ctx: CompileContext) -> list[RawOffer]:
             ctx.problems.append(Problem(f"{p}/id", f"duplicate offer id '{o['id']}'"))
         seen.add(o["id"])
         window: list[float | None] = []
-        for field in ("valid_from", "valid_to"):
-            value = o.get(field)
+        for name in ("valid_from", "valid_to"):
+            value = o.get(name)
             instant = _instant_s(value) if isinstance(value, str) else None
             if value is not None and instant is None:
-                ctx.problems.append(Problem(f"{p}/{field}", "must be an ISO 8601 date or date-time"))
+                ctx.problems.append(Problem(f"{p}/{name}", "must be an ISO 8601 date or date-time"))
             window.append(instant)
         eligibility = o.get("eligibility")
         if eligibility is not None and local.expression(eligibility, f"{p}/eligibility") is None:
