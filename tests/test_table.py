@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from decimal import Decimal
 from typing import Any
@@ -346,3 +347,88 @@ def test_constant_rule_outputs_are_fresh_per_hit_and_computed_ones_per_request()
     kid = node.evaluate({"Age": Decimal(5)}, TraceEntry("t", "table"))
     kid["limit"].append(3)
     assert node.evaluate({"Age": Decimal(6)}, TraceEntry("t", "table"))["limit"] == [Decimal(1), Decimal(2)]
+
+
+def _number_table(typed: bool) -> dict[str, Any]:
+    """Interval cells whose ends no float holds exactly, two that one float stands for, and a literal column."""
+    number: dict[str, Any] = {"type": "number"} if typed else {}
+    return {
+        "hit_policy": "R",
+        "inputs": [{"expr": "guest.facts.spend", **number}, {"expr": "guest.facts.channel"}],
+        "outputs": [{"name": "o"}],
+        "rules": [
+            {"id": "tiny", "when": ["< 0.1", "-"], "then": ["1"]},
+            {"id": "near", "when": [">= 0.10000000000000000001", '"WEB"'], "then": ["2"]},
+            {"id": "band", "when": ["[0.3..100)", '"APP"'], "then": ["3"]},
+            {"id": "open", "when": ["]0.000000000000000000000000000001..0.3]", "-"], "then": ["4"]},
+            {"id": "big", "when": ["> 100", "-"], "then": ["5"]},
+            {"id": "any", "when": ["-", '"WEB"'], "then": ["6"]},
+        ],
+    }
+
+
+NUMBERS = [0.1, 0.3, 0.30000000000000004, 0.29999999999999993, 1e-30, 1e-31, 0.0, -0.0, 100.0, 99.99999999999999]
+NUMBERS += [100.00000000000001, 42.5, -3.25, float("nan"), float("inf"), float("-inf"), 7, 100, 0, True, "5", None]
+
+
+@pytest.mark.parametrize("typed", [True, False])
+def test_an_interval_index_places_a_float_as_its_decimal(typed: bool) -> None:
+    """A float an interval index places without converting it lands where Decimal(repr(x)) — what a number
+    input converts it to — lands, on and beside ends that floats hold only approximately; and a typed column
+    read only by that index is not converted at all."""
+    node, problems = compile_table(_number_table(typed), frozenset({"guest"}))
+    assert problems == [] and node is not None
+    assert node.checks == ()
+    for x in NUMBERS:
+        for channel in ("WEB", "APP", None):
+            trace, converted = TraceEntry("t", "table"), TraceEntry("t", "table")
+            got = node.evaluate({"guest": {"facts": {"spend": x, "channel": channel}}}, trace)
+            as_decimal = Decimal(repr(x)) if type(x) is float else x
+            want = node.evaluate({"guest": {"facts": {"spend": as_decimal, "channel": channel}}}, converted)
+            assert (got, trace.matched) == (want, converted.matched), (x, channel)
+
+
+def test_inputs_read_in_one_call_answer_as_one_call_per_column() -> None:
+    """The inputs read together (``guest.facts`` once) and, when that call fails, column by column: the same
+    rules, results and errors (an input outside its allowed values), whatever the guest looks like."""
+    defn = {
+        "hit_policy": "C",
+        "inputs": [
+            {"expr": "guest.facts.spend", "type": "number"},
+            {"expr": "guest.facts.tier", "values": '"gold","silver"'},
+            {"expr": "guest.facts.since", "type": "date"},
+            {"expr": "guest.facts.visits"},
+        ],
+        "outputs": [{"name": "o"}],
+        "rules": [
+            {"id": "a", "when": ["> 10", '"gold"', "-", "-"], "then": ['"a"']},
+            {"id": "b", "when": ["-", "-", '< date("2020-01-01")', "-"], "then": ['"b"']},
+            {"id": "c", "when": ["[1..50]", "-", "-", ">= 3"], "then": ["guest.facts.spend * 2"]},
+            {"id": "d", "when": ["-", '"silver"', "-", "-"], "then": ['"d"']},
+        ],
+    }
+    node, problems = compile_table(defn, frozenset({"guest"}))
+    assert problems == [] and node is not None and node.reads is not None
+    one_by_one = dataclasses.replace(node, reads=None)
+    failed = dataclasses.replace(node, reads=dataclasses.replace(node.reads, fn=lambda scope: None))
+    seed = 20261203
+    rng = random.Random(seed)
+    errors = 0
+    for _ in range(400):
+        facts: Any = {
+            "spend": rng.choice([None, 5, 12.5, 40, "x", Decimal("11")]),
+            "tier": rng.choice(["gold", "silver", "bronze", None]),
+            "since": rng.choice(["2019-05-01", "2021-01-01", "nonsense", None]),
+            "visits": rng.choice([0, 3, 4.5, None]),
+        }
+        facts = rng.choice([facts, [facts, facts], None, "flat"])
+        outcomes = []
+        for n in (node, one_by_one, failed):
+            trace = TraceEntry("t", "table")
+            try:
+                outcomes.append((n.evaluate({"guest": {"facts": facts}}, trace), trace.matched))
+            except EvaluationError as exc:
+                outcomes.append((type(exc), str(exc)))
+        assert outcomes[0] == outcomes[1] == outcomes[2], f"seed {seed}, facts {facts}"
+        errors += outcomes[0][0] is EvaluationError
+    assert 0 < errors < 400

@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from engine.errors import EvaluationError, Problem
-from engine.feel import Expression, UnaryTests
+from engine.feel import Expression, UnaryTests, compile_list
 from engine.feel.builtins import BUILTINS
 from engine.feel.convert import coerce
 from engine.feel.ops import equal
@@ -103,11 +103,19 @@ class TableNode:
     indexes: tuple[tuple[int, dict[Any, int], int], ...]  # (column, literal key → rule bits, bits of the rest)
     ranges: tuple[tuple[int, list[Decimal], list[int], int], ...]  # (column, breakpoints, segment bits, rest)
     all_rules: int
+    reads: Expression | None = None
+    """Every input expression in one generated call returning their values as a list (each shared path, such
+    as ``guest.facts``, read once), or None: one call per column."""
     unchecked: bool = field(init=False)
     """No output lists allowed values: a rule's outputs need no check (the common case, kept cheap)."""
     fixed: tuple[Any, ...] = field(init=False)
     """Per rule, its result where every output cell is a constant of an immutable kind (most rules: ``"gold"``,
     ``3``), else :data:`_VARIES`; unchecked tables only. A map is copied per hit, never shared."""
+    checks: tuple[tuple[int, Column], ...] = field(init=False)
+    """The columns whose value is converted or checked against allowed values, with their positions. A number
+    column only an interval index reads is left out: the index places a JSON float without converting it."""
+    spans: tuple[tuple[int, list[Decimal], list[int], int, list[float], frozenset[float]], ...] = field(init=False)
+    """``ranges`` with each breakpoint also as the nearest float (see ``_match``)."""
 
     def __post_init__(self) -> None:
         unchecked = all(o.allowed is None for o in self.outputs)
@@ -121,19 +129,35 @@ class TableNode:
             else:
                 fixed.append({o.name: c.value for o, c in zip(self.outputs, cells, strict=True)})
         object.__setattr__(self, "fixed", tuple(fixed))
+        # A float becomes Decimal(repr(x)) (~0.6 µs) only where a value is compared in FEEL or shown: residual
+        # tests, literal indexes, allowed values; the interval index needs no conversion (see _match).
+        read = {c for c, _, _ in self.indexes} | {c for tests in self.residual for c, _ in tests}
+        spans = {c for c, _, _, _ in self.ranges} - read
+        checks = tuple(
+            (i, c)
+            for i, c in enumerate(self.columns)
+            if c.allowed is not None or (c.convert is not None and not (c.convert is _number_input and i in spans))
+        )
+        object.__setattr__(self, "checks", checks)
+        floats = tuple((ps := [float(p) for p in points], frozenset(ps)) for _, points, _, _ in self.ranges)
+        object.__setattr__(self, "spans", tuple((*r, *f) for r, f in zip(self.ranges, floats, strict=True)))
 
     def evaluate(self, scope: Scope, trace: TraceEntry) -> Any:
-        values = []
-        for column in self.columns:
-            value = column.expr.fn(scope)
+        # The inputs in one call (input expressions never raise or change anything, so reading them all before
+        # the first check answers as reading each in turn). Anything but a list means one raised: its guard
+        # made the whole call null; then one call per column, each null on its own.
+        values = self.reads.fn(scope) if self.reads is not None else None
+        if type(values) is not list:
+            values = [column.expr.fn(scope) for column in self.columns]
+        for i, column in self.checks:
+            value = values[i]
             if column.convert is not None:
-                value = column.convert(value)
+                value = values[i] = column.convert(value)
             if column.allowed is not None and value is not None and not column.allowed.matches(value, scope):
                 raise EvaluationError(
                     f"table '{self.id}': input '{column.label}' = {value!r} is not one of "
                     f"its allowed values ({column.allowed.source})"
                 )
-            values.append(value)
         matched = self._match(values, scope)
         trace.matched = [self.rule_ids[r] for r in matched]
         if not matched:
@@ -166,12 +190,18 @@ class TableNode:
     def _match(self, values: list[Any], scope: Scope) -> list[int]:
         candidates = self.all_rules
         for col, index, rest in self.indexes:
-            candidates &= index.get(literal_key(values[col]), 0) | rest
+            v = values[col]
+            candidates &= index.get(v if type(v) is str else literal_key(v), 0) | rest  # a string is its own key
             if not candidates:
                 return []
-        for col, points, segments, rest in self.ranges:
-            n = number(values[col])
-            if n is None or not n.is_finite():
+        for col, points, segments, rest, near, on_point in self.spans:
+            n = values[col]
+            if type(n) is float and n - n == 0.0 and n not in on_point:
+                # A finite float x reads as Decimal(repr(x)), which rounds back to x; rounding is monotonic, so
+                # where x is no breakpoint's nearest float it lies between the same breakpoints as that Decimal,
+                # and on none: its segment without the conversion.
+                candidates &= segments[2 * bisect_left(near, n)] | rest
+            elif (n := n if type(n) is Decimal else number(n)) is None or not n.is_finite():
                 candidates &= rest
             else:
                 i = bisect_left(points, n)
@@ -257,8 +287,12 @@ def _converter(type_name: Any) -> Callable[[Any], Any] | None:
     if type_name in _TEMPORAL:
         return lambda v: coerce(v, type_name) if isinstance(v, str) else v
     if type_name in ("number", "integer", "long", "double"):
-        return lambda v: number(v) if type(v) is float else v  # what coerce(v, "number") gives a float
+        return _number_input
     return None
+
+
+def _number_input(v: Any) -> Any:
+    return number(v) if type(v) is float else v  # what coerce(v, "number") gives a float
 
 
 def _columns(raw: list[Any], pointer: str, ctx: CompileContext) -> list[Column | None]:
@@ -442,6 +476,7 @@ def compile(defn: JSONObject, pointer: str, ctx: CompileContext) -> Node | None:
     cols = tuple(c for c in columns if c is not None)
     outs = tuple(o for o in outputs if o is not None)
     indexes, ranges, residual = _plan_indexes(len(cols), rules)
+    reads = compile_list([c.expr.source for c in cols], names=ctx.names) if cols else None
     refs: set[str] = set()
     for e in [*(c.expr for c in cols), *(e for row in rules.then for e in row), gate, *(o.default for o in outs)]:
         if e is not None:
@@ -463,4 +498,5 @@ def compile(defn: JSONObject, pointer: str, ctx: CompileContext) -> Node | None:
         tuple(indexes),
         tuple(ranges),
         (1 << len(rules.ids)) - 1,
+        None if reads is None or reads.is_constant else reads,  # a constant list is shared: never filled in
     )
