@@ -73,3 +73,30 @@ def test_the_answer_keeps_the_templates_shape_and_json_kinds() -> None:
         "yes": True,
     }
     assert type(out["score"]) is int and type(out["segment"]["rank"]) is int
+
+
+def test_list_leaves_are_fresh_json_lists() -> None:
+    """A leaf whose value is a list (of ids, of numbers, nested) is converted as the leaf-by-leaf conversion
+    converts it, into a list of its own: never the scope's list."""
+    model = {
+        "nodes": [
+            {"id": "items", "kind": "expression", "expr": ITEMS},
+            {"id": "ids", "kind": "expression", "expr": '["a", null, true, "b"]'},
+            {
+                "id": "answer",
+                "kind": "output",
+                "value": {"ids": "items.id", "ks": "items.k", "nested": "[items.id, [1.5]]", "plain": "ids"},
+            },
+        ]
+    }
+    plan = compile_model(model)
+    answer = plan.nodes[-1]
+    leaf_by_leaf = dataclasses.replace(plan, nodes=(*plan.nodes[:-1], dataclasses.replace(answer, leaves=None)))
+    for n in (0, 1, 3, 5):
+        got = plan.evaluate({}, {"n": n})
+        assert got.outputs == leaf_by_leaf.evaluate({}, {"n": n}).outputs
+        assert got.outputs["ids"] == [f"o{i}" for i in range(1, n + 1)]
+        assert got.outputs["plain"] == ["a", None, True, "b"]
+        assert all(type(k) is int for k in got.outputs["ks"])
+        scope_ids = next(e.output for e in got.trace if e.id == "ids")
+        assert got.outputs["plain"] is not scope_ids

@@ -18,6 +18,8 @@ from engine.types import JSONObject, Scope
 KIND = "output"
 
 Builder = Callable[[Scope], Any]
+_PLAIN = frozenset({str, bool, int, float, type(None)})
+"""The kinds :func:`to_json` returns unchanged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +49,13 @@ def _assembler(value: Any, leaves: list[str]) -> Callable[[list[Any]], Any] | No
     """A function building ``value``'s shape from its leaves' values (``leaves`` collects their sources, in
     order), one generated expression rather than a closure per object and list; None if Python cannot
     compile it (absurd nesting): the closures then serve."""
-    constants: dict[str, Any] = {"_json": to_json}
+    constants: dict[str, Any] = {"_json": to_json, "_plain": _PLAIN}
 
     def source(v: Any) -> str:
         if isinstance(v, str):
             leaves.append(v)
-            return f"_json(v[{len(leaves) - 1}])"
+            # A leaf of a kind to_json returns as it is (most: ids, names, flags) skips the call.
+            return f"(x if type(x := v[{len(leaves) - 1}]) in _plain else _json(x))"
         if isinstance(v, dict):
             return "{" + ", ".join(f"{str(k)!r}: {source(x)}" for k, x in v.items()) + "}"
         if isinstance(v, list):
