@@ -2,8 +2,8 @@
 
 Each uvicorn worker keeps its own Prometheus registry and ``/metrics`` shows the one whose process accepted
 the scrape's connection. :func:`scrape` therefore scrapes several times on fresh connections, tells the
-registries apart by their decision count (static once the load has stopped), and sums those it saw; the
-report says how many of the workers that was.
+registries apart by the worker's pid (``arbiter_worker_start_time_seconds``), and sums those it saw; the report
+says how many of the workers that was.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ _SAMPLE = re.compile(
     r"^(arbiter_(?:node|decision)_seconds_(?:sum|count)|arbiter_node_errors_total)\{([^}]*)\} (\S+)$", re.M
 )
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
+_WORKER = re.compile(r'^arbiter_worker_start_time_seconds\{pid="([^"]+)"\}', re.M)
 _LAG = re.compile(r'^arbiter_event_loop_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$', re.M)
 LATE_MS = (5, 25, 100)
 """Event-loop lag thresholds the report counts late ticks over (each a bucket bound of the engine's histogram)."""
@@ -37,14 +38,13 @@ class Registry:
     fallbacks: dict[tuple[str, str], float] = field(default_factory=dict)
     lag: dict[str, float] = field(default_factory=dict)
     """The worker's event-loop lag histogram: cumulative tick counts by upper bound (``le``)."""
-
-    @property
-    def signature(self) -> float:
-        return self.counts.get((DECISION, "-"), 0.0)
+    worker: str = ""
+    """The worker's pid: which registry this is (its counts change while it drains requests still queued)."""
 
 
 def parse(text: str, model: str) -> Registry:
-    reg = Registry()
+    found = _WORKER.search(text)
+    reg = Registry(worker=found.group(1) if found else "")
     for name, labels, value in _SAMPLE.findall(text):
         lab = dict(_LABEL.findall(labels))
         if lab.get("model") != model:
@@ -60,10 +60,10 @@ def parse(text: str, model: str) -> Registry:
 
 def scrape(port: int, workers: int, model: str) -> dict[str, Any]:
     """Per-node count and mean, and fallbacks per node and reason, summed over the workers' registries seen."""
-    seen: dict[float, Registry] = {}
+    seen: dict[str, Registry] = {}
     for _ in range(SCRAPES_PER_WORKER * workers):
         reg = parse(_http.get(port, "/metrics").decode(), model)
-        seen.setdefault(reg.signature, reg)
+        seen.setdefault(reg.worker, reg)
         if len(seen) >= workers:
             break
     counts: dict[tuple[str, str], float] = {}

@@ -13,6 +13,7 @@ observation and every scrape runs on the worker's event loop thread.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from bisect import bisect_left
 from collections.abc import Iterator
@@ -133,6 +134,15 @@ class Metrics:
             registry=self.registry,
         )
         self.models_loaded = Gauge("arbiter_models_loaded", "Models in production", registry=self.registry)
+        # Each worker keeps its own registry and a scrape reaches whichever accepted the connection: the pid tells
+        # whose numbers these are (the load harness sums each worker's once; counts alone changed while a
+        # saturated worker drained its queue, and one worker was summed twice).
+        Gauge(
+            "arbiter_worker_start_time_seconds",
+            "When this worker process started (its registry's numbers count from then)",
+            ("pid",),
+            registry=self.registry,
+        ).labels(str(os.getpid())).set(time.time())
         self.loop_lag_s = LoopHistogram(
             "arbiter_event_loop_lag_seconds",
             "How late the worker's event loop ran a timer due every 50 ms: every request in flight waited as long",

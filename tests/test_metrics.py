@@ -69,3 +69,22 @@ async def test_a_stalled_event_loop_shows_as_lag() -> None:
         assert stalled["+Inf"] > idle["+Inf"] + late  # and the watch went on ticking after it
     finally:
         watch.cancel()
+
+
+def test_a_workers_registry_names_its_process() -> None:
+    """Each worker's /metrics is its own registry; the pid tells scrapes of different workers apart, as the load
+    harness's report needs (benchmarks/load_report.py), and a second scrape of the same worker is the same one."""
+    import os
+
+    from benchmarks import load_report
+
+    m = Metrics()
+    m.observe_decision("m", 0.001, [])
+    first = m.render().decode()
+    m.observe_decision("m", 0.001, [])  # still draining its queue: its counts move between scrapes
+    second = m.render().decode()
+    assert f'arbiter_worker_start_time_seconds{{pid="{os.getpid()}"}}' in first
+    a, b = load_report.parse(first, "m"), load_report.parse(second, "m")
+    assert a.worker == b.worker == str(os.getpid()) and a.counts != b.counts
+    other = load_report.parse(first.replace(f'pid="{os.getpid()}"', 'pid="1"'), "m")
+    assert other.worker == "1"
