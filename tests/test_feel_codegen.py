@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from engine.feel import compile_expression
+from engine.feel.builtins import BUILTINS
 from engine.feel.codegen import generate
 from engine.feel.compiler import compile_node
 from engine.feel.parser import parse_expression
@@ -133,6 +134,15 @@ EXPRESSIONS = [
     "{a: guest.orders, guest: {orders: 5}, b: guest.orders, c: xs[guest.orders = 5]}",  # shadowed roots
     "xs[tier.rank = 3] = xs[tier.rank = 3]",
     "guest.orders.total.year",
+    # an aggregate or comparison met more than once is computed once per evaluation, where its names read the scope
+    "{spent: sum(guest.orders.total), big: count(guest.orders[total > 150]), last: if count(guest.orders) > 0 then "
+    'max(guest.orders.at) else null, dormant: count(guest.orders) > 0 and max(guest.orders.at) < "2026-06-01"}',
+    "{a: count(xs) > 0, b: if count(xs) > 0 then max(xs) else null, c: count(xs) > 0 and max(xs) > 1}",
+    "{a: count(xs), xs: [1, 2, 3], b: count(xs), c: count(xs) > 2, d: min(xs) = min(xs)}",  # shadowed after a
+    "{total: 1, a: count(xs[total > 0]), b: count(xs[total > 0])}",
+    "[max(xs[n]), max(xs[n]), sum(xs[n]) > 1, sum(xs[n]) > 1, mean(xs) = mean(xs)]",  # failing arguments
+    "xs[count(item[item > 0]) > 1] = xs[count(item[item > 0]) > 1]",
+    "if n > 1 then max(guest.orders.total) else max(guest.orders.total) + n",
 ]
 
 
@@ -169,3 +179,18 @@ def test_a_failing_builtin_argument_is_null_for_that_call_only() -> None:
     # as_int(Infinity) raises inside the index; the call's guard makes count(...) null, the rest survives.
     expr = compile_expression("{a: count(xs[n]), b: 1}", names={"xs", "n"})
     assert expr({"xs": [1], "n": Decimal("Infinity")}) == {"a": None, "b": Decimal(1)}
+
+
+def test_impure_calls_are_not_shared(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    monkeypatch.setitem(BUILTINS, "now", (lambda: calls.append(1) or Decimal(len(calls)), 0, 0))
+    fn = generate(parse_expression("[now() > 1, now() > 1, max(now()), max(now())]", NAMES), "t")
+    assert fn is not None and fn({}) == [False, True, Decimal(3), Decimal(4)] and len(calls) == 4
+
+
+def test_a_shared_aggregate_is_computed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[Any] = []
+    real = BUILTINS["max"]
+    monkeypatch.setitem(BUILTINS, "max", (lambda *a: calls.append(a) or real[0](*a), *real[1:]))
+    fn = generate(parse_expression("if max(xs) > 1 then max(xs) else [max(xs), max(xs) > 1]", NAMES), "t")
+    assert fn is not None and fn({"xs": [1, 2]}) == 2 and fn({"xs": [0]}) == [0, False] and len(calls) == 2

@@ -26,9 +26,20 @@ from typing import Any
 
 from engine.feel import ops
 from engine.feel import syntax as s
-from engine.feel.builtins import BUILTINS
-from engine.feel.compiler import ARITHMETIC, Fn, Scope, and3, between, compare_fn, compile_node, index, item_scope
-from engine.feel.scope import Bound, member
+from engine.feel.builtins import BUILTINS, IMPURE
+from engine.feel.compiler import (
+    ARITHMETIC,
+    Code,
+    Fn,
+    Scope,
+    and3,
+    between,
+    compare_fn,
+    compile_node,
+    index,
+    item_scope,
+)
+from engine.feel.scope import Bound, member, references, walk
 from engine.feel.unary import compile_tests
 from engine.feel.values import as_int
 
@@ -91,8 +102,10 @@ class _Generator:
         self.risky = False
         self.shared: dict[tuple[str, ...], str] = {}
         """Path from the scope (root name and keys) → the variable that holds it once read."""
+        self.computed: dict[str, str] = {}
+        """A shareable sub-expression (its tree's repr) → the variable that holds it once computed."""
         self.reads: list[tuple[str, str]] = []
-        """Each path read from the scope, in order: its shared variable and its code."""
+        """Each path read from the scope and shareable sub-expression, in order: its shared variable and its code."""
         """Does the code generated since this was last cleared contain a part that may raise?"""
 
     def fresh(self, prefix: str) -> str:
@@ -104,11 +117,34 @@ class _Generator:
         self.namespace[name] = v
         return name
 
-    def expr(self, node: s.Expr, env: _Env) -> str:  # noqa: C901 - one dispatch over the node kinds
+    def expr(self, node: s.Expr, env: _Env) -> str:
         code = compile_node(node, self.text)
         if code.constant:
             v = self.value(code.value)
             return f"list({v})" if isinstance(code.value, list) else v  # a fresh list, as the closures give
+        source = self.node(node, code, env)
+        if not self.shareable(node, env):
+            return source
+        # The same aggregate or comparison twice (``count(guest.orders)`` three times and ``max(guest.orders.at)``
+        # twice in the benchmark's recency) is computed once per evaluation, as a path is read once (see path):
+        # recency 85.7 k → 79.3 k instructions per evaluation.
+        var = self.computed.setdefault(repr(node), self.fresh("_c"))
+        self.reads.append((var, source))
+        return f"\x00{len(self.reads) - 1}\x00"
+
+    def shareable(self, node: s.Expr, env: _Env) -> bool:
+        """Is ``node`` a pure scalar-valued computation whose every name reads the scope here? Then every
+        occurrence has the same value in one evaluation (a list is never shared: a caller may keep it)."""
+        if isinstance(node, s.Call):
+            if node.function not in _SCALAR_CALLS:
+                return False
+        elif not isinstance(node, s.Comparison):
+            return False
+        if any(isinstance(f, _Item) for f in env) or not _pure(node):
+            return False
+        return all(self.name(n, env) == _read(n) for n in references(node))
+
+    def node(self, node: s.Expr, code: Code, env: _Env) -> str:  # noqa: C901 - one dispatch over the node kinds
         match node:
             case s.Name(name):
                 return self.name(name, env)
@@ -169,7 +205,8 @@ class _Generator:
         return f"\x00{len(self.reads) - 1}\x00"
 
     def resolve(self, source: str) -> str:
-        """Replace the placeholders of path reads: a shared variable where read more than once."""
+        """Replace the placeholders of path reads and shareable sub-expressions: a shared variable where read
+        more than once."""
         uses = Counter(var for var, _ in self.reads)
 
         def read(m: re.Match[str]) -> str:
@@ -307,6 +344,15 @@ def _read(name: str) -> str:
     return f"sc.get({name!r})"
 
 
+_SCALAR_CALLS = frozenset({"count", "sum", "mean", "min", "max"})
+"""Built-ins whose value is never a list (nothing a caller could keep and change), so it may be shared."""
+
+
+def _pure(node: Any) -> bool:
+    """Does ``node`` call no impure built-in (``now()`` twice may differ)?"""
+    return not any(isinstance(n, s.Call) and n.function in IMPURE for n in walk(node))
+
+
 def _chain(node: s.Expr) -> tuple[str, ...] | None:
     """``a.b.c`` as ``("a", "b", "c")``; None when the path does not start at a name."""
     keys: list[str] = []
@@ -322,7 +368,8 @@ def generate(tree: s.Expr, text: str) -> Fn | None:
     gen = _Generator(text)
     try:
         body = gen.resolve(gen.expr(tree, ()))
-        unset = "".join(f"{var} = " for var in sorted(set(gen.shared.values())) if var in body)
+        shared = {*gen.shared.values(), *gen.computed.values()}
+        unset = "".join(f"{var} = " for var in sorted(shared) if var in body)
         source = _FUNCTION.format(unset=unset, body=body)
         exec(compile(source, f"<feel {text[:60]!r}>", "exec"), gen.namespace)  # noqa: S102 - our own source
     except (SyntaxError, RecursionError, MemoryError, ValueError):

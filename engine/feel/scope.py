@@ -77,31 +77,23 @@ def member(v: Any, key: str) -> Any:
     return None
 
 
-def references(node: Any) -> frozenset[str]:
-    """The root names an expression or test reads (``?`` and ``item`` are bindings, not references)."""
-    out: set[str] = set()
-    stack = [node]
+def walk(tree: Any) -> Iterator[Any]:
+    """Every node of a syntax tree (and the tuples and values in it), in no particular order."""
+    stack = [tree]
     while stack:
         n = stack.pop()
-        if isinstance(n, s.Name):
-            if n.name not in ("?", "item"):
-                out.add(n.name)
-        elif isinstance(n, tuple):
-            stack.extend(n)
-        elif hasattr(n, "__slots__"):
-            stack.extend(getattr(n, slot) for slot in n.__slots__)
-    return frozenset(out)
-
-
-def reads_input(node: Any) -> bool:
-    """Does this tree mention ``?`` (the input value of a unary test)?"""
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, s.Name) and n.name == "?":
-            return True
+        yield n
         if isinstance(n, tuple):
             stack.extend(n)
         elif hasattr(n, "__slots__"):
             stack.extend(getattr(n, slot) for slot in n.__slots__)
-    return False
+
+
+def references(node: Any) -> frozenset[str]:
+    """The root names an expression or test reads (``?`` and ``item`` are bindings, not references)."""
+    return frozenset(n.name for n in walk(node) if isinstance(n, s.Name) and n.name not in ("?", "item"))
+
+
+def reads_input(node: Any) -> bool:
+    """Does this tree mention ``?`` (the input value of a unary test)?"""
+    return any(isinstance(n, s.Name) and n.name == "?" for n in walk(node))
