@@ -269,16 +269,29 @@ local function encode(v, out, n, depth)
     error("returned a value nested deeper than " .. MAX_DEPTH .. " levels (a cycle?)", 0)
   end
   -- Raw iteration (next, rawget): a script's __pairs or __index must not decide what leaves the sandbox.
-  local count, min_key, max_key, all_integers, flat = 0, nil, 0, true, true
+  -- The first pass also notes whether every key is a string and every member a JSON scalar ("plain"): the
+  -- usual result (a small map) is then copied without the per-member checks of the second pass, which
+  -- could find nothing to refuse. The benchmark's loyalty node: 121 k → 118 k instructions per call.
+  local count, min_key, max_key, all_integers, all_strings, flat, plain = 0, nil, 0, true, true, true, true
   for k, x in next, v do
     count = count + 1
-    if math_type(k) == "integer" then
+    if type(k) == "string" then
+      all_integers = false
+    elseif math_type(k) == "integer" then
+      all_strings = false
       if k > max_key then max_key = k end
       if min_key == nil or k < min_key then min_key = k end
     else
-      all_integers = false
+      all_integers, all_strings = false, false
     end
-    if type(x) == "table" then flat = false end
+    local tx = type(x)
+    if tx == "table" then
+      flat = false
+    elseif tx == "number" then
+      if x ~= x or x == HUGE or x == -HUGE then plain = false end
+    elseif tx ~= "string" and tx ~= "boolean" then
+      plain = false
+    end
   end
   if getmetatable(v) == "array" or (count > 0 and all_integers) then
     if not all_integers or max_key ~= count or (count > 0 and min_key ~= 1) then
@@ -286,6 +299,10 @@ local function encode(v, out, n, depth)
     end
     out[n + 1], out[n + 2] = flat and FLAT_LIST or LIST, count
     n = n + 2
+    if flat and plain then
+      for j = 1, count do out[n + j] = rawget(v, j) end
+      return n + count
+    end
     for j = 1, count do
       if flat then
         n = n + 1
@@ -298,6 +315,13 @@ local function encode(v, out, n, depth)
   end
   out[n + 1], out[n + 2] = flat and FLAT_MAP or MAP, count
   n = n + 2
+  if flat and plain and all_strings then
+    for k, x in next, v do
+      out[n + 1], out[n + 2] = k, x
+      n = n + 2
+    end
+    return n
+  end
   for k, x in next, v do
     if type(k) ~= "string" then error("returned a map with a non-string key (" .. tostring(k) .. ")", 0) end
     n = n + 1

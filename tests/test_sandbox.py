@@ -187,6 +187,28 @@ def test_every_kind_of_input_member_crosses_in_place(sandbox: Sandbox) -> None:
     assert run(sandbox, "local v = ... return v", value) == expected
 
 
+class Key(str):
+    """A string of another type: its map takes the member-by-member encoding."""
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({"a": 1, "b": "x", "c": None, "d": True, "e": 2.5}, {"a": 1, "b": "x", "d": True, "e": 2.5}),
+        ({"a": 1, Key("b"): "x"}, {"a": 1, "b": "x"}),
+        ({"a": 1, 2: "x"}, {"a": 1, "2": "x"}),
+        ({"a": 1, "b": Decimal("2.5")}, {"a": 1, "b": 2.5}),
+        ({}, {}),
+        ([1, "x", False, 2.5], [1, "x", False, 2.5]),
+        ([1, "x", Decimal("3")], [1, "x", 3]),
+        ((1, "x"), [1, "x"]),
+        ([Key("k"), 1], ["k", 1]),
+    ],
+)
+def test_flat_and_member_by_member_inputs_cross_alike(sandbox: Sandbox, value: object, expected: object) -> None:
+    assert run(sandbox, "local v = ... return v", value) == expected
+
+
 def test_inputs_nested_too_deep_are_refused(sandbox: Sandbox) -> None:
     value: list[object] = []
     for _ in range(40):
@@ -207,6 +229,47 @@ def test_inputs_nested_too_deep_are_refused(sandbox: Sandbox) -> None:
     ],
 )
 def test_unrepresentable_results_are_errors(sandbox: Sandbox, body: str, message: str) -> None:
+    with pytest.raises(ScriptError, match=message):
+        run(sandbox, body)
+
+
+# A flat result whose keys are all strings (or 1..n) and whose members are all JSON scalars is copied out without
+# the member-by-member checks; anything else takes them. Side by side, one of each, to the same answer or error.
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("return {a = 1, b = 'x', c = true, d = 2.5}", {"a": 1, "b": "x", "c": True, "d": 2.5}),
+        ("return {a = 1, b = 'x', c = {true}, d = 2.5}", {"a": 1, "b": "x", "c": [True], "d": 2.5}),
+        ("return {1, 'x', false, -0.5}", [1, "x", False, -0.5]),
+        ("return {1, 'x', {false}, -0.5}", [1, "x", [False], -0.5]),
+        ("return array()", []),
+        ("return array({math.maxinteger, math.mininteger})", [2**63 - 1, -(2**63)]),
+    ],
+)
+def test_plain_results_convert_as_checked_ones(sandbox: Sandbox, body: str, expected: object) -> None:
+    assert run(sandbox, body) == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("return {a = 1/0}", r"returned a non-finite number \(inf\)"),
+        ("return {a = {1/0}}", r"returned a non-finite number \(inf\)"),
+        ("return {1, -1/0}", r"returned a non-finite number \(-inf\)"),
+        ("return {1, {-1/0}}", r"returned a non-finite number \(-inf\)"),
+        ("return {a = 0/0}", "returned a non-finite number"),
+        ("return {a = type}", "returned a function"),
+        ("return {1, 2, type}", "returned a function"),
+        ("return {a = 1, [2] = 3}", r"non-string key \(2\)"),
+        ("return {a = 1, [2.5] = 3}", r"non-string key \(2.5\)"),
+        ("return {a = 1, [2] = {}}", r"non-string key \(2\)"),
+        ("return setmetatable({a = 1}, {__metatable = 'array'})", "list with holes"),
+        ("return {[1] = 'a', [3] = 'c'}", "list with holes"),
+    ],
+)
+def test_unrepresentable_members_are_errors_in_plain_and_nested_results(
+    sandbox: Sandbox, body: str, message: str
+) -> None:
     with pytest.raises(ScriptError, match=message):
         run(sandbox, body)
 

@@ -9,6 +9,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from engine.errors import ValidationError
+from engine.feel import to_feel
 from engine.model import compile_model
 from engine.plan import Result
 from engine.store import empty_guest
@@ -142,3 +143,35 @@ def test_bombs_are_stopped_and_the_server_keeps_serving(client: TestClient, bomb
         r = client.post("/v1/decide/good", json={"guest": {"browser_id": "b1"}, "context": {"channel": "WEB"}},
                         headers=PUBLIC)  # fmt: skip
         assert r.status_code == 200 and r.json()["outputs"]["score"] == 1 and "errors" not in r.json()
+
+
+class Faulty(dict[str, Any]):
+    """A context whose reads raise: an input reading it fails inside the one call that reads every input."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        raise RuntimeError("unreadable")
+
+
+ECHO = """return function(...)
+  local out = {}
+  for i = 1, select('#', ...) do out['x' .. i] = select(i, ...) end
+  return out
+end"""
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [
+        {"guest": {"facts": {"a": 1}}, "tier": {"x": "gold"}, "context": {"now": "2026-01-01"}},
+        {"guest": {"facts": {"a": 1}}, "tier": Faulty(x=1), "context": {"now": "2026-01-01"}},
+        {"guest": None, "tier": None, "context": {}},
+        {"guest": {"facts": [1, 2]}, "tier": {"x": [1, {"y": 2}]}, "context": {"now": 5}},
+    ],
+)
+def test_inputs_read_in_one_call_agree_with_inputs_read_one_by_one(scope: dict[str, Any]) -> None:
+    node = script(inputs=["guest.facts", "tier.x", "context.now", "count(guest.facts)"], source=ECHO, returns="map")
+    compiled = compile_model({"nodes": [TIER, node]}).nodes[1]
+    one_by_one = [e(scope) for e in compiled.inputs]
+    if isinstance(scope["tier"], Faulty):  # the one call fails as a whole; each input alone is guarded
+        assert compiled.read_inputs(scope) is None and one_by_one[1] is None and one_by_one[0] == {"a": 1}
+    assert compiled.evaluate(scope, None) == to_feel(compiled.script(*one_by_one))
