@@ -7,6 +7,8 @@ import asyncio
 import ipaddress
 import time
 from collections.abc import AsyncIterator
+from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -14,10 +16,12 @@ import pytest
 from engine.breaker import Breaker
 from engine.connections import KIND, Directory
 from engine.egress import Egress, is_public
-from engine.errors import ValidationError
+from engine.errors import ExternalCallFailed, ValidationError
+from engine.feel import to_json
+from engine.feel.scope import Bound
 from engine.model import compile_model
 from engine.nodes.base import MISS, TraceEntry
-from engine.nodes.external import ExternalNode
+from engine.nodes.external import RESPONSE, ExternalNode, Request, _segment, _text
 from engine.plan import Plan, Result
 from engine.store import empty_guest
 from engine.store.memory import MemoryStore
@@ -566,3 +570,72 @@ async def test_a_bug_in_a_shared_call_gives_the_fallback_and_is_logged(
         await asyncio.sleep(0.01)
     assert any("shared external call failed" in r.getMessage() for r in caplog.records)
     assert world.egress.inflight == {}
+
+
+class TextSubclass(str):
+    """A string of another type: it takes the general conversion."""
+
+
+def _render_generally(node: ExternalNode, scope: dict[str, Any]) -> Request:
+    """What _render answers, through the general conversion (to_json, then _text) for every value."""
+    segments = []
+    for part in node.path:
+        if isinstance(part, str):
+            segments.append(part)
+            continue
+        value = to_json(part(scope))
+        if value is None or isinstance(value, dict | list) or str(value) in (".", ".."):
+            raise ExternalCallFailed(f"path placeholder {{{part.source}}} evaluated to {value!r}")
+        segments.append(_segment(_text(value)))
+    query = []
+    for name, expr in node.query:
+        value = to_json(expr(scope))
+        for item in value if isinstance(value, list) else [value]:
+            if item is not None:
+                query.append((name, _text(item)))
+    return Request(node.method, "".join(segments), tuple(query), None)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["shoes", "a/b c?", "", ".", "..", "ü", Decimal("1.50"), Decimal("2"), 2.5, 7, True, False, None,
+     date(2026, 1, 2), ["x", None, Decimal(1), True], [], {"a": 1}, TextSubclass(".")],
+)  # fmt: skip
+def test_rendered_requests_agree_with_the_general_conversion(value: Any) -> None:
+    plan = compile_model(
+        {"nodes": [products(path="/p/{context.v}", query={"q": "context.v", "tier": "context.tier"})]},
+        services={"egress": Egress()},
+    )
+    (node,) = plan.nodes
+    scope = plan.scope(empty_guest("g1"), {"v": value, "tier": "gold"})
+    try:
+        expected: Any = _render_generally(node, scope)
+    except ExternalCallFailed as exc:
+        expected = exc.detail
+    try:
+        rendered: Any = node._render(scope)
+    except ExternalCallFailed as exc:
+        rendered = exc.detail
+    assert rendered == expected
+
+
+@pytest.mark.parametrize(
+    ("output", "reads_scope"),
+    [
+        ("response.products.id", False),
+        ({"ids": "response.products.id", "n": "count(response.products)", "k": 3}, False),
+        ("response.products[id != context.category].id", True),
+        ("response.products[price > 10].id", True),  # `price` may be the item's or the scope's
+        ({"ids": "response.products.id", "category": "context.category"}, True),
+    ],
+)
+def test_a_cache_hit_answers_as_the_output_over_the_whole_scope(output: Any, reads_scope: bool) -> None:
+    egress = Egress()
+    plan = compile_model({"nodes": [products(output=output, cache_ttl_s=30)]}, services={"egress": egress})
+    (node,) = plan.nodes
+    assert node.output_reads_scope is reads_scope
+    scope = plan.scope(empty_guest("g1"), SHOES_GOLD)
+    response = {"products": [{"id": "p1", "price": Decimal(12)}, {"id": "shoes"}, {"id": "p3", "price": Decimal(3)}]}
+    egress.remember(("commerce", node._render(scope)), response, 30)
+    answer = node.cached(scope, TraceEntry("products", "external"))
+    assert answer == node.output(Bound({RESPONSE: response}, scope)) and answer is not None

@@ -97,6 +97,8 @@ class ExternalNode:
     query: tuple[tuple[str, Expression], ...]
     body: Builder | None
     output: Builder
+    output_reads_scope: bool
+    """Whether ``output`` reads names other than ``response``; if not, it is given ``response`` alone."""
     timeout_ms: int | None
     retries: int
     backoff_ms: int
@@ -127,7 +129,9 @@ class ExternalNode:
                 return self._circuit_open(key, request, scope, trace)
             trace.detail["cache"] = "revalidating"
         trace.detail["attempts"] = 0
-        return self.output(Bound({RESPONSE: hit[0]}, scope))
+        if self.output_reads_scope:
+            return self.output(Bound({RESPONSE: hit[0]}, scope))
+        return self.output({RESPONSE: hit[0]})  # reads nothing else (``response.products``): no layered scope
 
     def _circuit_open(self, key: Any, request: Request, scope: Scope, trace: TraceEntry) -> Any:
         """With the connection's circuit open, the answer the call path would give (the stale response or
@@ -191,18 +195,29 @@ class ExternalNode:
         return entry[0]
 
     def _render(self, scope: Scope) -> Request:
+        # A string value (a category, a tier: the usual placeholder) is its own JSON and its own text: it skips
+        # to_json and _text. With the output below given ``response`` alone: picks 34.1 k → 24.1 k instructions.
         segments = []
         for part in self.path:
             if isinstance(part, str):
                 segments.append(part)
                 continue
-            value = to_json(part(scope))
-            if value is None or isinstance(value, dict | list) or str(value) in (".", ".."):
+            value = part.fn(scope)
+            if type(value) is not str:
+                value = to_json(value)
+                if value is None or isinstance(value, dict | list):
+                    raise ExternalCallFailed(f"path placeholder {{{part.source}}} evaluated to {value!r}")
+                value = _text(value)
+            if value in (".", ".."):
                 raise ExternalCallFailed(f"path placeholder {{{part.source}}} evaluated to {value!r}")
-            segments.append(_segment(_text(value)))
+            segments.append(_segment(value))
         query = []
         for name, expr in self.query:
-            value = to_json(expr(scope))
+            value = expr.fn(scope)
+            if type(value) is str:
+                query.append((name, value))
+                continue
+            value = to_json(value)
             for item in value if isinstance(value, list) else [value]:
                 if item is not None:
                     query.append((name, _text(item)))
@@ -445,7 +460,9 @@ def compile(defn: JSONObject, pointer: str, ctx: CompileContext) -> Node | None:
                 query.append((name, expr))
     body = template(defn["body"], f"{pointer}/body", ctx, refs) if "body" in defn else None
     local = CompileContext(ctx.names | {RESPONSE}, ctx.model, ctx.problems, ctx.services)
-    output = template(defn.get("output", RESPONSE), f"{pointer}/output", local, refs)
+    output_refs: set[str] = set()
+    output = template(defn.get("output", RESPONSE), f"{pointer}/output", local, output_refs)
+    refs |= output_refs
     gate = ctx.expression(defn["when"], f"{pointer}/when") if "when" in defn else None
     timeout_ms = _number(defn, "timeout_ms", 1, 60_000, pointer, ctx)
     retries = _number(defn, "retries", 0, 5, pointer, ctx)
@@ -463,6 +480,7 @@ def compile(defn: JSONObject, pointer: str, ctx: CompileContext) -> Node | None:
             refs |= part.references
     return ExternalNode(
         defn["id"], KIND, frozenset(refs) & ctx.names, gate, connection, method, path, tuple(query), body, output,
+        not output_refs <= {RESPONSE},
         int(timeout_ms) if timeout_ms else None, int(retries or 0), int(backoff_ms if backoff_ms is not None else 10),
         float(cache_ttl_s or 0), float(stale_s or 0), float(swr_s or 0), to_feel(defn.get("fallback")),
         egress_for(ctx.services), ctx.services,
