@@ -41,9 +41,9 @@ EVENTS_FIELD_BYTES = EVENTS_FIELD.encode()
 """The same prefix as the raw field names Redis replies with."""
 ASSIGNMENT_FIELD = "as:"
 """Hash fields ``as:<experiment>``: the guest's assignment in one experiment (``assignments`` in the document). A
-field each makes an exposure's write a plain ``HSET`` (``HSETNX`` for a fixed split, which keeps the first), where
-one JSON map of them all was decoded, changed and re-encoded in Lua per exposure, its cost and its AOF bytes
-growing with every experiment the guest was ever in. A map in the field ``assignments`` is what processes from
+field each makes an exposure's write one ``HSET`` (``HSETNX`` for a fixed split, which keeps the first) in the
+flush's script call, where one JSON map of them all was decoded, changed and re-encoded in Lua per exposure, its
+cost and its AOF bytes growing with every experiment the guest was ever in. A map in the field ``assignments`` is what processes from
 before these fields wrote: read under them (a field wins over the map's entry) and folded into them by the guest's
 next event commit (``guest_commit.lua``)."""
 ASSIGNMENT_FIELD_BYTES = ASSIGNMENT_FIELD.encode()
@@ -468,8 +468,8 @@ def _pointers(meta: dict[bytes, bytes]) -> ModelPointers:
 
 @functools.lru_cache(maxsize=256)
 def _read_fields(experiments: tuple[str, ...]) -> tuple[bytes, ...]:
-    """A decision's ``HMGET``: the document's fields and the assignment fields of the experiments it chooses in (a
-    plan's tuple, or a plan's and its shadow's: a few distinct ones per worker)."""
+    """A decision's ``HMGET``: the document's fields and the assignment fields of the fixed splits it chooses in
+    (:func:`engine.decide.guest_needs`: a few distinct tuples per worker)."""
     return _DOCUMENT_FIELDS + tuple(ASSIGNMENT_FIELD_BYTES + key.encode() for key in experiments)
 
 
