@@ -43,9 +43,9 @@ ASSIGNMENT_FIELD = "as:"
 """Hash fields ``as:<experiment>``: the guest's assignment in one experiment (``assignments`` in the document). A
 field each makes an exposure's write one ``HSET`` (``HSETNX`` for a fixed split, which keeps the first) in the
 flush's script call, where one JSON map of them all was decoded, changed and re-encoded in Lua per exposure, its
-cost and its AOF bytes growing with every experiment the guest was ever in. A map in the field ``assignments`` is what processes from
-before these fields wrote: read under them (a field wins over the map's entry) and folded into them by the guest's
-next event commit (``guest_commit.lua``)."""
+cost and its AOF bytes growing with every experiment the guest was ever in. A map in the field ``assignments`` is
+what processes from before these fields wrote: read under them (a field wins over the map's entry) and folded into
+them by the guest's next event commit (``guest_commit.lua``)."""
 ASSIGNMENT_FIELD_BYTES = ASSIGNMENT_FIELD.encode()
 _DOCUMENT_FIELDS = (b"profile", *(part.encode() for part in GUEST_PARTS))
 """A guest's fields but its sessions' events and per-experiment assignments: what a decision whose model cannot
