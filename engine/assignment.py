@@ -82,11 +82,6 @@ def pick(weights: Sequence[float], u: float) -> int:
     return last  # u * total rounding up to the total: the last arm with weight
 
 
-def pick_bucketed(weights: Sequence[float], bucket_index: int, buckets: int) -> int:
-    """Like :func:`pick` over a discrete bucket space, so an even split over 120 buckets is exact."""
-    return pick(weights, (bucket_index + 0.5) / buckets)
-
-
 def in_range(bucket_index: int, lo: int, hi: int) -> bool:
     """Whether a layer bucket falls in an experiment's half-open range ``[lo, hi)``."""
     return lo <= bucket_index < hi
@@ -167,7 +162,7 @@ def assign(
         kept = _kept_arm(guest, exp)
         if kept is not None and kept in draw.candidates:
             return draw.choices[draw.candidates.index(kept)]
-        u = (bucket(exp.seed, "arm", unit, exp.buckets) + 0.5) / exp.buckets
+        u = (bucket(exp.seed, "arm", unit, exp.buckets) + 0.5) / exp.buckets  # a bucket's middle: 120 split evenly
     elif unit is not None:
         # Bandits re-draw each epoch: sticky within an epoch, independent across epochs.
         u = unit_interval(exp.seed, "arm", f"{unit}|{alloc.epoch}")

@@ -99,19 +99,10 @@ class Sandbox:
         """Run ``script`` with plain-data ``args``; returns plain Python data (dict, list, str, numbers…)."""
         tokens: list[Any] = []
         for a in args:
-            # What _encode would do for the usual inputs (a string, a map like ``guest.facts``), without its call.
-            kind = type(a)
-            if kind in _PLAIN:
-                tokens += (_SCALAR, a)
-            elif kind is dict:
-                _encode_map(a, tokens, 0, True)
-            else:
-                _encode(a, tokens, 0)
-        lua = self._lua
+            _encode(a, tokens, 0)
         with self._lock:
-            # Input tables are built inside the call, after the limit is set: allow for them on top (see
-            # _allow_memory, inlined here).
-            lua.set_max_memory(lua.get_memory_used() + self.limits.memory_bytes + len(tokens) * _BYTES_PER_TOKEN)
+            # Input tables are built inside the call, after the limit is set: allow for them on top.
+            self._allow_memory(len(tokens) * _BYTES_PER_TOKEN)
             try:
                 if len(tokens) <= MAX_TOKENS:
                     reply = self._run(script.chunk, self.limits.instructions, len(args), *tokens)

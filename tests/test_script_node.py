@@ -171,7 +171,8 @@ end"""
 def test_inputs_read_in_one_call_agree_with_inputs_read_one_by_one(scope: dict[str, Any]) -> None:
     node = script(inputs=["guest.facts", "tier.x", "context.now", "count(guest.facts)"], source=ECHO, returns="map")
     compiled = compile_model({"nodes": [TIER, node]}).nodes[1]
-    one_by_one = [e(scope) for e in compiled.inputs]
+    one_by_one = [e(scope) for e in compiled.inputs.exprs]
+    assert compiled.inputs.read(scope) == one_by_one
     if isinstance(scope["tier"], Faulty):  # the one call fails as a whole; each input alone is guarded
-        assert compiled.read_inputs(scope) is None and one_by_one[1] is None and one_by_one[0] == {"a": 1}
+        assert compiled.inputs.together.fn(scope) is None and one_by_one[1] is None and one_by_one[0] == {"a": 1}
     assert compiled.evaluate(scope, None) == to_feel(compiled.script(*one_by_one))

@@ -408,9 +408,10 @@ def test_inputs_read_in_one_call_answer_as_one_call_per_column() -> None:
         ],
     }
     node, problems = compile_table(defn, frozenset({"guest"}))
-    assert problems == [] and node is not None and node.reads is not None
-    one_by_one = dataclasses.replace(node, reads=None)
-    failed = dataclasses.replace(node, reads=dataclasses.replace(node.reads, fn=lambda scope: None))
+    assert problems == [] and node is not None and node.inputs is not None and node.inputs.together is not None
+    one_by_one = dataclasses.replace(node, inputs=None)
+    broken = dataclasses.replace(node.inputs.together, fn=lambda scope: None)
+    failed = dataclasses.replace(node, inputs=dataclasses.replace(node.inputs, together=broken))
     seed = 20261203
     rng = random.Random(seed)
     errors = 0

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from engine.errors import FeelError, Problem
-from engine.feel import Expression, UnaryTests, compile_expression, compile_unary_tests
+from engine.feel import Expression, UnaryTests, compile_expression, compile_list, compile_unary_tests
 from engine.types import JSONObject, Scope
 
 T = TypeVar("T")
@@ -150,3 +150,27 @@ def known_keys(defn: JSONObject, allowed: Iterable[str], pointer: str, ctx: Comp
     for k in defn:
         if k not in allowed_set:
             ctx.problems.append(Problem(f"{pointer}/{k}", f"unknown field '{k}'"))
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    """A node's input expressions, read in one generated call: each path they share (``guest.facts``) is read once,
+    and it is one call instead of one per input. Input expressions never raise or change anything, so reading them
+    all at once answers as reading each in turn."""
+
+    exprs: tuple[Expression, ...]
+    together: Expression | None
+    """Every input as one list, or None (no inputs, or all constant: a constant list is shared, never filled in)."""
+
+    def read(self, scope: Scope) -> list[Any]:
+        """The inputs' values, a fresh list. Anything but a list from the one call means something in it raised
+        (its guard made the whole call null): then one call per input, each null on its own."""
+        values = self.together.fn(scope) if self.together is not None else None
+        if type(values) is not list:
+            values = [e.fn(scope) for e in self.exprs]
+        return values
+
+
+def compile_inputs(exprs: tuple[Expression, ...], ctx: CompileContext) -> Inputs:
+    together = compile_list([e.source for e in exprs], names=ctx.names) if exprs else None
+    return Inputs(exprs, None if together is None or together.is_constant else together)

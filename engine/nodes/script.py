@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import Problem, ScriptError
-from engine.feel import Expression, compile_list, to_feel
-from engine.nodes.base import CompileContext, Node, TraceEntry, known_keys, references, require
+from engine.feel import Expression, to_feel
+from engine.nodes.base import CompileContext, Inputs, Node, TraceEntry, compile_inputs, known_keys, references, require
 from engine.sandbox import Sandbox, Script, sandbox_for
 from engine.types import JSONObject, Scope
 
@@ -52,19 +52,13 @@ class ScriptNode:
     deps: frozenset[str]
     gate: Expression | None
     script: Script
-    inputs: tuple[Expression, ...]
-    read_inputs: Callable[[Scope], Any]
-    """Every input in one generated call (each shared path read once): their values as a list, or null if
-    anything in it raised."""
+    inputs: Inputs
     returns: tuple[str, ...]
     fallback: Any
 
     def evaluate(self, scope: Scope, trace: TraceEntry) -> Any:
-        args = self.read_inputs(scope)
-        if type(args) is not list:  # something in the one call raised: input by input, as each is guarded
-            args = [e(scope) for e in self.inputs]
         # FEEL values (Decimal, dates) become plain data on their way into Lua (engine.sandbox._encode).
-        value = self.script.sandbox.call(self.script, args)
+        value = self.script.sandbox.call(self.script, self.inputs.read(scope))
         for type_name in self.returns:
             if _CHECKS[type_name](value):
                 return to_feel(_shape(value, type_name))
@@ -125,8 +119,8 @@ def compile(defn: JSONObject, pointer: str, ctx: CompileContext) -> Node | None:
         return None
     exprs = tuple(e for e in inputs if e is not None)
     deps = references(*exprs, gate) & ctx.names
-    read_inputs = compile_list([e.source for e in exprs], names=ctx.names).fn
-    return ScriptNode(defn["id"], KIND, deps, gate, script, exprs, read_inputs, returns, to_feel(defn.get("fallback")))
+    read = compile_inputs(exprs, ctx)
+    return ScriptNode(defn["id"], KIND, deps, gate, script, read, returns, to_feel(defn.get("fallback")))
 
 
 def _compile_source(source: str, name: str, pointer: str, ctx: CompileContext) -> Script | None:

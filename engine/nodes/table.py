@@ -17,13 +17,13 @@ from decimal import Decimal
 from typing import Any
 
 from engine.errors import EvaluationError, Problem
-from engine.feel import Expression, UnaryTests, compile_list
+from engine.feel import Expression, UnaryTests
 from engine.feel.builtins import BUILTINS
 from engine.feel.convert import coerce
 from engine.feel.ops import equal
 from engine.feel.unary import literal_key
 from engine.feel.values import number
-from engine.nodes.base import CompileContext, Node, TraceEntry, known_keys, require
+from engine.nodes.base import CompileContext, Inputs, Node, TraceEntry, compile_inputs, known_keys, require
 from engine.types import JSONObject, Scope
 
 KIND = "table"
@@ -103,9 +103,8 @@ class TableNode:
     indexes: tuple[tuple[int, dict[Any, int], int], ...]  # (column, literal key → rule bits, bits of the rest)
     ranges: tuple[tuple[int, list[Decimal], list[int], int], ...]  # (column, breakpoints, segment bits, rest)
     all_rules: int
-    reads: Expression | None = None
-    """Every input expression in one generated call returning their values as a list (each shared path, such
-    as ``guest.facts``, read once), or None: one call per column."""
+    inputs: Inputs | None = None
+    """The columns' expressions, read in one call (None: one call per column, as tests build tables by hand)."""
     unchecked: bool = field(init=False)
     """No output lists allowed values: a rule's outputs need no check (the common case, kept cheap)."""
     fixed: tuple[Any, ...] = field(init=False)
@@ -143,11 +142,9 @@ class TableNode:
         object.__setattr__(self, "spans", tuple((*r, *f) for r, f in zip(self.ranges, floats, strict=True)))
 
     def evaluate(self, scope: Scope, trace: TraceEntry) -> Any:
-        # The inputs in one call (input expressions never raise or change anything, so reading them all before
-        # the first check answers as reading each in turn). Anything but a list means one raised: its guard
-        # made the whole call null; then one call per column, each null on its own.
-        values = self.reads.fn(scope) if self.reads is not None else None
-        if type(values) is not list:
+        if self.inputs is not None:
+            values = self.inputs.read(scope)
+        else:
             values = [column.expr.fn(scope) for column in self.columns]
         for i, column in self.checks:
             value = values[i]
@@ -476,7 +473,6 @@ def compile(defn: JSONObject, pointer: str, ctx: CompileContext) -> Node | None:
     cols = tuple(c for c in columns if c is not None)
     outs = tuple(o for o in outputs if o is not None)
     indexes, ranges, residual = _plan_indexes(len(cols), rules)
-    reads = compile_list([c.expr.source for c in cols], names=ctx.names) if cols else None
     refs: set[str] = set()
     for e in [*(c.expr for c in cols), *(e for row in rules.then for e in row), gate, *(o.default for o in outs)]:
         if e is not None:
@@ -498,5 +494,5 @@ def compile(defn: JSONObject, pointer: str, ctx: CompileContext) -> Node | None:
         tuple(indexes),
         tuple(ranges),
         (1 << len(rules.ids)) - 1,
-        None if reads is None or reads.is_constant else reads,  # a constant list is shared: never filled in
+        compile_inputs(tuple(c.expr for c in cols), ctx),
     )
