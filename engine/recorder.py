@@ -19,6 +19,9 @@ from engine.store import DecisionRecord, Store
 
 log = logging.getLogger("arbiter.recorder")
 STOP_TIMEOUT_S = 5.0
+RETRY_AFTER_S = 0.5
+"""After a refused write, the next try waits this long: with a backlog of a full batch the loop used to try again at
+once, so while Redis was down it spun the worker's event loop and logged a warning per turn."""
 
 
 class Recorder:
@@ -40,6 +43,10 @@ class Recorder:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._refused = 0
+        """Writes refused in a row (the outage's length, for the log)."""
+        self._stopped = asyncio.Event()
+        """Set with ``_stopping``: ends a wait before a retry."""
 
     def record(self, rec: DecisionRecord) -> None:
         if len(self._buffer) >= self._capacity:
@@ -56,6 +63,7 @@ class Recorder:
         # A stop flag, not Task.cancel(): on Python 3.11 a cancel landing as asyncio.timeout fires is
         # swallowed, and with a 5 ms timer that race is common (app shutdowns hung in tests).
         self._stopping = True
+        self._stopped.set()
         self._wake.set()
         if self._task is not None:
             await asyncio.wait({self._task}, timeout=STOP_TIMEOUT_S)
@@ -77,8 +85,13 @@ class Recorder:
                 await self.store.decisions_record(batch)
             except Unavailable as exc:
                 self._buffer.extendleft(reversed(batch))
-                log.warning("decision log write failed, will retry: %s", exc.detail)
+                if not self._refused:  # once per outage, not once per retry
+                    log.warning("decision log write failed, retrying every %.1f s: %s", RETRY_AFTER_S, exc.detail)
+                self._refused += 1
                 return False
+        if self._refused:
+            log.warning("decision log written again after %d refused writes", self._refused)
+            self._refused = 0
         return True
 
     async def _run(self) -> None:
@@ -92,6 +105,9 @@ class Recorder:
                     async with asyncio.timeout(self.flush_interval_s):
                         await self._wake.wait()
                 self._wake.clear()
-            await self.flush()
+            if not await self.flush() and not self._stopping:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(RETRY_AFTER_S):
+                        await self._stopped.wait()
             if self._buffer:
                 self._wake.set()  # arrived during the write, after the buffer had stopped being empty

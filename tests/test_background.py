@@ -25,7 +25,7 @@ from engine.experiments import compile_experiment
 from engine.lab import Lab
 from engine.ledger import Exposure, RedisLedger
 from engine.metrics import Metrics
-from engine.recorder import Recorder
+from engine.recorder import RETRY_AFTER_S, Recorder
 from engine.store import DecisionRecord
 from engine.store.redis import RedisStore
 
@@ -262,3 +262,28 @@ async def _base_url_is(directory: Directory, expected: str | None) -> bool:
         return (await directory.get("shop")).base_url == expected
     except ExternalCallFailed:
         return expected is None
+
+
+async def test_while_redis_refuses_writes_the_recorder_retries_at_its_pace_and_logs_once(
+    gated: GatedStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A backlog of full batches used to send the loop straight back to a refused write: it spun the event loop
+    and logged a warning per turn for as long as Redis was down."""
+    recorder = CountingRecorder(gated, Metrics(), flush_interval_ms=5, batch_size=4)
+    gated.failures = 1_000_000
+    for i in range(10):
+        recorder.record(_record(f"r{i}"))
+    recorder.start()
+    try:
+        with caplog.at_level("WARNING", logger="arbiter.recorder"):
+            await asyncio.sleep(RETRY_AFTER_S * 2.5)
+            refused = recorder.flushes
+            # one try at once, then one per RETRY_AFTER_S (2-3 in 2.5 intervals, whatever the timer's rounding)
+            assert 2 <= refused <= 4, refused
+            assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
+            gated.failures = 0
+            await _until(lambda: _now(len(gated.gate.batches) == 3))
+        assert "written again after" in caplog.records[-1].message
+        assert await _logged(gated) == [f"r{i}" for i in range(10)]  # nothing lost, in order
+    finally:
+        await recorder.stop()
