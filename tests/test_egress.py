@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import sys
 
 import httpx
 import pytest
@@ -81,3 +82,29 @@ def test_the_response_cache_expires_entries_and_stays_bounded(monkeypatch: pytes
     assert list(egress.cache) == ["a", "c", "d"]
     egress.remember("e", 5, ttl_s=30)
     assert list(egress.cache) == ["c", "d", "e"] and len(egress.cache) == 3
+
+
+class _ImportSearches:
+    """A finder first on ``sys.meta_path`` that only notes which modules Python went looking for: an import of a
+    module already loaded never reaches it, a missing one does, every time."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        self.names.append(name)
+
+
+async def test_an_external_call_searches_for_no_module(commerce: StubServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # httpcore imports sniffio in every pool operation; without it installed (anyio >= 4.5 stopped bringing it),
+    # each call made four failed imports, each a search of the filesystem: ~30 % of an external call's CPU.
+    egress = Egress()
+    url = f"{commerce.url}/products?categoryID=shoes"
+    searches = _ImportSearches()
+    try:
+        assert await send(egress, url, 2.0) == 200  # first use: whatever loads lazily loads now
+        monkeypatch.setattr(sys, "meta_path", [searches, *sys.meta_path])
+        assert [await send(egress, url, 2.0) for _ in range(3)] == [200, 200, 200]
+        assert searches.names == []
+    finally:
+        await egress.aclose()
