@@ -168,7 +168,8 @@ def _rows(name: str, r: dict[str, Any]) -> list[str]:
 def render(report: dict[str, Any]) -> str:
     sc, ra, me = report["scenario"], report["ratios"], report["metrics"]
     lines = [
-        f"workers={report['workers']} guests={report['guests']} duration={report['duration_s']}s per run; "
+        f"workers={report['workers']} guests={report['guests']} duration={report['duration_s']}s per run, "
+        f"Redis profile {report.get('redis_profile', 'default')}; "
         f"model {sc['model']} v{sc['version']} (connection {sc['connection']}, experiment {sc['experiment']}), "
         f"{sc['decisions_checked']} explained decisions checked clean before measuring",
         "",

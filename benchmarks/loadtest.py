@@ -312,11 +312,16 @@ def targets(args: argparse.Namespace) -> tuple[Target, Target, list[Target]]:
 
 
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
-    report: dict[str, Any] = {"workers": args.workers, "guests": args.guests, "duration_s": args.duration}
+    report: dict[str, Any] = {
+        "workers": args.workers,
+        "guests": args.guests,
+        "duration_s": args.duration,
+        "redis_profile": args.redis_profile,
+    }
     floor_target, decide_target, event_targets = targets(args)
     with tempfile.TemporaryDirectory(prefix="arbiter-bench-") as tmp:
         workdir = Path(tmp)
-        with servers.running_redis(workdir) as url:
+        with servers.running_redis(workdir, args.redis_profile) as url:
             report["seed"] = seed(url, args.guests, args.session_events)
             print(f"seeded {args.guests} guests in {report['seed']['seconds']} s", file=sys.stderr)
             with (
@@ -363,7 +368,7 @@ def serve(args: argparse.Namespace) -> int:
     """Everything ``run_all`` sets up, then wait (Ctrl-C): for locust or a hand-driven session."""
     with tempfile.TemporaryDirectory(prefix="arbiter-bench-") as tmp:
         workdir = Path(tmp)
-        with servers.running_redis(workdir) as url:
+        with servers.running_redis(workdir, args.redis_profile) as url:
             seed_guests(url, args.guests, session_events=args.session_events)
             with (
                 servers.running_stub(workdir, args.stub_delay_ms) as stub,
@@ -433,6 +438,13 @@ def main(argv: list[str] | None = None) -> int:
         "--pairs", type=int, default=3, help="back-to-back floor/decide saturation runs, for the throughput ratio"
     )
     parser.add_argument("--pair-duration", type=float, default=5.0, help="seconds per run of a pair")
+    parser.add_argument(
+        "--redis-profile",
+        choices=sorted(servers.REDIS_PROFILES),
+        default="default",
+        help="the harness Redis's settings: default (Redis's automatic AOF rewrites) or production "
+        "(docs/operations.md: rewrites scheduled, not automatic)",
+    )
     parser.add_argument("--json", type=Path, help="also write the full report here")
     parser.add_argument("--serve", action="store_true", help="set up and wait instead of measuring (for locust)")
     args = parser.parse_args(argv)

@@ -89,9 +89,22 @@ REDIS_STALL_MS = 5
 """Redis's latency monitor records events at least this long (``LATENCY LATEST``)."""
 
 
+REDIS_PROFILES: dict[str, tuple[str, ...]] = {
+    "default": (),
+    # docs/operations.md: AOF rewrites scheduled for a quiet hour (BGREWRITEAOF), the automatic one kept as a safety
+    # net far above what an hour at peak writes. A whole harness run writes ~2 GB of AOF, so none falls inside it.
+    "production": ("--auto-aof-rewrite-percentage", "100", "--auto-aof-rewrite-min-size", "16gb"),
+}
+"""Redis settings beyond the harness's own, by name (``loadtest --redis-profile``): ``default`` is what an
+untuned Redis does (an automatic AOF rewrite each time the file doubles, from 64 MB: every few tens of seconds at
+the harness's write rates), ``production`` what docs/operations.md recommends where Redis shares cores with the
+workers."""
+
+
 @contextlib.contextmanager
-def running_redis(workdir: Path) -> Iterator[str]:
-    """A redis-server on a free port in ``workdir``, AOF ``everysec`` (what makes accepted events durable)."""
+def running_redis(workdir: Path, profile: str = "default") -> Iterator[str]:
+    """A redis-server on a free port in ``workdir``, AOF ``everysec`` (what makes accepted events durable), with the
+    settings of ``profile`` (:data:`REDIS_PROFILES`)."""
     exe = shutil.which("redis-server")
     if exe is None:
         raise SystemExit("redis-server is not installed (apt-get install redis-server)")
@@ -100,7 +113,7 @@ def running_redis(workdir: Path) -> Iterator[str]:
     cmd = [exe, "--port", str(port), "--bind", LOOPBACK, "--dir", str(workdir), "--save", ""]
     cmd += ["--appendonly", "yes", "--appendfsync", "everysec"]
     # Redis's own record of its stalls (forks, AOF writes and fsyncs, slow commands), read per run by the harness.
-    cmd += ["--latency-monitor-threshold", str(REDIS_STALL_MS)]
+    cmd += ["--latency-monitor-threshold", str(REDIS_STALL_MS), *REDIS_PROFILES[profile]]
 
     def ping() -> bool:
         client = redis.Redis.from_url(url)

@@ -37,7 +37,7 @@ def _parse_pairs(raw: str) -> dict[str, str]:
 _INT_FIELDS = (
     "port", "deadline_ms", "max_body_bytes", "redis_timeout_ms", "workers", "session_timeout_ms", "max_sessions",
     "max_events_per_session", "max_closed_session_events", "max_orders", "event_log_shards", "max_batch_events",
-    "max_import_bytes",
+    "max_import_bytes", "decision_log_maxlen",
 )  # fmt: skip
 _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ARBITER_HOST": ("host", str),

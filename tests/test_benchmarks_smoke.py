@@ -16,7 +16,7 @@ import httpx
 import pytest
 import redis
 
-from benchmarks import history, inprocess, instructions, load_report, loadtest
+from benchmarks import history, inprocess, instructions, load_report, loadtest, servers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")]
 
@@ -25,8 +25,10 @@ def test_load_harness_reports(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     args = ["--guests", "300", "--duration", "1", "--warmup", "1", "--connections", "4", "--fractions", "0.1"]
     args += ["--own-fractions", "0.2", "--pairs", "2", "--pair-duration", "1"]
+    args += ["--redis-profile", "production"]
     assert loadtest.main([*args, "--workers", "1", "--event-batch", "5", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
+    assert report["redis_profile"] == "production"
     for target in ("floor", "decide", "events", "events_batch"):
         sat = report[target]["saturation"]
         assert sat["requests"] > 0 and sat["non2xx"] == 0
@@ -59,7 +61,20 @@ def test_load_harness_reports(tmp_path: Path) -> None:
     assert report["metrics"]["loop_lag"]["loop ticks"] > 0
     rendered = load_report.render(report)
     assert "of own sat." in rendered and "ticks due every 50 ms" in rendered and "back-to-back pairs" in rendered
-    assert "sent late p99 / max ms" in rendered
+    assert "sent late p99 / max ms" in rendered and "Redis profile production" in rendered
+
+
+@pytest.mark.parametrize("profile", ["default", "production"])
+def test_the_harness_redis_runs_with_its_profile(tmp_path: Path, profile: str) -> None:
+    with servers.running_redis(tmp_path, profile) as url:
+        client = redis.Redis.from_url(url)
+        try:
+            min_size = int(client.config_get("auto-aof-rewrite-min-size")["auto-aof-rewrite-min-size"])
+            assert client.config_get("appendfsync")["appendfsync"] == "everysec"
+        finally:
+            client.close()
+    # Redis's own default rewrites from 64 MB; the production profile leaves rewrites to a schedule.
+    assert min_size == (64 << 20 if profile == "default" else 16 << 30)
 
 
 def test_history_harness_reports_a_row_per_step(capsys: pytest.CaptureFixture[str]) -> None:
