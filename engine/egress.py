@@ -1,10 +1,11 @@
 """Outbound HTTP for external data calls: the SSRF guard, the shared connection pool, per-worker state.
 
-The guard sits in the connection layer, not in front of it: a custom httpcore network backend resolves
-the host itself, refuses the connection if *any* address is loopback, private, link-local (the cloud
-metadata service at 169.254.169.254), multicast or otherwise not globally routable, and then connects to
-the very address it checked. Checking a URL and letting the client resolve it again would leave a DNS
-rebinding window; this leaves none, whichever request or redirect opened the connection.
+The guard sits in the connection layer, not in front of it. The pool's resolver (:class:`GuardedResolver`)
+resolves a host itself and refuses it if *any* address is loopback, private, link-local (the cloud metadata
+service at 169.254.169.254), multicast or otherwise not globally routable; aiohttp then connects to the
+very addresses it returned. Checking a URL and letting the client resolve it again would leave a DNS
+rebinding window; this leaves none. aiohttp never asks a resolver about an IP-literal host, so the guarded
+pool's socket factory (:func:`_public_socket`) checks the address of every socket it opens as well.
 
 One :class:`Egress` per worker (``rt.services["egress"]``) owns the pools (one guarded, one for
 connections that declare ``allow_private``), the circuit breakers and the response cache.
@@ -16,24 +17,39 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import ssl
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-import httpcore
-import httpx
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 from cachetools import LRUCache
+from yarl import URL
 
 from engine.breaker import Breaker
 from engine.errors import ExternalCallFailed
 
 SERVICE = "egress"
 RESOLVE_TIMEOUT_S = 2.0
+KEEPALIVE_S = 5.0
+"""How long an idle pooled connection is kept: httpx's keep-alive expiry, which this pool had before."""
 CACHE_ENTRIES = 10_000
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 log = logging.getLogger("arbiter")
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundRequest:
+    """One HTTP request for :meth:`Egress.send`; ``url`` is already percent-encoded and goes out as it is."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes | None = None
 
 
 def is_public(ip: Address) -> bool:
@@ -70,78 +86,103 @@ async def check_host(host: str, port: int, *, allow_private: bool) -> list[str]:
     if not allow_private:
         bad = refused_addresses(addresses)
         if bad:
-            raise ExternalCallFailed(
-                f"host '{host}' resolves to a non-public address ({', '.join(bad)}); refused "
-                "(set allow_private on the connection to call loopback or private networks)",
-                reason="refused",
-            )
+            raise _refusal(host, bad)
     return addresses
 
 
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """A network backend that connects only to addresses the SSRF policy allows."""
+def _refusal(host: str, bad: list[str]) -> ExternalCallFailed:
+    return ExternalCallFailed(
+        f"host '{host}' resolves to a non-public address ({', '.join(bad)}); refused "
+        "(set allow_private on the connection to call loopback or private networks)",
+        reason="refused",
+    )
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves through :func:`check_host`, so the connector only ever sees addresses the SSRF policy allows.
+
+    aiohttp caches what a resolver returns (``ttl_dns_cache``, 10 s) and connects to cached addresses without
+    asking again. That is safe: only lists that passed the check enter the cache, and each pool has its own
+    connector, so an address allowed for ``allow_private`` connections never serves the guarded pool.
+    """
 
     def __init__(self, *, allow_private: bool) -> None:
         self.allow_private = allow_private
-        self._inner = httpcore.AnyIOBackend()
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 — httpcore's backend signature
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         addresses = await check_host(host, port, allow_private=self.allow_private)
-        # Connect to the checked address; TLS still verifies the certificate against the host name,
-        # because httpcore takes the SNI name from the request's origin, not from this address.
-        return await self._inner.connect_tcp(addresses[0], port, timeout, local_address, socket_options)
+        # Numeric flags: the connector must connect to these very addresses, never look the name up again.
+        flags = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
+        return [
+            ResolveResult(
+                hostname=host,
+                host=a,
+                port=port,
+                family=socket.AF_INET6 if ":" in a else socket.AF_INET,
+                proto=0,
+                flags=flags,
+            )
+            for a in addresses
+        ]
 
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise ExternalCallFailed("unix sockets are not an external data system", reason="refused")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+    async def close(self) -> None:
+        pass
 
 
-def guarded_client(*, allow_private: bool, max_connections: int = 100) -> httpx.AsyncClient:
-    """An httpx client whose every connection goes through :class:`GuardedBackend`.
+def _public_socket(addr_info: tuple[Any, ...]) -> socket.socket:
+    """The guarded pool's socket factory: refuses a non-public address just before it is connected to.
 
-    No proxies from the environment (a proxy would make the guard check the proxy, not the target) and
-    no redirects (a 302 to an internal address is a classic SSRF hop).
+    aiohttp connects to an IP-literal host (``http://169.254.169.254``) without asking the resolver; this is
+    where such a host is checked. A resolved address is checked a second time, for one ``ip_address`` parse
+    per new connection.
     """
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
-    # httpx does not expose httpcore's network_backend, so the pool is rebuilt with the guarded one.
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=transport._pool._ssl_context,
-        max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_keepalive_connections,
-        keepalive_expiry=limits.keepalive_expiry,
-        network_backend=GuardedBackend(allow_private=allow_private),
+    family, type_, proto, _, address = addr_info
+    bad = refused_addresses([str(address[0])])
+    if bad:
+        raise _refusal(str(address[0]), bad)
+    return socket.socket(family, type_, proto)
+
+
+def guarded_session(
+    *, allow_private: bool, max_connections: int = 100, ssl_context: ssl.SSLContext | None = None
+) -> aiohttp.ClientSession:
+    """An aiohttp session whose every connection goes through the SSRF guard.
+
+    No proxies from the environment (a proxy would make the guard check the proxy, not the target), no
+    cookies kept from one call to the next (calls for different guests share the session); redirects are
+    refused per request (``allow_redirects=False`` in :func:`_exchange`: a 302 to an internal address is a
+    classic SSRF hop). ``ssl_context`` replaces the default one, which verifies certificates against the
+    system's CA store.
+    """
+    connector = aiohttp.TCPConnector(
+        limit=max_connections,
+        keepalive_timeout=KEEPALIVE_S,
+        resolver=GuardedResolver(allow_private=allow_private),
+        socket_factory=None if allow_private else _public_socket,
+        ssl=ssl_context if ssl_context is not None else True,
     )
-    return httpx.AsyncClient(transport=transport, trust_env=False, follow_redirects=False)
+    return aiohttp.ClientSession(connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar())
 
 
 class Egress:
     """Per-worker outbound state: connection pools, circuit breakers and the response cache.
 
-    ``shared=False`` (the CLI, which runs each evaluation in its own event loop) opens a client per
+    ``shared=False`` (the CLI, which runs each evaluation in its own event loop) opens a session per
     request instead of pooling, because pooled connections belong to the loop that opened them.
+    ``ssl_context`` (tests: a server with a self-signed certificate) replaces the default, verifying one.
     """
 
-    def __init__(self, *, shared: bool = True, max_connections: int = 100) -> None:
+    def __init__(
+        self, *, shared: bool = True, max_connections: int = 100, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.shared = shared
         self.max_connections = max_connections
-        self._pools: dict[bool, tuple[httpx.AsyncClient, asyncio.Semaphore]] = {}
-        """Per ``allow_private``: the shared client, and one slot per connection it may open (exchanges in flight
-        never outnumber the connections)."""
+        self.ssl_context = ssl_context
+        self._pools: dict[bool, tuple[aiohttp.ClientSession, asyncio.Semaphore]] = {}
+        """Per ``allow_private``: the shared session, and one slot per connection it may open (exchanges in
+        flight never outnumber the connections)."""
         self.breakers: dict[str, Breaker] = {}
         self.cache: dict[Any, tuple[Any, float]] = {}
         """Response per cache key with when it expires (monotonic s; each node has its own TTL): read on every
@@ -182,14 +223,16 @@ class Egress:
             breaker.failure_threshold, breaker.cooldown_s = failures, cooldown_s
         return breaker
 
-    def pool(self, allow_private: bool) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
-        """The shared client for ``allow_private`` and its slots, made on first use. Making one costs
-        ~18 ms (its TLS context loads the CA bundle): a worker makes both at start-up (``warm``) rather
-        than stall its event loop at its first external call."""
+    def pool(self, allow_private: bool) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
+        """The shared session for ``allow_private`` and its slots, made on first use; needs a running loop,
+        which the session belongs to. A worker makes both at start-up (``warm``), not at its first external
+        call."""
         pool = self._pools.get(allow_private)
         if pool is None:
-            client = guarded_client(allow_private=allow_private, max_connections=self.max_connections)
-            pool = self._pools[allow_private] = (client, asyncio.Semaphore(self.max_connections))
+            session = guarded_session(
+                allow_private=allow_private, max_connections=self.max_connections, ssl_context=self.ssl_context
+            )
+            pool = self._pools[allow_private] = (session, asyncio.Semaphore(self.max_connections))
         return pool
 
     def warm(self) -> None:
@@ -197,40 +240,48 @@ class Egress:
             self.pool(allow_private)
 
     async def send(
-        self, request: httpx.Request, *, allow_private: bool, timeout_s: float, max_bytes: int, detached: bool = True
+        self,
+        request: OutboundRequest,
+        *,
+        allow_private: bool,
+        timeout_s: float,
+        max_bytes: int,
+        detached: bool = True,
     ) -> tuple[int, bytes]:
-        """Send ``request``; its status and body, read within ``timeout_s``. httpx errors pass through.
+        """Send ``request``; its status and body, read within ``timeout_s``. aiohttp errors pass through.
 
-        On the shared pools nothing cancels an exchange inside httpcore: httpcore 1.0 leaves a connection
-        CONNECTING for ever when its request is cancelled after the pool handed it the connection and before
-        it opened it (encode/httpcore#1093), and under load a worker's whole pool ended up so, every later call timing
-        out. An exchange ends by httpx's own connect, write and read timeouts (``timeout_s`` each), inside
-        httpcore, which releases its connection; and no more exchanges run than the pool has connections, so
-        one never waits in httpcore's queue, where a pool timeout would be that very cancellation from
-        inside. What a caller may wait on is a slot here, which is safe to give up.
+        On the shared pools a caller never cancels an exchange: an exchange ends by aiohttp's own connect and
+        read timeouts (``timeout_s`` each), which close or release its connection; and no more exchanges run
+        than the pool has connections, so one never waits in the connector's queue. What a caller may wait
+        on is a slot here, which is safe to give up. (httpx's pool, before aiohttp, left a connection
+        CONNECTING for ever when its request was cancelled at the wrong moment, encode/httpcore#1093; the
+        design outlived it.)
 
-        (The CLI's unshared clients live for one call, so a cancellation there leaks nothing that lasts.)
+        (The CLI's unshared sessions live for one call, so a cancellation there leaks nothing that lasts.)
 
         ``detached`` (for a caller that may itself be cancelled, by a request's deadline): the exchange runs
         as a task of its own, and the caller stops waiting at ``timeout_s``. A caller that is never cancelled
         (a shared call, a task of the egress) passes False and runs it inline: under saturation each hop
         through the event loop costs milliseconds, and a task and its wake-up are two more hops.
         """
-        request.extensions["timeout"] = httpx.Timeout(timeout_s, pool=None).as_dict()
+        # sock_connect covers the TCP connect and the TLS handshake; sock_read each wait for response bytes.
+        # Name resolution has its own bound (RESOLVE_TIMEOUT_S), as before.
+        timeouts = aiohttp.ClientTimeout(sock_connect=timeout_s, sock_read=timeout_s)
         if not self.shared:
-            async with guarded_client(allow_private=allow_private, max_connections=4) as client:
+            session = guarded_session(allow_private=allow_private, max_connections=4, ssl_context=self.ssl_context)
+            async with session:
                 async with asyncio.timeout(timeout_s):
-                    return await _exchange(client, request, max_bytes)
+                    return await _exchange(session, request, timeouts, max_bytes)
         pooled, slots = self.pool(allow_private)
         if not detached:
             await slots.acquire()
             try:
-                return await _exchange(pooled, request, max_bytes)
+                return await _exchange(pooled, request, timeouts, max_bytes)
             finally:
                 slots.release()
         async with asyncio.timeout(timeout_s):
             await slots.acquire()
-            exchange = asyncio.ensure_future(_exchange(pooled, request, max_bytes))
+            exchange = asyncio.ensure_future(_exchange(pooled, request, timeouts, max_bytes))
             self._exchanges.add(exchange)
 
             def finished(done: asyncio.Future[tuple[int, bytes]]) -> None:
@@ -247,8 +298,8 @@ class Egress:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=2)
-        for client, _ in self._pools.values():
-            await client.aclose()
+        for session, _ in self._pools.values():
+            await session.close()
         self._pools.clear()
 
 
@@ -266,19 +317,25 @@ def _retrieved(exchange: asyncio.Future[Any]) -> None:
         exchange.exception()
 
 
-async def _exchange(client: httpx.AsyncClient, request: httpx.Request, max_bytes: int) -> tuple[int, bytes]:
-    # Streamed so an oversized body is cut off at max_bytes instead of being read into memory whole.
-    response = await client.send(request, stream=True)
-    try:
+async def _exchange(
+    session: aiohttp.ClientSession, request: OutboundRequest, timeouts: aiohttp.ClientTimeout, max_bytes: int
+) -> tuple[int, bytes]:
+    # encoded=True: the URL was encoded by the caller (as httpx encoded it); aiohttp would re-quote it,
+    # decoding %2F, %3A and %40 in the query.
+    url = URL(request.url, encoded=True)
+    async with session.request(
+        request.method, url, headers=request.headers, data=request.body, allow_redirects=False, timeout=timeouts
+    ) as response:
+        # Streamed so an oversized body is cut off at max_bytes instead of being read into memory whole; the
+        # chunks come decompressed (gzip, deflate, br, as httpx did), so the bound is on what is parsed.
         chunks, size = [], 0
-        async for chunk in response.aiter_bytes():
+        async for chunk in response.content.iter_any():
             size += len(chunk)
             if size > max_bytes:
+                response.close()  # the rest stays unread: the connection is dropped, not pooled
                 raise ExternalCallFailed(f"response larger than {max_bytes} bytes", reason="error")
             chunks.append(chunk)
-    finally:
-        await response.aclose()
-    return response.status_code, b"".join(chunks)
+        return response.status, b"".join(chunks)
 
 
 def egress_for(services: Any) -> Egress:

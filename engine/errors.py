@@ -3,7 +3,7 @@
 Every error the service can report is an :class:`ArbiterError` subclass carrying its HTTP status,
 a stable problem ``type`` slug and, where it applies, a JSON pointer to the bad spot. Exactly one
 place (``engine.api.problems``) renders them as ``application/problem+json``. Foreign exceptions
-(redis, lupa, httpx) are wrapped at the boundary where they occur.
+(redis, lupa, aiohttp) are wrapped at the boundary where they occur.
 """
 
 from __future__ import annotations

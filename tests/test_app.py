@@ -110,8 +110,8 @@ def test_what_exists_at_startup_is_kept_out_of_full_collections() -> None:
 
 
 def test_outbound_clients_are_made_at_startup_not_at_the_first_external_call() -> None:
-    # Making one costs ~18 ms (its TLS context loads the CA bundle): at the first call it stalled every
-    # request in flight on the worker.
+    # A session belongs to the event loop it is made on, and with httpx making a client cost ~18 ms (its TLS
+    # context loaded the CA bundle), which at the first call stalled every request in flight on the worker.
     app = create_app(Settings(admin_key="a", public_keys={"p": "default"}), store=MemoryStore())
     with TestClient(app):
         outbound = app.state.rt.services["egress"]

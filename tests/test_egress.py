@@ -1,5 +1,5 @@
 """The outbound pool under requests cut short: a caller's timeout or cancellation must never cost the
-pool a connection (real stub on loopback, real httpx/httpcore)."""
+pool a connection (real stub on loopback, real aiohttp)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import contextlib
 import random
 import sys
 
-import httpx
+import aiohttp
 import pytest
 
 from engine import egress as egress_module
-from engine.egress import Egress
+from engine.egress import Egress, OutboundRequest
+from engine.errors import ExternalCallFailed
 from tests.commerce_stub import StubServer
 from tests.commerce_stub import commerce as commerce  # noqa: F401 — fixtures
 from tests.commerce_stub import commerce_server as commerce_server  # noqa: F401
@@ -22,30 +23,30 @@ MAX_BYTES = 1 << 20
 
 async def send(egress: Egress, url: str, timeout_s: float, *, detached: bool = True) -> int:
     status, _ = await egress.send(
-        httpx.Request("GET", url), allow_private=True, timeout_s=timeout_s, max_bytes=MAX_BYTES, detached=detached
+        OutboundRequest("GET", url, {}), allow_private=True, timeout_s=timeout_s, max_bytes=MAX_BYTES, detached=detached
     )
     return status
 
 
 @pytest.mark.parametrize("detached", [True, False])
 async def test_requests_cut_short_never_use_up_the_pool(commerce: StubServer, detached: bool) -> None:
-    # httpcore 1.0.9 leaves a connection CONNECTING for ever when its request is cancelled after the pool
-    # handed it the connection but before it opened it (encode/httpcore#1093); under load a worker's whole
-    # pool ended up so, and every later call to the connection timed out: the benchmark's external node
-    # answered stale for 37 % of 287,655 decisions, and went on doing so when idle.
+    # httpcore 1.0.9 (the pool before aiohttp) left a connection CONNECTING for ever when its request was
+    # cancelled after the pool handed it the connection but before it opened it (encode/httpcore#1093); under
+    # load a worker's whole pool ended up so, and every later call to the connection timed out: the benchmark's
+    # external node answered stale for 37 % of 287,655 decisions, and went on doing so when idle.
     egress = Egress(max_connections=2)
     url = f"{commerce.url}/products?categoryID=shoes"
     rng = random.Random(20261123)
 
     async def cut_short(timeout_s: float) -> None:
-        # Detached: the caller gives up at its timeout; inline: httpx's own timeouts end the exchange.
-        with contextlib.suppress(TimeoutError, httpx.HTTPError):
+        # Detached: the caller gives up at its timeout; inline: aiohttp's own timeouts end the exchange.
+        with contextlib.suppress(TimeoutError, aiohttp.ClientError):
             await send(egress, url, timeout_s, detached=detached)
 
     try:
         for _ in range(30):
             await asyncio.gather(*(cut_short(rng.choice((0.0005, 0.001, 0.002, 0.005))) for _ in range(40)))
-        await asyncio.sleep(0.2)  # every exchange cut short has ended by now (httpx's own timeouts bound it)
+        await asyncio.sleep(0.2)  # every exchange cut short has ended by now (aiohttp's own timeouts bound it)
         assert [await send(egress, url, 2.0) for _ in range(3)] == [200, 200, 200]
     finally:
         await egress.aclose()
@@ -96,8 +97,9 @@ class _ImportSearches:
 
 
 async def test_an_external_call_searches_for_no_module(commerce: StubServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    # httpcore imports sniffio in every pool operation; without it installed (anyio >= 4.5 stopped bringing it),
-    # each call made four failed imports, each a search of the filesystem: ~30 % of an external call's CPU.
+    # httpcore (the client before aiohttp) imported sniffio in every pool operation; without it installed (anyio
+    # >= 4.5 stopped bringing it), each call made four failed imports, each a search of the filesystem: ~30 % of
+    # an external call's CPU.
     egress = Egress()
     url = f"{commerce.url}/products?categoryID=shoes"
     searches = _ImportSearches()
@@ -106,5 +108,24 @@ async def test_an_external_call_searches_for_no_module(commerce: StubServer, mon
         monkeypatch.setattr(sys, "meta_path", [searches, *sys.meta_path])
         assert [await send(egress, url, 2.0) for _ in range(3)] == [200, 200, 200]
         assert searches.names == []
+    finally:
+        await egress.aclose()
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "[::ffff:127.0.0.1]"])
+async def test_a_private_address_is_refused_unless_the_call_allows_it(commerce: StubServer, host: str) -> None:
+    # A name goes through the pool's resolver; an IP literal, which aiohttp never hands to a resolver, through
+    # its socket factory. The allowed call goes first: what it put in aiohttp's DNS cache must not serve the
+    # guarded pool.
+    egress = Egress()
+    request = OutboundRequest("GET", f"http://{host}:{commerce.port}/products", {})
+    try:
+        if host != "[::ffff:127.0.0.1]":  # not an address the stub listens on
+            status, _ = await egress.send(request, allow_private=True, timeout_s=2.0, max_bytes=MAX_BYTES)
+            assert status == 200 and commerce.knobs.calls["/products"] == 1
+        with pytest.raises(ExternalCallFailed, match=r"non-public address \(") as refused:
+            await egress.send(request, allow_private=False, timeout_s=2.0, max_bytes=MAX_BYTES)
+        assert refused.value.reason == "refused"
+        assert commerce.knobs.calls["/products"] == (0 if host == "[::ffff:127.0.0.1]" else 1)
     finally:
         await egress.aclose()

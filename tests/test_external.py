@@ -11,6 +11,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import pytest
 
 from engine.breaker import Breaker
@@ -21,7 +22,7 @@ from engine.feel import to_json
 from engine.feel.scope import Bound
 from engine.model import compile_model
 from engine.nodes.base import MISS, TraceEntry
-from engine.nodes.external import RESPONSE, ExternalNode, Request, _segment, _text
+from engine.nodes.external import RESPONSE, ExternalNode, Request, _base, _segment, _text, _url
 from engine.plan import Plan, Result
 from engine.store import empty_guest
 from engine.store.memory import MemoryStore
@@ -450,6 +451,35 @@ async def test_private_and_metadata_addresses_are_refused(world: World, base_url
     await world.store.resource_put(KIND, "internal", {"base_url": base_url})
     result = await world.run(world.plan(products(connection="internal")))
     assert entry(result, "products")["fallback"] == "refused"
+
+
+QUERY_VALUES = ["shoes", "a b", "ü", "日本", "a&b=c", "x=1", "1+1", "/:@?#[]", "!$'()*,;", "~-._", "%41", "50%", "",
+                " "]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", QUERY_VALUES)
+@pytest.mark.parametrize("base_url", ["http://127.0.0.1:9", "https://Commerce.Example.com:443/api/v1"])
+def test_urls_are_encoded_as_httpx_encoded_them(base_url: str, value: str) -> None:
+    # The engine sent httpx.URL(base_url + path, params=query) before it moved to aiohttp; servers (and
+    # signatures over the URL) saw exactly this, and see it still.
+    path = f"/products/{_segment(value)}/ü x"
+    # A name repeats only for a list value, its items side by side (httpx grouped a name's items together).
+    query = (("q", value), ("q", "2"), ("k " + value, "v"))
+    base, host = _base(base_url)
+    assert _url(base, path, query) == str(httpx.URL(base_url + path, params=query))
+    assert _url(base, path, ()) == str(httpx.URL(base_url + path))
+    assert host == httpx.URL(base_url).host
+
+
+@pytest.mark.parametrize("path", ["/a/../b", "/./x/.", "/../../y/z", "/a/.b/..c/..", "/x/%2E%2E/y"])
+def test_dot_segments_resolve_as_httpx_resolved_them(path: str) -> None:
+    base, _ = _base("http://h/api/v1")
+    assert _url(base, path, (("q", "1"),)) == str(httpx.URL("http://h/api/v1" + path, params={"q": "1"}))
+
+
+def test_a_query_is_form_encoded() -> None:
+    base, _ = _base("http://h")
+    assert _url(base, "/p", (("q", "a b"), ("u", "ü"), ("x", "a&b=c"))) == "http://h/p?q=a+b&u=%C3%BC&x=a%26b%3Dc"
 
 
 @pytest.mark.parametrize(

@@ -30,13 +30,14 @@ import re
 import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
-from urllib.parse import quote
+from urllib.parse import quote, urlencode, urlsplit
 
-import httpx
+import aiohttp
 import orjson
+from yarl import URL
 
 from engine.connections import KEY_PATTERN, Connection, directory_for
-from engine.egress import Egress, egress_for
+from engine.egress import Egress, OutboundRequest, egress_for
 from engine.errors import ExternalCallFailed, Problem
 from engine.feel import Expression, to_feel, to_json
 from engine.feel.scope import Bound
@@ -51,6 +52,9 @@ MIN_ATTEMPT_S = 0.005
 """A retry is only worth starting with at least this much of the budget left after its back-off."""
 MAX_RESPONSE_BYTES = 1_048_576
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+_PATH_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"#<>?`{}')
+"""What httpx left unquoted in a path (the WHATWG path percent-encode set's complement, with ``%``: an
+escape already made, by :func:`_segment`, stays as it is)."""
 
 
 class Retryable(ExternalCallFailed):
@@ -354,9 +358,12 @@ class ExternalNode:
     async def _attempt(
         self, conn: Connection, request: Request, trace: TraceEntry, timeout_s: float, shared: bool
     ) -> Any:
-        url = httpx.URL(conn.base_url + request.path, params=request.query)
-        if url.host != conn.host or not conn.host_allowed(url.host):
-            raise ExternalCallFailed(f"host '{url.host}' is not allowed for '{conn.key}'", reason="refused")
+        base, host = _base(conn.base_url)
+        url = _url(base, request.path, request.query)
+        # The base's host passed allowed_hosts when the connection was parsed; the path may never change it.
+        shown = urlsplit(url).hostname
+        if shown != host:
+            raise ExternalCallFailed(f"host '{shown}' is not allowed for '{conn.key}'", reason="refused")
         headers = dict(conn.headers)
         headers["accept"] = "application/json"
         if request.body is not None:
@@ -364,21 +371,20 @@ class ExternalNode:
         auth = conn.auth()
         if auth is not None:
             headers[auth[0]] = auth[1]
-        http_request = httpx.Request(request.method, url, headers=headers, content=request.body)
         try:
             # A shared call runs in an egress task nobody cancels: its exchange can run inline (see Egress.send).
             status, content = await self.egress.send(
-                http_request,
+                OutboundRequest(request.method, url, headers, request.body),
                 allow_private=conn.allow_private,
                 timeout_s=timeout_s,
                 max_bytes=MAX_RESPONSE_BYTES,
                 detached=not shared,
             )
+        except aiohttp.ServerTimeoutError as exc:  # aiohttp's connect or read timeout (a TimeoutError too)
+            raise Retryable(f"timed out: {type(exc).__name__}", reason="timeout") from exc
         except TimeoutError as exc:
             raise Retryable(f"no answer within {timeout_s * 1000:.0f} ms", reason="timeout") from exc
-        except httpx.TimeoutException as exc:
-            raise Retryable(f"timed out: {type(exc).__name__}", reason="timeout") from exc
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise Retryable(f"{type(exc).__name__}: {exc}", reason="error") from exc
         trace.detail["status"] = status
         if status >= 500 or status in (408, 429):
@@ -400,6 +406,37 @@ def _segment(text: str) -> str:
     """``text`` percent-encoded as one path segment; memoised, as placeholders take few distinct values (a
     category, a tier) and ``quote`` costs ~0.7 µs."""
     return quote(text, safe="")
+
+
+@functools.lru_cache(maxsize=256)
+def _base(base_url: str) -> tuple[str, str]:
+    """``base_url`` as the start of request URLs, and its host as a request URL shows it: the origin normalised
+    as httpx did (lower-case, IDNA-encoded host, no default port), the path quoted as httpx quoted it."""
+    origin = str(URL(base_url).origin())
+    return origin + quote(urlsplit(base_url).path, safe=_PATH_SAFE), urlsplit(origin).hostname or ""
+
+
+def _url(base: str, path: str, query: tuple[tuple[str, str], ...]) -> str:
+    """The request's URL, percent-encoded byte for byte as httpx encoded it (``tests/test_external.py`` checks):
+    the path quoted with its path-safe set, the query form-encoded (``a b&c`` → ``a+b%26c``), no ``?`` without
+    one. Sent as it is (see engine.egress._exchange)."""
+    url = base + quote(path, safe=_PATH_SAFE)
+    if "/." in path:  # a dot segment in the model's literal path (a placeholder cannot make one)
+        parts = urlsplit(url)
+        url = parts._replace(path=_without_dot_segments(parts.path)).geturl()
+    return f"{url}?{urlencode(query)}" if query else url
+
+
+def _without_dot_segments(path: str) -> str:
+    """``/api/./a/../b`` → ``/api/b``, as httpx resolved them (it may climb into the base URL's path)."""
+    kept: list[str] = []
+    for part in path.split("/"):
+        if part == "..":
+            if kept and kept != [""]:
+                kept.pop()
+        elif part != ".":
+            kept.append(part)
+    return "/".join(kept)
 
 
 def _text(value: Any) -> str:
