@@ -188,6 +188,18 @@ def render(report: dict[str, Any]) -> str:
         p = ra["decide_over_floor_throughput_paired"]
         each = ", ".join(f"{r:.2f}" for r in p["ratios"])
         lines.append(f"decide / floor throughput in back-to-back pairs: {each}; median {p['median']:.2f}")
+    checks = report.get("target_check", [])
+    if checks:
+        each = "; ".join(
+            f"{c['p99_ms']:.1f}" + (" (AOF rewrite)" if c["aof_rewrite"] else "") + ("" if c["met"] else " ✗")
+            for c in checks
+        )
+        p99s = [c["p99_ms"] for c in checks]
+        lines.append(
+            f"decide's p99 at half the floor's saturation, measured {len(checks)} times, each right after the floor "
+            f"(target ≤ 5 ms): {each} ms; median {statistics.median(p99s):.1f} ms, met in "
+            f"{sum(c['met'] for c in checks)} of {len(checks)}"
+        )
     for lat in ra["decide_over_floor_latency"]:
         ratio = ", ".join(f"{p} ×{lat[p]}" for p in ("p50", "p99", "p99.9"))
         lines.append(f"decide / floor latency at the same offered {lat['rate']:.0f}/s: {ratio}")

@@ -264,6 +264,56 @@ def paired(
     return out
 
 
+TARGET_P99_MS = 5.0
+"""Issue 7's latency target: decide's p99 at half the floor's saturation."""
+
+
+def target_check(
+    floor: Target,
+    floor_port: int,
+    decide: Target,
+    decide_port: int,
+    args: argparse.Namespace,
+    settle: Callable[[], object] | None = None,
+    rewrites: Callable[[], tuple[int, bool]] | None = None,
+    stalls: Callable[[], dict[str, int]] | None = None,
+) -> list[dict[str, Any]]:
+    """``--target-runs`` times: the floor's saturation (``--pair-duration``), then decide open loop at half of it for
+    ``--duration``. The target is p99 at that rate, and one run of 10 s on a shared VM is a coin toss (a stall of 20
+    ms near decide's capacity queues for a tenth of a second), so it is measured several times, each against a floor
+    measured seconds before, and reported run by run with how many met it."""
+    out = []
+    for i in range(args.target_runs):
+        wrk(floor_port, floor, 1, args)
+        floor_rps = float(wrk(floor_port, floor, args.pair_duration, args)["rps"])
+        rate = max(1.0, round(floor_rps / 2))
+        try:
+            if settle is not None:
+                settle()
+            unsettled = {}
+        except scenario_setup.NotClean as exc:
+            unsettled = {"unsettled": str(exc)}
+        before = rewrites() if rewrites else None
+        if stalls is not None:
+            stalls()
+        bodies = decide.bodies(min(MAX_OPEN_LOOP_BODIES, int(rate * args.duration) + 1), 100 + i)
+        run = open_loop(decide_port, decide, bodies, rate, args.duration) | unsettled
+        run |= {
+            "floor_rps": floor_rps,
+            "aof_rewrite": _rewrite_since(rewrites, before),
+            "redis_stalls_ms": stalls() if stalls is not None else {},
+            "met": run["p99_ms"] <= TARGET_P99_MS and not run["errors"] and not run["timeouts"],
+        }
+        out.append(run)
+        note = " [an AOF rewrite overlapped this run]" if run["aof_rewrite"] else ""
+        print(
+            f"  target check {i + 1}: floor {floor_rps:.0f} req/s, decide at {rate:.0f}/s → p99 {run['p99_ms']} ms, "
+            f"p99.9 {run['p99.9_ms']} ms{note}",
+            file=sys.stderr,
+        )
+    return out
+
+
 def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
 
@@ -355,6 +405,9 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 report["metrics"] = load_report.scrape(arbiter.port, args.workers, MODEL)
                 # Before the events runs, which grow the guests that decide reads.
                 report["pairs"] = paired(floor_target, floor.port, decide_target, arbiter.port, args, rewrites)
+                report["target_check"] = target_check(
+                    floor_target, floor.port, decide_target, arbiter.port, args, check, rewrites, stalls
+                )
                 require_events_accepted(arbiter.port, event_targets)
                 for target in event_targets:
                     key = "events" if target.batch == 1 else "events_batch"
@@ -438,6 +491,12 @@ def main(argv: list[str] | None = None) -> int:
         "--pairs", type=int, default=3, help="back-to-back floor/decide saturation runs, for the throughput ratio"
     )
     parser.add_argument("--pair-duration", type=float, default=5.0, help="seconds per run of a pair")
+    parser.add_argument(
+        "--target-runs",
+        type=int,
+        default=3,
+        help="times to measure decide's p99 at half the floor's saturation, each after a fresh floor saturation run",
+    )
     parser.add_argument(
         "--redis-profile",
         choices=sorted(servers.REDIS_PROFILES),

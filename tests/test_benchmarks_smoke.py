@@ -25,7 +25,7 @@ def test_load_harness_reports(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     args = ["--guests", "300", "--duration", "1", "--warmup", "1", "--connections", "4", "--fractions", "0.1"]
     args += ["--own-fractions", "0.2", "--pairs", "2", "--pair-duration", "1"]
-    args += ["--redis-profile", "production"]
+    args += ["--redis-profile", "production", "--target-runs", "2"]
     assert loadtest.main([*args, "--workers", "1", "--event-batch", "5", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["redis_profile"] == "production"
@@ -62,6 +62,12 @@ def test_load_harness_reports(tmp_path: Path) -> None:
     rendered = load_report.render(report)
     assert "of own sat." in rendered and "ticks due every 50 ms" in rendered and "back-to-back pairs" in rendered
     assert "sent late p99 / max ms" in rendered and "Redis profile production" in rendered
+    # The p99 target, measured twice, each at half of a floor saturation run made just before it.
+    checks = report["target_check"]
+    assert len(checks) == 2 and all(c["sent"] > 0 and c["floor_rps"] > 0 for c in checks)
+    assert all(c["target_rps"] == max(1.0, round(c["floor_rps"] / 2)) for c in checks)
+    assert all(c["met"] == (c["p99_ms"] <= 5.0 and not c["errors"] and not c["timeouts"]) for c in checks)
+    assert "measured 2 times" in rendered
 
 
 @pytest.mark.parametrize("profile", ["default", "production"])
