@@ -32,6 +32,7 @@ from engine.store import DecisionRecord
 from engine.types import JSONObject
 
 log = logging.getLogger("arbiter.experiments")
+_exposure = Exposure._make
 RESOURCE = "experiment"
 ALLOCATION_FIELDS = ("arms", "allocation")
 """Changing these starts a new revision (and so a new epoch): old counts stay with the old weights."""
@@ -83,31 +84,24 @@ class Lab:
 
     def observe(self, record: DecisionRecord) -> None:
         """A decision was served: queue an exposure for every experiment arm it showed."""
-        if record.shadow or not record.extra:
+        # Runs per decision: the record's fields read once, the exposure made as the tuple it is (a NamedTuple's
+        # own constructor is a Python function).
+        decision_id, _, _, guest_ref, _, shadow, at_ms, extra = record
+        if shadow or not extra:
             return
-        now_ms = record.at_ms
-        for out in record.extra.get("experiments", ()):
+        pending = self._pending
+        for out in extra.get("experiments", ()):
             exp = self.experiments.get(out.get("experiment"))
-            if exp is None or out.get("reason") == "DEFAULT" or out.get("arm") is None:
+            arm = out.get("arm")
+            if exp is None or arm is None or out.get("reason") == "DEFAULT":
                 continue
-            keep = exp.mode == "fixed" and record.guest_ref is not None
-            unit = record.guest_ref if keep and record.guest_ref else record.decision_id
-            if len(self._pending) >= MAX_PENDING:
-                self._pending.pop(0)
-            self._pending.append(
-                Exposure(
-                    exp.key,
-                    out["arm"],
-                    out["epoch"],
-                    unit,
-                    record.decision_id,
-                    record.guest_ref,
-                    now_ms,
-                    exp.attribution_window_s,
-                    keep,
-                )
-            )
-        if self._pending:
+            keep = exp.mode == "fixed" and guest_ref is not None
+            unit = guest_ref if keep and guest_ref else decision_id
+            if len(pending) >= MAX_PENDING:
+                pending.pop(0)
+            window_s = exp.attribution_window_s
+            pending.append(_exposure((exp.key, arm, out["epoch"], unit, decision_id, guest_ref, at_ms, window_s, keep)))
+        if pending:
             self._wake.set()
 
     # --- background -----------------------------------------------------------------------------

@@ -8,20 +8,24 @@ the request path (tallies for the allocation) happen on the refresher's schedule
 from __future__ import annotations
 
 import time
+from collections import Counter
+from dataclasses import dataclass
+from itertools import chain, compress
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import orjson
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from engine import keys
 from engine.bandit import Tally
 from engine.errors import Unavailable
 from engine.ids import time_of
-from engine.store.redis import ASSIGNMENT_FIELD
+from engine.store.redis import ASSIGNMENT_FIELD, KeyGroup
 from engine.types import JSONObject
 
 if TYPE_CHECKING:
-    from engine.store.redis import RedisStore
+    from engine.store.redis import Batch, RedisStore
 
 
 class Exposure(NamedTuple):
@@ -101,6 +105,110 @@ def _reward_counts(value: float | None) -> list[float]:
     return [0, 0, 0] if value is None else [1, value, value * value]
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class _Arm:
+    """What the exposures of one experiment arm, epoch and window have in common: built once, looked up per exposure
+    (compared by identity: counting a flush's new exposures hashes one per exposure)."""
+
+    experiment: str
+    epoch: str
+    tally_key: str
+    entry: str
+    """A new decision unit's entry in its minute's hash: ``0|<window_s>|<epoch>|<arm>``."""
+    keep_ms: int
+    """How long a minute's hash outlives a decision of this window: the window and its grace."""
+    assignment_field: str
+    json_head: str
+    per_decision: bytes
+    per_guest: bytes
+    """The guest's assignment entry (:meth:`Exposure.assignment`) as orjson writes it, for a unit that is the
+    decision or the guest: ``%b`` takes the unit's JSON, ``%d`` the decision's time."""
+
+
+def _arm(experiment: str, arm: str, epoch: str, window_s: int) -> _Arm:
+    # orjson writes a dict's values as it writes each alone: the entry is these pieces around the unit and the time.
+    json_head = b'{"arm":' + orjson.dumps(arm) + b',"epoch":' + orjson.dumps(epoch) + b',"unit":'
+    head = json_head.replace(b"%", b"%%") + b'%b,"per":'
+    return _Arm(
+        experiment,
+        epoch,
+        keys.experiment_tally(experiment, arm),
+        f"0|{window_s}|{epoch}|{arm}",
+        (window_s + UNIT_GRACE_S) * 1000,
+        ASSIGNMENT_FIELD + experiment,
+        json_head.decode(),
+        head + b'"decision","at_ms":%d}',
+        head + b'"guest","at_ms":%d}',
+    )
+
+
+_TIMED_MASK = 0xF << 76 | 0x3 << 62
+_TIMED = 0x7 << 76 | 0x2 << 62
+"""A timed id's version (7) and variant (binary 10) bits, in the integer of its 16 bytes."""
+
+ARMS_KEPT = 4096
+"""Arms a ledger remembers across flushes (a few per running experiment and epoch); past it, it forgets them all."""
+
+
+class _Plan:
+    """One flush's writes, worked out before its first round trip: the units to open and whose each reply is."""
+
+    __slots__ = ("aliases", "arms", "guest_args", "guest_keys", "minutes", "unit_owners", "units")
+
+    def __init__(self) -> None:
+        self.arms: list[_Arm] = []
+        """Per exposure, in order."""
+        self.minutes: dict[tuple[str, int, int], list[Any]] = {}
+        """(experiment, minute, shard) → the hash's key, its minute's end (ms), how long past that it must live (the
+        most of its exposures' window and grace, less their time: ms), its call's pairs of decision id and entry,
+        and per pair the index of its exposure."""
+        self.units: list[tuple[list[str], list[Any]]] = []
+        """Units with a key of their own: the keys and arguments of their ``experiment_expose.lua`` calls."""
+        self.unit_owners: list[int] = []
+        self.aliases: list[Exposure] = []
+        self.guest_keys: list[str] = []
+        self.guest_args: list[Any] = []
+        """Three per guest key: field, entry, keep."""
+
+    def open_unit(self, x: Exposure, i: int) -> None:
+        """A unit with a key of its own: a fixed split's guest's, or a decision's whose id is not a recent timed id."""
+        deadline_ms = x.at_ms + x.window_s * 1000
+        ttl_s = x.window_s + (GUEST_UNIT_TTL_S if x.keep_assignment else UNIT_GRACE_S)
+        unit_keys = [keys.experiment_unit(x.experiment, x.unit), keys.experiment_parked(x.experiment, x.unit)]
+        self.units.append((unit_keys, [x.arm, x.epoch, x.at_ms, deadline_ms, ttl_s]))
+        self.unit_owners.append(i)
+
+
+def _outcomes(
+    plan: _Plan, batch: list[Exposure], minute_owners: list[list[int]], replies: list[Any]
+) -> tuple[dict[tuple[str, str], int], list[tuple[int, float]], list[tuple[int, float]]]:
+    """What the units' openings said: new exposures per tally key and epoch; new units that took up a parked reward;
+    decisions pointing at their guest's unit with a reward parked under them, for that unit. The last two by
+    exposure index, in the batch's order."""
+    own = len(plan.units)
+    streams = [(plan.unit_owners, list(chain.from_iterable(replies[:own])))]
+    streams += zip(minute_owners, replies[own:], strict=True)
+    fresh: Counter[_Arm] = Counter()
+    parked_units: list[tuple[int, float]] = []
+    parked_for_guests: list[tuple[int, float]] = []
+    for owners, reply in streams:
+        opened, parked = reply[0::2], reply[1::2]
+        if not any(parked):  # the usual reply: count the new ones without a step per exposure
+            fresh.update(map(plan.arms.__getitem__, compress(owners, opened)))
+            continue
+        for i, new, value in zip(owners, opened, parked, strict=True):
+            if new and value:
+                parked_units.append((i, float(value)))
+            elif new:
+                fresh[plan.arms[i]] += 1
+            elif value and batch[i].unit != batch[i].decision_id:
+                parked_for_guests.append((i, float(value)))
+    added: dict[tuple[str, str], int] = {}
+    for a, n in fresh.items():
+        added[a.tally_key, a.epoch] = added.get((a.tally_key, a.epoch), 0) + n
+    return added, sorted(parked_units), sorted(parked_for_guests)
+
+
 class Ledger(Protocol):
     async def expose(self, batch: list[Exposure]) -> None: ...
 
@@ -158,14 +266,23 @@ class RedisLedger:
         self._claim = store.script("experiment_claim.lua")
         self._claim_minute = store.script("experiment_claim_minute.lua")
         self._assign = store.script("experiment_assign.lua")
+        self._arms: dict[tuple[str, str, str, int], _Arm] = {}
+        self._one_server = not isinstance(store.client, RedisCluster)
 
     async def expose(self, batch: list[Exposure]) -> None:
         try:
-            opened, aliases, parked_for_guests = await self._open_units(batch)
+            plan = self._plan(batch)
+            first = self.store.batch()
+            for unit_keys, args in plan.units:
+                first.script(self._expose, unit_keys, args)
+            owners = self._open_minutes(plan, first)
+            replies = await first.execute()
+            added, parked_units, parked_for_guests = _outcomes(plan, batch, owners, replies)
             then = self.store.batch()
             # A reward that reached another process before a split's decision was written was parked under the
             # decision; it belongs to the guest's unit, opened just now (rare: claimed one at a time).
-            for x, value in parked_for_guests:
+            for i, value in parked_for_guests:
+                x = batch[i]
                 status, arm, epoch = await self.claim(x.experiment, x.unit, int(time.time() * 1000), value)
                 if status == "counted":
                     then.script(
@@ -173,89 +290,107 @@ class RedisLedger:
                     )
             # New exposures of one arm and epoch add up to one tally call (a bandit arm takes most of a batch);
             # a parked reward, rare, carries its own counts.
-            added: dict[tuple[str, str, str], int] = {}
-            for x, (new, parked) in zip(batch, opened, strict=True):
-                if new and parked:
-                    counts = [x.epoch, 1, *_reward_counts(float(parked))]
-                    then.script(self._tally, [keys.experiment_tally(x.experiment, x.arm)], counts)
-                elif new:
-                    added[x.experiment, x.arm, x.epoch] = added.get((x.experiment, x.arm, x.epoch), 0) + 1
-            for (experiment, arm, epoch), n in added.items():
-                then.script(self._tally, [keys.experiment_tally(experiment, arm)], [epoch, n, *_reward_counts(None)])
-            for x in aliases:
+            for i, value in parked_units:
+                a = plan.arms[i]
+                then.script(self._tally, [a.tally_key], [a.epoch, 1, *_reward_counts(value)])
+            for (tally_key, epoch), n in added.items():
+                then.script(self._tally, [tally_key], [epoch, n, *_reward_counts(None)])
+            for x in plan.aliases:
                 then.command("SET", keys.experiment_decision(x.experiment, x.decision_id), x.unit, "EX", x.window_s)
-            assigned = [x for x in batch if x.guest_ref]
-            for group in self.store.slot_groups([keys.guest(x.guest_ref or "") for x in assigned], ASSIGN_BATCH):
-                args: list[Any] = []
-                for i in group.indices:
-                    x = assigned[i]
-                    entry = orjson.dumps(x.assignment())
-                    args += (ASSIGNMENT_FIELD + x.experiment, entry, "1" if x.keep_assignment else "0")
-                then.script(self._assign, group.keys, args)
+            self._write_assignments(plan, then)
             await then.execute()
         except RedisError as exc:
             raise Unavailable(f"experiment ledger unavailable: {exc}") from exc
 
-    async def _open_units(
-        self, batch: list[Exposure]
-    ) -> tuple[list[tuple[int, bytes]], list[Exposure], list[tuple[Exposure, float]]]:
-        """Open every exposure's unit in one round trip: per exposure, whether its unit is new and the reward
-        parked for it; the exposures whose decision still needs an alias key of its own; and rewards parked under
-        a split's decision, for its guest's unit."""
-        first = self.store.batch()
-        where: list[tuple[str, int] | int] = []
-        """Per exposure: where its reply is: a minute call's and the pair's place in it, or its own call's index."""
-        minutes: dict[str, list[Any]] = {}
-        """Minute hash → its call's arguments: TTL (ms), then decision id and entry pairs."""
-        aliases: list[Exposure] = []
-        pointers: list[tuple[Exposure, str, int]] = []
-        """Exposures whose decision points at its guest's unit from a minute hash, and where in its reply."""
-        for x in batch:
-            unit = filed(x.experiment, x.decision_id, x.at_ms)
-            if unit is not None:
+    def _plan(self, batch: list[Exposure]) -> _Plan:
+        """Where each exposure's unit and assignment go. This loop was most of a flush's CPU: what an arm's
+        exposures share comes from ``self._arms``, and a timed id is filed without :func:`filed`'s string scans."""
+        arms = self._arms
+        if len(arms) > ARMS_KEPT:
+            arms.clear()
+        plan = _Plan()
+        per_exposure, minutes, guest_keys, guest_args = plan.arms, plan.minutes, plan.guest_keys, plan.guest_args
+        fromhex, from_bytes, dumps, guest = bytes.fromhex, int.from_bytes, orjson.dumps, keys.guest
+        minute = minute_start_ms = minute_end_ms = 0  # the minute filed into last: most of a batch's ids fall in it
+        for i, x in enumerate(batch):
+            experiment, arm, epoch, unit, decision_id, guest_ref, at_ms, window_s, keep = x
+            a = arms.get((experiment, arm, epoch, window_s))
+            if a is None:
+                a = arms[experiment, arm, epoch, window_s] = _arm(experiment, arm, epoch, window_s)
+            per_exposure.append(a)
+            own = unit == decision_id
+            try:
+                field = fromhex(decision_id)
+            except ValueError:  # not hex: an id from before ids were timed, or a client's
+                field = b""
+            bits = from_bytes(field)
+            id_ms = bits >> 80
+            # What :func:`engine.ids.time_of` accepts: version 7 and the RFC's variant, the lowercase hex of 16 bytes.
+            timed = bits & _TIMED_MASK == _TIMED and len(field) == 16 and field.hex() == decision_id
+            if timed and -MAX_UNIT_AGE_MS <= id_ms - at_ms <= CLOCK_SKEW_MS:
+                if not minute_start_ms <= id_ms < minute_end_ms:
+                    minute = id_ms // MINUTE_MS
+                    minute_start_ms, minute_end_ms = minute * MINUTE_MS, (minute + 1) * MINUTE_MS
+                # The shard is the id's last hex digit's, as in :func:`filed`.
+                slot = (experiment, minute, (field[15] & 0xF) % MINUTE_SHARDS)
                 # The hash lives until the window of its minute's last decision closes, and its grace.
-                ttl_ms = (unit.at_ms // MINUTE_MS + 1) * MINUTE_MS - x.at_ms + (x.window_s + UNIT_GRACE_S) * 1000
-                args = minutes.setdefault(unit.key, [ttl_ms])
-                args[0] = max(args[0], ttl_ms)
-                if x.unit == x.decision_id:
-                    where.append((unit.key, len(args) - 1))
-                    args += (unit.field, f"0|{x.window_s}|{x.epoch}|{x.arm}")
-                    continue
-                pointers.append((x, unit.key, len(args) - 1))
-                args += (unit.field, "@" + x.unit)
-            elif x.unit != x.decision_id:
-                aliases.append(x)
-            deadline_ms = x.at_ms + x.window_s * 1000
-            ttl_s = x.window_s + (GUEST_UNIT_TTL_S if x.keep_assignment else UNIT_GRACE_S)
-            unit_keys = [keys.experiment_unit(x.experiment, x.unit), keys.experiment_parked(x.experiment, x.unit)]
-            where.append(len(first))
-            first.script(self._expose, unit_keys, [x.arm, x.epoch, x.at_ms, deadline_ms, ttl_s])
-        own = len(first)
-        groups = self.store.slot_groups(list(minutes), MINUTE_KEYS_PER_CALL)
-        for group in groups:
-            argv: list[Any] = []
-            for minute in group.keys:
-                args = minutes[minute]
-                argv += (args[0], (len(args) - 1) // 2, *args[1:])
-            first.script(self._expose_minute, group.keys, argv)
-        replies = await first.execute()
-        by_minute: dict[str, list[Any]] = {}
-        for group, reply in zip(groups, replies[own:], strict=True):
-            start = 0
-            for minute in group.keys:
-                end = start + len(minutes[minute]) - 1  # two replies per pair, as many as the pairs' arguments
-                by_minute[minute] = reply[start:end]
-                start = end
-        opened = []
-        for at in where:
-            if isinstance(at, int):
-                new, parked = replies[at]
+                outlives_ms = a.keep_ms - at_ms
+                m = minutes.get(slot)
+                if m is None:
+                    m = minutes[slot] = [keys.experiment_minute(*slot), minute_end_ms, outlives_ms, [], []]
+                elif outlives_ms > m[2]:
+                    m[2] = outlives_ms
+                m[3] += (field, a.entry if own else "@" + unit)
+                m[4].append(i)
+                if not own:
+                    plan.open_unit(x, i)
             else:
-                reply = by_minute[at[0]]
-                new, parked = reply[at[1]], reply[at[1] + 1]
-            opened.append((new, parked))
-        parked_for_guests = [(x, float(by_minute[k][i + 1])) for x, k, i in pointers if by_minute[k][i + 1]]
-        return opened, aliases, parked_for_guests
+                plan.open_unit(x, i)
+                if not own:
+                    plan.aliases.append(x)
+            if guest_ref:
+                guest_keys.append(guest(guest_ref))
+                entry: str | bytes
+                if type(at_ms) is not int:  # a bool or a float, which %d would print otherwise than orjson
+                    entry = dumps(x.assignment())
+                elif own and timed:  # a timed id needs no escaping: a format rather than orjson and a bytes format
+                    entry = f'{a.json_head}"{unit}","per":"decision","at_ms":{at_ms}}}'
+                else:
+                    entry = (a.per_decision if own else a.per_guest) % (dumps(unit), at_ms)
+                guest_args += (a.assignment_field, entry, "1" if keep else "0")
+        return plan
+
+    def _open_minutes(self, plan: _Plan, first: Batch) -> list[list[int]]:
+        """Add the minute hashes' calls (one per ``MINUTE_KEYS_PER_CALL`` hashes of one slot); per call, the index
+        of the exposure of each pair, in the order of its reply."""
+        minutes = list(plan.minutes.items())
+        owners = []
+        for group in self._groups([m[0] for _, m in minutes], MINUTE_KEYS_PER_CALL):
+            argv: list[Any] = []
+            call_owners: list[int] = []
+            for i in group.indices:
+                _, (_, minute_end_ms, outlives_ms, pairs, exposures) = minutes[i]
+                ttl_ms = minute_end_ms + outlives_ms
+                argv += (ttl_ms, len(exposures), *pairs)
+                call_owners += exposures
+            first.script(self._expose_minute, group.keys, argv)
+            owners.append(call_owners)
+        return owners
+
+    def _write_assignments(self, plan: _Plan, then: Batch) -> None:
+        guest_keys, args = plan.guest_keys, plan.guest_args
+        if self._one_server:  # consecutive guests, as ``slot_groups`` would group them, without its per-key work
+            for start in range(0, len(guest_keys), ASSIGN_BATCH):
+                end = start + ASSIGN_BATCH
+                then.script(self._assign, guest_keys[start:end], args[3 * start : 3 * end])
+            return
+        for group in self.store.slot_groups(guest_keys, ASSIGN_BATCH):
+            then.script(self._assign, group.keys, [a for i in group.indices for a in args[3 * i : 3 * i + 3]])
+
+    def _groups(self, keys: list[str], most: int) -> list[KeyGroup]:
+        if self._one_server and len(keys) <= most:
+            return [KeyGroup(keys, list(range(len(keys))))]
+        return self.store.slot_groups(keys, most)
 
     async def claim(
         self, experiment: str, unit: str, now_ms: int, value: float | None = None, *, per_decision: bool = False
