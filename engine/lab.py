@@ -27,6 +27,7 @@ from engine.bandit import allocate
 from engine.errors import Conflict, NotFound, Unavailable
 from engine.experiments import Experiment, compile_experiment, overlapping
 from engine.ledger import Exposure, Ledger, open_ledger
+from engine.outage import Outage
 from engine.runtime import Runtime
 from engine.store import DecisionRecord
 from engine.types import JSONObject
@@ -66,6 +67,8 @@ class Lab:
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._follower: asyncio.Task[None] | None = None
+        self._flush_outage = Outage(log, "writing exposures")
+        self._refresh_outage = Outage(log, "refreshing experiments")
 
     # --- the request path: memory only ------------------------------------------------------------
     def get(self, key: str) -> Experiment:
@@ -196,7 +199,9 @@ class Lab:
             try:
                 await self.refresh()
             except Unavailable as exc:
-                log.warning("experiment refresh failed; serving the cached allocation: %s", exc.detail)
+                self._refresh_outage.failed(f"{exc.detail} (serving the cached allocation)")
+            else:
+                self._refresh_outage.ended()
 
     async def _follow_changes(self) -> None:
         """Refresh as soon as an experiment is written or deleted anywhere: a process waiting for its timed
@@ -223,11 +228,13 @@ class Lab:
             try:
                 await self.flush()
             except Unavailable as exc:
-                log.warning("exposure write failed, will retry: %s", exc.detail)
+                self._flush_outage.failed(exc.detail)
                 self._wake.set()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(0.5):
                         await self._stopping.wait()
+            else:
+                self._flush_outage.ended()
 
     # --- admin ----------------------------------------------------------------------------------
     async def put(self, key: str, doc: JSONObject) -> Experiment:

@@ -20,6 +20,7 @@ from engine.eventlog import open_event_log
 from engine.events import Event
 from engine.guests import Guests
 from engine.ingest import Ingest
+from engine.outage import Outage
 from engine.profiles import open_profiles
 from engine.runtime import Runtime
 from engine.sessions import Limits
@@ -59,13 +60,15 @@ async def shutdown(rt: Runtime) -> None:
 
 
 async def _housekeeping(ingest: Ingest) -> None:
+    outage = Outage(log, "housekeeping (closing idle sessions, applying the event log)")
     while True:
         await asyncio.sleep(SWEEP_INTERVAL_S)
         try:
             while await ingest.sweep() > 0:
                 pass
             await ingest.log.recover(ingest.apply, ingest.clock(), RECOVERY_GRACE_MS)
+            outage.ended()
         except Unavailable as exc:
-            log.warning("housekeeping skipped: %s", exc)
+            outage.failed(exc.detail)
         except Exception:  # noqa: BLE001 — a bug here must not kill the loop for the process's lifetime
             log.exception("housekeeping failed")

@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from engine.errors import Unavailable
+from engine.outage import Outage
 
 log = logging.getLogger("arbiter.notices")
 RETRY_S = 1.0
@@ -22,14 +23,12 @@ async def follow(
     notices: Callable[[], AsyncIterator[str]], changed: Callable[[str], Awaitable[None]], what: str
 ) -> None:
     """Await ``changed(key)`` for every notice until cancelled; one warning per outage, not one per retry."""
-    healthy = True
+    outage = Outage(log, f"following {what} change notices (timed refreshes go on)")
     while True:
         try:
             async for key in notices():
-                healthy = True
+                outage.ended()
                 await changed(key)
         except Unavailable as exc:
-            if healthy:
-                log.warning("%s change notices interrupted (timed refreshes go on); retrying: %s", what, exc.detail)
-            healthy = False
+            outage.failed(exc.detail)
         await asyncio.sleep(RETRY_S)

@@ -15,6 +15,7 @@ from collections import deque
 
 from engine.errors import Unavailable
 from engine.metrics import Metrics
+from engine.outage import Outage
 from engine.store import DecisionRecord, Store
 
 log = logging.getLogger("arbiter.recorder")
@@ -43,8 +44,7 @@ class Recorder:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._refused = 0
-        """Writes refused in a row (the outage's length, for the log)."""
+        self._outage = Outage(log, "writing the decision log")
         self._stopped = asyncio.Event()
         """Set with ``_stopping``: ends a wait before a retry."""
 
@@ -85,13 +85,9 @@ class Recorder:
                 await self.store.decisions_record(batch)
             except Unavailable as exc:
                 self._buffer.extendleft(reversed(batch))
-                if not self._refused:  # once per outage, not once per retry
-                    log.warning("decision log write failed, retrying every %.1f s: %s", RETRY_AFTER_S, exc.detail)
-                self._refused += 1
+                self._outage.failed(exc.detail)
                 return False
-        if self._refused:
-            log.warning("decision log written again after %d refused writes", self._refused)
-            self._refused = 0
+        self._outage.ended()
         return True
 
     async def _run(self) -> None:

@@ -9,6 +9,7 @@ more while a flush is in flight, and the batches are recorded.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
@@ -25,6 +26,7 @@ from engine.experiments import compile_experiment
 from engine.lab import Lab
 from engine.ledger import Exposure, RedisLedger
 from engine.metrics import Metrics
+from engine.outage import Outage
 from engine.recorder import RETRY_AFTER_S, Recorder
 from engine.store import DecisionRecord
 from engine.store.redis import RedisStore
@@ -283,7 +285,23 @@ async def test_while_redis_refuses_writes_the_recorder_retries_at_its_pace_and_l
             assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
             gated.failures = 0
             await _until(lambda: _now(len(gated.gate.batches) == 3))
-        assert "written again after" in caplog.records[-1].message
+        assert "works again, after" in caplog.records[-1].message
         assert await _logged(gated) == [f"r{i}" for i in range(10)]  # nothing lost, in order
     finally:
         await recorder.stop()
+
+
+def test_an_outage_is_logged_when_it_starts_and_when_it_ends(caplog: pytest.LogCaptureFixture) -> None:
+    outage = Outage(logging.getLogger("arbiter.test"), "writing things")
+    with caplog.at_level("WARNING", logger="arbiter.test"):
+        outage.ended()  # nothing had failed: nothing to say
+        for _ in range(5):
+            outage.failed("Redis did not answer")
+        outage.ended()
+        outage.ended()
+        outage.failed("refused")
+    assert [r.message for r in caplog.records] == [
+        "writing things failed; retrying until it works (logged again when it does): Redis did not answer",
+        "writing things works again, after 5 failed tries",
+        "writing things failed; retrying until it works (logged again when it does): refused",
+    ]
