@@ -28,6 +28,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from cachetools import LRUCache
 from yarl import URL
 
+from engine import __version__
 from engine.breaker import Breaker
 from engine.errors import ExternalCallFailed
 
@@ -36,6 +37,8 @@ RESOLVE_TIMEOUT_S = 2.0
 KEEPALIVE_S = 5.0
 """How long an idle pooled connection is kept: httpx's keep-alive expiry, which this pool had before."""
 CACHE_ENTRIES = 10_000
+USER_AGENT = f"Arbiter/{__version__}"
+"""Who calls, as the systems called see it (a connection's own ``headers`` may set another)."""
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -163,7 +166,9 @@ def guarded_session(
         socket_factory=None if allow_private else _public_socket,
         ssl=ssl_context if ssl_context is not None else True,
     )
-    return aiohttp.ClientSession(connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar())
+    return aiohttp.ClientSession(
+        connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar(), headers={"User-Agent": USER_AGENT}
+    )
 
 
 class Egress:

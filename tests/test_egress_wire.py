@@ -16,6 +16,7 @@ import aiohttp
 import httpx
 import pytest
 
+import engine
 from engine.egress import Egress, OutboundRequest
 from engine.errors import ExternalCallFailed
 from engine.nodes.external import _base, _url
@@ -146,6 +147,11 @@ async def test_a_compressed_body_arrives_decoded(raw: RawServer, egress: Egress)
     assert await get(egress, f"http://127.0.0.1:{raw.port}/gzip") == (200, JSON)
     with httpx.Client() as before:  # the client this one replaced: the same encodings offered
         assert raw.received[0].headers["accept-encoding"] == before.headers["accept-encoding"]
+
+
+async def test_calls_say_who_makes_them(raw: RawServer, egress: Egress) -> None:
+    assert await get(egress, f"http://127.0.0.1:{raw.port}/json") == (200, JSON)
+    assert raw.received[0].headers["user-agent"] == f"Arbiter/{engine.__version__}"
 
 
 async def test_redirects_are_not_followed_and_cookies_not_kept(raw: RawServer, egress: Egress) -> None:
