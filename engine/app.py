@@ -90,7 +90,8 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
         gc.collect()
         gc.freeze()
         try:
-            yield
+            with metrics.watching_gc():
+                yield
         finally:
             follower.cancel()
             lag_watch.cancel()

@@ -13,6 +13,8 @@ observation and every scrape runs on the worker's event loop thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import os
 import time
 from bisect import bisect_left
@@ -30,6 +32,7 @@ from engine.nodes.base import TraceEntry
 LATENCY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 NODE_BUCKETS_S = (0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.001, 0.005, 0.025, 0.1)
 LAG_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+GC_BUCKETS_S = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 LAG_TICK_S = 0.05
 """How often the lag watch checks the worker's event loop: 20 timer callbacks a second, nothing measurable."""
 
@@ -150,6 +153,15 @@ class Metrics:
             buckets=LAG_BUCKETS_S,
             registry=self.registry,
         ).labels()
+        gc_pause_s = LoopHistogram(
+            "arbiter_gc_pause_seconds",
+            "Python's cyclic garbage collector: how long each collection stopped the worker, by generation",
+            ("generation",),
+            buckets=GC_BUCKETS_S,
+            registry=self.registry,
+        )
+        self._gc_pause_s = tuple(gc_pause_s.labels(str(g)) for g in range(3))
+        self._gc_started_s = 0.0
         self._node_children: dict[str, dict[str, Any]] = {}
         """model → node id → its histogram child (no key tuple to build and hash per node per decision)."""
         self._decision_children: dict[str, Any] = {}
@@ -195,6 +207,25 @@ class Metrics:
             due_s = loop.time() + LAG_TICK_S
             await asyncio.sleep(LAG_TICK_S)
             self.loop_lag_s.observe(max(0.0, loop.time() - due_s))
+
+    @contextlib.contextmanager
+    def watching_gc(self) -> Iterator[None]:
+        """Time every collection while the app runs (a collection is a pause every request in flight shares: with
+        the loop lag, it tells an operator whether a slow tail came from the collector). Removed on the way out:
+        tests build many apps in one process."""
+        gc.callbacks.append(self._gc_phase)
+        try:
+            yield
+        finally:
+            gc.callbacks.remove(self._gc_phase)
+
+    def _gc_phase(self, phase: str, info: dict[str, int]) -> None:
+        # Collections run in whichever thread allocates: almost always the event loop's; one from an executor thread
+        # (name resolution) could at worst lose an increment to a race, never corrupt the buckets.
+        if phase == "start":
+            self._gc_started_s = time.perf_counter()
+        else:
+            self._gc_pause_s[info["generation"]].observe(time.perf_counter() - self._gc_started_s)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

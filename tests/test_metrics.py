@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 import time
 
@@ -88,3 +89,26 @@ def test_a_workers_registry_names_its_process() -> None:
     assert a.worker == b.worker == str(os.getpid()) and a.counts != b.counts
     other = load_report.parse(first.replace(f'pid="{os.getpid()}"', 'pid="1"'), "m")
     assert other.worker == "1"
+
+
+def gc_counts(metrics: Metrics) -> dict[str, float]:
+    text = metrics.render().decode()
+    return {g: float(n) for g, n in re.findall(r'arbiter_gc_pause_seconds_count\{generation="(\d)"\} (\S+)', text)}
+
+
+def test_collections_are_timed_while_watched_and_not_after() -> None:
+    metrics = Metrics()
+    gc.disable()  # only the collections below: none triggered by allocations in between
+    try:
+        with metrics.watching_gc():
+            gc.collect(0)
+            gc.collect(2)
+            gc.collect(2)
+        gc.collect(2)  # no longer watched: a finished app leaves no callback behind
+    finally:
+        gc.enable()
+    assert gc_counts(metrics) == {"0": 1.0, "1": 0.0, "2": 2.0}
+    text = metrics.render().decode()
+    total_s = float(re.search(r'arbiter_gc_pause_seconds_sum\{generation="2"\} (\S+)', text).group(1))  # type: ignore[union-attr]
+    assert 0 < total_s < 5  # two real full collections took some time, in seconds
+    assert metrics._gc_phase not in gc.callbacks
