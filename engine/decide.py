@@ -103,9 +103,10 @@ async def decide(rt: Runtime, model_key: str, lookup: GuestLookup, context: JSON
     guest, degraded = await fetch_guest(rt.store, lookup, guest_needs(rt, plan, shadow))
     result = await evaluate(rt, plan, guest, context)
     outputs_json = check_size(plan, result)
-    decision_id = timed_id(int(time.time() * 1000))
+    now_ms = int(time.time() * 1000)
+    decision_id = timed_id(now_ms)
     decision = Decision(decision_id, plan, result, guest.get("ref") or lookup.direct_ref, degraded, guest, outputs_json)
-    served = record(decision, shadow=False)
+    served = record(decision, shadow=False, at_ms=now_ms)  # one clock: the record's time is its id's
     rt.recorder.record(served)
     for listener in rt.services.get("decision_listeners", ()):
         listener(served)  # e.g. experiments count the exposure; must not block
@@ -164,7 +165,7 @@ async def run_shadow(rt: Runtime, shadow: Plan, decision: Decision, context: JSO
     rt.recorder.record(record(shadow_decision, shadow=True))
 
 
-def record(decision: Decision, *, shadow: bool) -> DecisionRecord:
+def record(decision: Decision, *, shadow: bool, at_ms: int | None = None) -> DecisionRecord:
     extra: JSONObject = {"errors": decision.result.errors} if decision.result.errors else {}
     arms = [e.output for e in decision.result.trace if e.kind == "experiment" and isinstance(e.output, dict)]
     if arms:
@@ -179,7 +180,7 @@ def record(decision: Decision, *, shadow: bool) -> DecisionRecord:
         decision.guest_ref,
         orjson.Fragment(decision.outputs_json),
         shadow,
-        int(time.time() * 1000),
+        int(time.time() * 1000) if at_ms is None else at_ms,
         extra,
     )
 

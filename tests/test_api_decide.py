@@ -6,6 +6,7 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
+from engine.ids import time_of
 from engine.store import Store, empty_guest
 from tests.conftest import ADMIN, PUBLIC
 
@@ -70,6 +71,8 @@ def test_decisions_are_recorded(published: TestClient) -> None:
     assert log[0]["decision_id"] == out["decision_id"] and log[0]["guest_ref"] == "b9"
     # The outputs are serialised once and shared by the response and the log: both carry the same JSON.
     assert log[0]["outputs"] == out["outputs"] == {"variant": "standard", "page": "/p"}
+    # One clock: the record's time is the one in its id (the exposure writer files units by the id's minute).
+    assert log[0]["at_ms"] == time_of(out["decision_id"])
 
 
 @pytest.mark.parametrize(
