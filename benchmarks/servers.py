@@ -91,8 +91,8 @@ REDIS_STALL_MS = 5
 
 REDIS_PROFILES: dict[str, tuple[str, ...]] = {
     "default": (),
-    # docs/operations.md: AOF rewrites scheduled for a quiet hour (BGREWRITEAOF), the automatic one kept as a safety
-    # net far above what an hour at peak writes. A whole harness run writes ~2 GB of AOF, so none falls inside it.
+    # docs/operations.md: AOF rewrites scheduled (BGREWRITEAOF), the automatic one kept as a safety net above what is
+    # written between two scheduled ones. A whole harness run writes ~2 GB of AOF, so none falls inside it.
     "production": ("--auto-aof-rewrite-percentage", "100", "--auto-aof-rewrite-min-size", "16gb"),
 }
 """Redis settings beyond the harness's own, by name (``loadtest --redis-profile``): ``default`` is what an

@@ -27,7 +27,7 @@ from engine.bandit import allocate
 from engine.errors import Conflict, NotFound, Unavailable
 from engine.experiments import Experiment, compile_experiment, overlapping
 from engine.ledger import Exposure, Ledger, open_ledger
-from engine.outage import Outage
+from engine.outage import RETRY_AFTER_S, Outage
 from engine.runtime import Runtime
 from engine.store import DecisionRecord
 from engine.types import JSONObject
@@ -231,7 +231,7 @@ class Lab:
                 self._flush_outage.failed(exc.detail)
                 self._wake.set()
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(0.5):
+                    async with asyncio.timeout(RETRY_AFTER_S):
                         await self._stopping.wait()
             else:
                 self._flush_outage.ended()

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from engine import keys
 from engine.bandit import Tally
 from engine.errors import Unavailable
-from engine.ids import time_of
+from engine.ids import timed_bytes
 from engine.store.redis import ASSIGNMENT_FIELD, KeyGroup
 from engine.types import JSONObject
 
@@ -93,11 +93,16 @@ class Filed(NamedTuple):
 def filed(experiment: str, decision_id: str, now_ms: int) -> Filed | None:
     """Where a decision's unit is filed, or ``None`` for a decision id that is not a recent timed id (one minted
     before ids were timed is random hex: its unit is a key of its own)."""
-    at_ms = time_of(decision_id)
-    if at_ms is None or not now_ms - MAX_UNIT_AGE_MS <= at_ms <= now_ms + CLOCK_SKEW_MS:
+    timed = timed_bytes(decision_id)
+    if timed is None or not now_ms - MAX_UNIT_AGE_MS <= timed[1] <= now_ms + CLOCK_SKEW_MS:
         return None
-    key = keys.experiment_minute(experiment, at_ms // MINUTE_MS, int(decision_id[-1], 16) % MINUTE_SHARDS)
-    return Filed(key, bytes.fromhex(decision_id), at_ms)
+    field, at_ms = timed
+    return Filed(keys.experiment_minute(experiment, at_ms // MINUTE_MS, _shard(field)), field, at_ms)
+
+
+def _shard(field: bytes) -> int:
+    """A decision's minute shard: its id's last hex digit's."""
+    return (field[15] & 0xF) % MINUTE_SHARDS
 
 
 def _reward_counts(value: float | None) -> list[float]:
@@ -141,10 +146,6 @@ def _arm(experiment: str, arm: str, epoch: str, window_s: int) -> _Arm:
         head + b'"guest","at_ms":%d}',
     )
 
-
-_TIMED_MASK = 0xF << 76 | 0x3 << 62
-_TIMED = 0x7 << 76 | 0x2 << 62
-"""A timed id's version (7) and variant (binary 10) bits, in the integer of its 16 bytes."""
 
 ARMS_KEPT = 4096
 """Arms a ledger remembers across flushes (a few per running experiment and epoch); past it, it forgets them all."""
@@ -304,13 +305,13 @@ class RedisLedger:
 
     def _plan(self, batch: list[Exposure]) -> _Plan:
         """Where each exposure's unit and assignment go. This loop was most of a flush's CPU: what an arm's
-        exposures share comes from ``self._arms``, and a timed id is filed without :func:`filed`'s string scans."""
+        exposures share comes from ``self._arms``, and the minute filed into last is reused."""
         arms = self._arms
         if len(arms) > ARMS_KEPT:
             arms.clear()
         plan = _Plan()
         per_exposure, minutes, guest_keys, guest_args = plan.arms, plan.minutes, plan.guest_keys, plan.guest_args
-        fromhex, from_bytes, dumps, guest = bytes.fromhex, int.from_bytes, orjson.dumps, keys.guest
+        dumps, guest = orjson.dumps, keys.guest
         minute = minute_start_ms = minute_end_ms = 0  # the minute filed into last: most of a batch's ids fall in it
         for i, x in enumerate(batch):
             experiment, arm, epoch, unit, decision_id, guest_ref, at_ms, window_s, keep = x
@@ -319,20 +320,13 @@ class RedisLedger:
                 a = arms[experiment, arm, epoch, window_s] = _arm(experiment, arm, epoch, window_s)
             per_exposure.append(a)
             own = unit == decision_id
-            try:
-                field = fromhex(decision_id)
-            except ValueError:  # not hex: an id from before ids were timed, or a client's
-                field = b""
-            bits = from_bytes(field)
-            id_ms = bits >> 80
-            # What :func:`engine.ids.time_of` accepts: version 7 and the RFC's variant, the lowercase hex of 16 bytes.
-            timed = bits & _TIMED_MASK == _TIMED and len(field) == 16 and field.hex() == decision_id
-            if timed and -MAX_UNIT_AGE_MS <= id_ms - at_ms <= CLOCK_SKEW_MS:
+            timed = timed_bytes(decision_id)
+            if timed is not None and -MAX_UNIT_AGE_MS <= timed[1] - at_ms <= CLOCK_SKEW_MS:
+                field, id_ms = timed
                 if not minute_start_ms <= id_ms < minute_end_ms:
                     minute = id_ms // MINUTE_MS
                     minute_start_ms, minute_end_ms = minute * MINUTE_MS, (minute + 1) * MINUTE_MS
-                # The shard is the id's last hex digit's, as in :func:`filed`.
-                slot = (experiment, minute, (field[15] & 0xF) % MINUTE_SHARDS)
+                slot = (experiment, minute, _shard(field))
                 # The hash lives until the window of its minute's last decision closes, and its grace.
                 outlives_ms = a.keep_ms - at_ms
                 m = minutes.get(slot)
@@ -353,7 +347,7 @@ class RedisLedger:
                 entry: str | bytes
                 if type(at_ms) is not int:  # a bool or a float, which %d would print otherwise than orjson
                     entry = dumps(x.assignment())
-                elif own and timed:  # a timed id needs no escaping: a format rather than orjson and a bytes format
+                elif own and timed is not None:  # a timed id needs no escaping: a format, not orjson or a bytes one
                     entry = f'{a.json_head}"{unit}","per":"decision","at_ms":{at_ms}}}'
                 else:
                     entry = (a.per_decision if own else a.per_guest) % (dumps(unit), at_ms)

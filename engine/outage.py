@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import logging
 
+RETRY_AFTER_S = 0.5
+"""How long a background writer waits after a refused write before the next: the decision log's writer, with a
+backlog of a full batch, used to try again at once, spinning the worker's event loop while Redis was down."""
+
 
 class Outage:
     __slots__ = ("failures", "log", "what")

@@ -15,14 +15,11 @@ from collections import deque
 
 from engine.errors import Unavailable
 from engine.metrics import Metrics
-from engine.outage import Outage
+from engine.outage import RETRY_AFTER_S, Outage
 from engine.store import DecisionRecord, Store
 
 log = logging.getLogger("arbiter.recorder")
 STOP_TIMEOUT_S = 5.0
-RETRY_AFTER_S = 0.5
-"""After a refused write, the next try waits this long: with a backlog of a full batch the loop used to try again at
-once, so while Redis was down it spun the worker's event loop and logged a warning per turn."""
 
 
 class Recorder:
@@ -43,10 +40,9 @@ class Recorder:
         self._capacity = capacity
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._stopping = False
         self._outage = Outage(log, "writing the decision log")
-        self._stopped = asyncio.Event()
-        """Set with ``_stopping``: ends a wait before a retry."""
+        self._stopping = asyncio.Event()
+        """Set by ``stop``: the loop ends at its next turn, and a wait before a retry ends at once."""
 
     def record(self, rec: DecisionRecord) -> None:
         if len(self._buffer) >= self._capacity:
@@ -62,8 +58,7 @@ class Recorder:
     async def stop(self) -> None:
         # A stop flag, not Task.cancel(): on Python 3.11 a cancel landing as asyncio.timeout fires is
         # swallowed, and with a 5 ms timer that race is common (app shutdowns hung in tests).
-        self._stopping = True
-        self._stopped.set()
+        self._stopping.set()
         self._wake.set()
         if self._task is not None:
             await asyncio.wait({self._task}, timeout=STOP_TIMEOUT_S)
@@ -93,17 +88,17 @@ class Recorder:
     async def _run(self) -> None:
         # Asleep while there is nothing to write: a timer every interval, records or not, woke an idle worker
         # 433 times a second (strace -f -c) and cost it 1.5 % of a core.
-        while not self._stopping:
+        while not self._stopping.is_set():
             await self._wake.wait()
             self._wake.clear()
-            if len(self._buffer) < self.batch_size and not self._stopping:
+            if len(self._buffer) < self.batch_size and not self._stopping.is_set():
                 with contextlib.suppress(TimeoutError):  # gather a batch: the interval, or until it is full
                     async with asyncio.timeout(self.flush_interval_s):
                         await self._wake.wait()
                 self._wake.clear()
-            if not await self.flush() and not self._stopping:
+            if not await self.flush() and not self._stopping.is_set():
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(RETRY_AFTER_S):
-                        await self._stopped.wait()
+                        await self._stopping.wait()
             if self._buffer:
                 self._wake.set()  # arrived during the write, after the buffer had stopped being empty

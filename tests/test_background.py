@@ -26,8 +26,8 @@ from engine.experiments import compile_experiment
 from engine.lab import Lab
 from engine.ledger import Exposure, RedisLedger
 from engine.metrics import Metrics
-from engine.outage import Outage
-from engine.recorder import RETRY_AFTER_S, Recorder
+from engine.outage import RETRY_AFTER_S, Outage
+from engine.recorder import Recorder
 from engine.store import DecisionRecord
 from engine.store.redis import RedisStore
 

@@ -6,7 +6,7 @@ import os
 import random
 import uuid
 
-from engine.ids import new_id, time_of, timed_id
+from engine.ids import new_id, time_of, timed_bytes, timed_id
 
 
 def test_ids_are_32_hex_characters_and_do_not_repeat_across_refills() -> None:
@@ -57,3 +57,27 @@ def test_only_timed_ids_have_a_time() -> None:
     ):
         assert time_of(other) is None
     assert time_of(str(uuid.UUID(int=0x0194_6C1B_2A00_7000_8000_0000_0000_0001)).replace("-", "")) == 0x0194_6C1B_2A00
+
+
+def _time_by_the_text(id_: str) -> int | None:
+    """The rule as written out on the id's text (how time_of read it before it parsed bytes): 32 lowercase hex
+    digits, ``7`` at position 12, one of ``89ab`` at 16."""
+    if len(id_) != 32 or id_[12] != "7" or id_[16] not in "89ab" or not set(id_) <= set("0123456789abcdef"):
+        return None
+    return int(id_[:12], 16)
+
+
+def test_the_byte_parse_takes_exactly_the_ids_the_text_rule_takes() -> None:
+    rng = random.Random(20261203)
+    ids = [timed_id(rng.randrange(2**48)) for _ in range(300)] + [f"{rng.getrandbits(128):032x}" for _ in range(300)]
+    for d in list(ids[:60]):
+        for at in (0, 11, 12, 13, 16, 17, 31):
+            for c in "0123456789abcdefABCDEF g\u00e9":
+                ids.append(d[:at] + c + d[at + 1 :])
+        ids += [d.upper(), d[:-1], d + "0", " " + d[1:], d[:30] + " 0", "0x" + d[2:]]
+    for d in ids:
+        expected = _time_by_the_text(d)
+        got = timed_bytes(d)
+        assert (got[1] if got else None) == time_of(d) == expected, d
+        if got is not None:
+            assert got[0] == bytes.fromhex(d)
