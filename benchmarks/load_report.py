@@ -200,6 +200,12 @@ def render(report: dict[str, Any]) -> str:
             f"(target ≤ 5 ms): {each} ms; median {statistics.median(p99s):.1f} ms, met in "
             f"{sum(c['met'] for c in checks)} of {len(checks)}"
         )
+        if any(c.get("warmup_s") for c in checks):
+            warm = "; ".join(f"{c['warmup_p99_ms']:.1f} / {c['warmup_max_ms']:.1f}" for c in checks)
+            lines.append(
+                f"  each after {checks[0]['warmup_s']:g} s at that rate, not measured above (a worker idle during the "
+                f"floor's run answers slowly at first): the warm-ups' p99 / max: {warm} ms"
+            )
     for lat in ra["decide_over_floor_latency"]:
         ratio = ", ".join(f"{p} ×{lat[p]}" for p in ("p50", "p99", "p99.9"))
         lines.append(f"decide / floor latency at the same offered {lat['rate']:.0f}/s: {ratio}")

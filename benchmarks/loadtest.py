@@ -114,10 +114,13 @@ def wrk(port: int, target: Target, duration_s: float, args: argparse.Namespace) 
     return result
 
 
-def open_loop(port: int, target: Target, bodies: list[bytes], rate: float, duration_s: float) -> dict[str, Any]:
+def open_loop(
+    port: int, target: Target, bodies: list[bytes], rate: float, duration_s: float, warmup_s: float = 0.0
+) -> dict[str, Any]:
     headers = {"X-API-Key": PUBLIC_KEY}
     reqs = [openloop.request_bytes(LOOPBACK, port, target.path, b, headers) for b in bodies]
-    result = uvloop.run(openloop.run(LOOPBACK, port, reqs, rate=rate, duration_s=duration_s)).as_dict()
+    report = uvloop.run(openloop.run(LOOPBACK, port, reqs, rate=rate, duration_s=duration_s, warmup_s=warmup_s))
+    result = report.as_dict()
     result["events_per_s"] = round(result["achieved_rps"] * target.batch, 1)
     return result
 
@@ -212,13 +215,13 @@ def measure(
     for run, (frac, basis) in enumerate(fractions, 1):
         base = floor_rps if basis == "floor" and floor_rps is not None else sat["rps"]
         rate = max(1.0, round(base * frac))
-        bodies = target.bodies(min(MAX_OPEN_LOOP_BODIES, int(rate * args.duration) + 1), run)
+        bodies = target.bodies(min(MAX_OPEN_LOOP_BODIES, int(rate * (args.warmup + args.duration)) + 1), run)
         unsettled = settled()
         if probe:
             before = probe()
         aof = rewrites() if rewrites else None
         stalled()
-        result = open_loop(port, target, bodies, rate, args.duration) | unsettled
+        result = open_loop(port, target, bodies, rate, args.duration, args.warmup) | unsettled
         result["aof_rewrite"] = overlapped(aof)
         result["redis_stalls_ms"] = stalled()
         if probe:
@@ -227,7 +230,7 @@ def measure(
         fixed.append(result)
         say(
             f"{rate:.0f} req/s open loop → p99 {result['p99_ms']} ms, p99.9 {result['p99.9_ms']} ms "
-            f"(sent late by up to {result['late_max_ms']} ms, p99 {result['late_p99_ms']})",
+            f"(sent late by up to {result['late_max_ms']} ms, p99 {result['late_p99_ms']}){_warmup_note(result)}",
             result["aof_rewrite"],
             result["redis_stalls_ms"],
         )
@@ -296,8 +299,8 @@ def target_check(
         before = rewrites() if rewrites else None
         if stalls is not None:
             stalls()
-        bodies = decide.bodies(min(MAX_OPEN_LOOP_BODIES, int(rate * args.duration) + 1), 100 + i)
-        run = open_loop(decide_port, decide, bodies, rate, args.duration) | unsettled
+        bodies = decide.bodies(min(MAX_OPEN_LOOP_BODIES, int(rate * (args.warmup + args.duration)) + 1), 100 + i)
+        run = open_loop(decide_port, decide, bodies, rate, args.duration, args.warmup) | unsettled
         run |= {
             "floor_rps": floor_rps,
             "aof_rewrite": _rewrite_since(rewrites, before),
@@ -308,10 +311,16 @@ def target_check(
         note = " [an AOF rewrite overlapped this run]" if run["aof_rewrite"] else ""
         print(
             f"  target check {i + 1}: floor {floor_rps:.0f} req/s, decide at {rate:.0f}/s → p99 {run['p99_ms']} ms, "
-            f"p99.9 {run['p99.9_ms']} ms{note}",
+            f"p99.9 {run['p99.9_ms']} ms{_warmup_note(run)}{note}",
             file=sys.stderr,
         )
     return out
+
+
+def _warmup_note(run: dict[str, Any]) -> str:
+    if not run.get("warmup_s"):
+        return ""
+    return f"; its {run['warmup_s']:g} s warm-up: p99 {run['warmup_p99_ms']} ms, max {run['warmup_max_ms']} ms"
 
 
 def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
@@ -459,7 +468,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--guests", type=int, default=20_000)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of wrk before measuring")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=2.0,
+        help="seconds of load before measuring: wrk before a saturation run; each open-loop run's first seconds, at "
+        "its rate, reported apart (benchmarks/openloop.py)",
+    )
     parser.add_argument(
         "--connections",
         type=int,

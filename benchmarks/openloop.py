@@ -6,8 +6,14 @@ would have queued behind it (coordinated omission). Here request ``i`` is due at
 whatever happened before; it is handed to the first idle connection, and its latency runs from when it
 was due to when its response's last byte arrived. Queueing for a connection counts.
 
-Bounded: ``rate × duration_s`` requests at most, and at most ``duration_s + drain_s`` of wall time;
-requests still unanswered at the end are reported as ``timeouts``. Loopback only.
+A warm-up (``warmup_s``) runs first on the same timeline and connections, at the same rate, and is reported apart:
+a worker idle for a few seconds (between two runs of the harness; a worker just added to a pool) answers its first
+requests up to twice as slowly (its caches are cold), and at 80-90 % of its capacity the queue that builds in that
+half-second set a 10 s run's p99 at 15-100 ms where the same rate, warm, held 3 ms (benchmarks/RESULTS.md, session 15).
+That is a start-up transient, not the steady state a fixed-rate run measures; the warm-up's own p99 and max show it.
+
+Bounded: ``rate × (warmup_s + duration_s)`` requests at most, and at most ``warmup_s + duration_s + drain_s`` of wall
+time; requests still unanswered at the end are reported as ``timeouts``. Loopback only.
 
 Run: python -m benchmarks.openloop --port 8080 --path /v1/decide/realistic --rate 1000 --duration 10
 """
@@ -23,7 +29,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 import numpy as np
@@ -51,6 +57,10 @@ class Report:
     """How late each request was released after its due time: the generator's own delay (its timer, or its
     process waiting for a core), which every latency above includes. Next to a high latency percentile, a low
     lateness puts the wait in the server or the network, a high one in the generator."""
+    warmup_s: float = 0.0
+    warmup_latencies_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """The warm-up's requests (not in any figure above): answered ones only; unanswered ones count in ``timeouts``."""
+    warmup_errors: int = 0
 
     def as_dict(self) -> dict[str, float | int]:
         lat = self.latencies_ms
@@ -68,6 +78,12 @@ class Report:
         late = self.late_ms
         out["late_p99_ms"] = round(float(np.percentile(late, 99)), 3) if len(late) else float("nan")
         out["late_max_ms"] = round(float(late.max()), 3) if len(late) else float("nan")
+        if self.warmup_s:
+            warm = self.warmup_latencies_ms
+            out["warmup_s"] = self.warmup_s
+            out["warmup_errors"] = self.warmup_errors
+            out["warmup_p99_ms"] = round(float(np.percentile(warm, 99)), 3) if len(warm) else float("nan")
+            out["warmup_max_ms"] = round(float(warm.max()), 3) if len(warm) else float("nan")
         return out
 
 
@@ -81,13 +97,16 @@ def request_bytes(host: str, port: int, path: str, body: bytes, headers: dict[st
 class _Timeline:
     """Shared state of one run: the requests, the due times, who is idle, what is waiting."""
 
-    def __init__(self, requests: list[bytes], total: int) -> None:
+    def __init__(self, requests: list[bytes], total: int, measured_from: int = 0) -> None:
         self.requests = requests
         self.latencies_ms = np.full(total, np.nan)
         self.backlog: collections.deque[tuple[int, float]] = collections.deque()
         self.idle: list[_Connection] = []
+        self.measured_from = measured_from
+        """Requests before this index are the warm-up's: their answers count apart."""
         self.ok = 0
         self.errors = 0
+        self.warmup_errors = 0
         self.expected = total
         self.all_done = asyncio.Event()
 
@@ -101,9 +120,11 @@ class _Timeline:
         self.latencies_ms[i] = (CLOCK() - due_s) * 1000
         if 200 <= status < 300:
             self.ok += 1
+        elif i < self.measured_from:
+            self.warmup_errors += 1
         else:
             self.errors += 1
-        if self.ok + self.errors >= self.expected:
+        if self.ok + self.errors + self.warmup_errors >= self.expected:
             self.all_done.set()
         if self.backlog:
             conn.send(*self.backlog.popleft())
@@ -205,11 +226,14 @@ async def run(
     duration_s: float,
     connections: int = 64,
     drain_s: float = 5.0,
+    warmup_s: float = 0.0,
 ) -> Report:
-    """Send ``rate × duration_s`` of ``requests`` (cycled) on a fixed timeline; measure from due time."""
+    """Send ``rate × (warmup_s + duration_s)`` of ``requests`` (cycled) on a fixed timeline; measure from due time,
+    the first ``warmup_s`` apart (see the module's docstring)."""
     loop = asyncio.get_running_loop()
-    total = int(rate * duration_s)
-    tl = _Timeline(requests, total)
+    warm = int(rate * warmup_s)
+    total = warm + int(rate * duration_s)
+    tl = _Timeline(requests, total, warm)
     conns = [await loop.create_connection(lambda: _Connection(tl), host, port) for _ in range(connections)]
     interval_s = 1.0 / rate
     start = CLOCK() + 0.01
@@ -228,26 +252,33 @@ async def run(
             late_ms[sent] = (now - due_s) * 1000
             tl.dispatch(sent, due_s)
             sent += 1
-        if sent >= total or now >= start + duration_s + drain_s:
+        if sent >= total or now >= start + warmup_s + duration_s + drain_s:
             loop.remove_reader(ticker.fd)
             released.set()
 
     loop.add_reader(ticker.fd, tick)
     try:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(released.wait(), duration_s + drain_s + 1.0)
+            await asyncio.wait_for(released.wait(), warmup_s + duration_s + drain_s + 1.0)
     finally:
         loop.remove_reader(ticker.fd)
         ticker.close()
     tl.expected = sent
-    if tl.ok + tl.errors < sent:
+    if tl.ok + tl.errors + tl.warmup_errors < sent:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(tl.all_done.wait(), drain_s)
-    elapsed_s = CLOCK() - start
+    elapsed_s = CLOCK() - start - warmup_s
     for transport, _ in conns:
         transport.close()
-    done = tl.latencies_ms[~np.isnan(tl.latencies_ms)]
-    return Report(rate, sent, tl.ok, tl.errors, sent - len(done), elapsed_s, done, late_ms[:sent])
+    warm = min(warm, sent)
+    measured, warm_lat = tl.latencies_ms[warm:sent], tl.latencies_ms[:warm]
+    done, warm_done = measured[~np.isnan(measured)], warm_lat[~np.isnan(warm_lat)]
+    ok = tl.ok - (len(warm_done) - tl.warmup_errors)  # the warm-up's answered requests that were not errors
+    timeouts = sent - len(done) - len(warm_done)
+    return Report(
+        rate, sent - warm, ok, tl.errors, timeouts, elapsed_s, done, late_ms[warm:sent],
+        warmup_s, warm_done, tl.warmup_errors,
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--path", default="/v1/decide/realistic")
     parser.add_argument("--rate", type=float, required=True, help="requests per second")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds of sending")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of sending, measured")
+    parser.add_argument("--warmup", type=float, default=0.0, help="seconds of sending first, reported apart")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--guests", type=int, default=20_000)
     parser.add_argument("--api-key", default="demo-public")
@@ -266,7 +298,15 @@ def main(argv: list[str] | None = None) -> int:
     headers = {"X-API-Key": args.api_key}
     reqs = [request_bytes(args.host, args.port, args.path, b, headers) for b in decide_bodies(10_000, args.guests)]
     report = uvloop.run(
-        run(args.host, args.port, reqs, rate=args.rate, duration_s=args.duration, connections=args.connections)
+        run(
+            args.host,
+            args.port,
+            reqs,
+            rate=args.rate,
+            duration_s=args.duration,
+            connections=args.connections,
+            warmup_s=args.warmup,
+        )  # fmt: skip
     )
     json.dump(report.as_dict(), sys.stdout)
     sys.stdout.write("\n")

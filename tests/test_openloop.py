@@ -70,3 +70,42 @@ def test_a_generator_that_falls_behind_reports_how_late_it_sent() -> None:
     assert report.late_ms.max() >= 60  # the requests due during the stall went out when it ended
     assert report.latencies_ms.max() >= report.late_ms.max()  # and their latency includes it
     assert report.as_dict()["late_max_ms"] == round(float(report.late_ms.max()), 3)
+
+
+class _ColdServer(_Server):
+    """Answers after ``delay_s`` until ``warm_at`` (the loop's clock), at once after it: a server warming up."""
+
+    warm_at = 0.0
+
+    def data_received(self, data: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        delay_s = self.delay_s if loop.time() < self.warm_at else 0.0
+        loop.call_later(delay_s, self.transport.write, RESPONSE)  # type: ignore[attr-defined]
+
+
+def test_a_warm_up_is_sent_on_the_same_timeline_and_reported_apart() -> None:
+    async def cold_start() -> openloop.Report:
+        loop = asyncio.get_running_loop()
+        _ColdServer.warm_at = loop.time() + 0.15
+        server = await loop.create_server(lambda: _ColdServer(0.03), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        request = openloop.request_bytes("127.0.0.1", port, "/x", b"{}", {})
+        try:
+            return await openloop.run(
+                "127.0.0.1", port, [request], rate=400, duration_s=0.5, connections=8, warmup_s=0.3
+            )
+        finally:
+            server.close()
+
+    report = asyncio.run(cold_start())
+    # 0.3 s × 400/s of warm-up, then the measured 0.5 s × 400/s: counted apart.
+    assert (report.sent, report.ok, report.errors, report.timeouts) == (200, 200, 0, 0)
+    assert len(report.warmup_latencies_ms) == 120 and report.warmup_errors == 0
+    assert report.warmup_latencies_ms.max() >= 30  # the slow start is in the warm-up's figures
+    assert report.latencies_ms.max() < 30  # and in none of the measured ones
+    assert len(report.late_ms) == 200
+    assert report.elapsed_s >= 0.4975  # from the end of the warm-up to the last answer, due 199 / 400 s after it
+    summary = report.as_dict()
+    assert summary["warmup_s"] == 0.3
+    assert summary["warmup_max_ms"] == round(float(report.warmup_latencies_ms.max()), 3)
+    assert 350 <= summary["achieved_rps"] <= 410
