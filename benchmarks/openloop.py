@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             duration_s=args.duration,
             connections=args.connections,
             warmup_s=args.warmup,
-        )  # fmt: skip
+        )
     )
     json.dump(report.as_dict(), sys.stdout)
     sys.stdout.write("\n")
