@@ -38,6 +38,9 @@ def test_load_harness_reports(tmp_path: Path) -> None:
             assert {"p50_ms", "p90_ms", "p99_ms", "p99.9_ms"} <= fixed.keys()
             assert 0 <= fixed["late_p99_ms"] <= fixed["late_max_ms"] <= fixed["max_ms"]
             assert isinstance(fixed["redis_stalls_ms"], dict)
+            # Each open-loop run warmed up at its rate first (--warmup), its figures apart.
+            assert fixed["warmup_s"] == 1 and fixed["warmup_errors"] == 0
+            assert 0 < fixed["warmup_p99_ms"] <= fixed["warmup_max_ms"]
         assert isinstance(sat["redis_stalls_ms"], dict)
         bases = {"floor": ["floor"], "decide": ["floor", "own"]}.get(target, ["own"])
         assert [f["fraction_of"] for f in runs] == bases
@@ -67,7 +70,9 @@ def test_load_harness_reports(tmp_path: Path) -> None:
     assert len(checks) == 2 and all(c["sent"] > 0 and c["floor_rps"] > 0 for c in checks)
     assert all(c["target_rps"] == max(1.0, round(c["floor_rps"] / 2)) for c in checks)
     assert all(c["met"] == (c["p99_ms"] <= 5.0 and not c["errors"] and not c["timeouts"]) for c in checks)
-    assert "measured 2 times" in rendered
+    assert all(c["warmup_s"] == 1 and c["warmup_max_ms"] > 0 for c in checks)
+    assert "measured 2 times" in rendered and "the warm-ups' p99 / max" in rendered
+    assert "the generator itself sent late by up to" in rendered
 
 
 @pytest.mark.parametrize("profile", ["default", "production"])
