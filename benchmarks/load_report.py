@@ -202,8 +202,8 @@ def render(report: dict[str, Any]) -> str:
         )
         late = "; ".join(f"{c['late_max_ms']:.1f}" for c in checks)
         lines.append(
-            f"  the generator itself sent late by up to {late} ms in those runs (a process of its own: a lateness of tens"
-            " of ms is the box stalling every process, not decide)"
+            f"  the generator itself sent late by up to {late} ms in those runs (a process of its own: a lateness "
+            "of tens of ms is the box stalling every process, not decide)"
         )
         if any(c.get("warmup_s") for c in checks):
             warm = "; ".join(f"{c['warmup_p99_ms']:.1f} / {c['warmup_max_ms']:.1f}" for c in checks)
