@@ -148,7 +148,13 @@ def _row(name: str, load: str, rps: float, events_per_s: str, run: dict[str, Any
         load += ", started unsettled"
     ms = " | ".join(f"{run[p]:.2f}" for p in ("p50_ms", "p90_ms", "p99_ms", "p99.9_ms", "max_ms"))
     late = f"{run['late_p99_ms']:.2f} / {run['late_max_ms']:.2f}" if "late_max_ms" in run else "–"  # open loop only
-    return f"| {name} | {load} | {rps:.0f} | {events_per_s} | {ms} | {late} | {lost} |"
+    return f"| {name} | {load} | {rps:.0f} | {events_per_s} | {ms} | {late} | {_paused(run)} | {lost} |"
+
+
+def _paused(run: dict[str, Any]) -> str:
+    """The machine's longest pause during an open-loop run (benchmarks/hiccup.py), or – where not probed."""
+    pauses = run.get("box_pauses")
+    return f"{pauses['max_ms']:.1f}" if pauses else "–"
 
 
 def _rows(name: str, r: dict[str, Any]) -> list[str]:
@@ -174,8 +180,8 @@ def render(report: dict[str, Any]) -> str:
         f"{sc['decisions_checked']} explained decisions checked clean before measuring",
         "",
         "| target | load | achieved req/s | events/s accepted | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms "
-        "| sent late p99 / max ms | non-2xx / lost |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| sent late p99 / max ms | machine paused, max ms | non-2xx / lost |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     names = {"floor": "floor", "decide": "decide", "events": "events"}
     if "events_batch" in report:
@@ -201,9 +207,11 @@ def render(report: dict[str, Any]) -> str:
             f"{sum(c['met'] for c in checks)} of {len(checks)}"
         )
         late = "; ".join(f"{c['late_max_ms']:.1f}" for c in checks)
+        paused = "; ".join(_paused(c) for c in checks)
         lines.append(
-            f"  the generator itself sent late by up to {late} ms in those runs (a process of its own: a lateness "
-            "of tens of ms is the box stalling every process, not decide)"
+            f"  in those runs the generator itself sent late by up to {late} ms, and the machine paused for up to "
+            f"{paused} ms (benchmarks/hiccup.py: a lateness or a pause of tens of ms stalls every process, not only "
+            "decide)"
         )
         if any(c.get("warmup_s") for c in checks):
             warm = "; ".join(f"{c['warmup_p99_ms']:.1f} / {c['warmup_max_ms']:.1f}" for c in checks)

@@ -51,7 +51,7 @@ import orjson
 import redis
 import uvloop
 
-from benchmarks import _http, load_report, openloop, scenario_setup, servers
+from benchmarks import _http, hiccup, load_report, openloop, scenario_setup, servers
 from benchmarks._http import LOOPBACK
 from benchmarks.data import decide_bodies, event_bodies, seed_floor, seed_guests
 from benchmarks.servers import ADMIN_KEY, PUBLIC_KEY
@@ -221,7 +221,9 @@ def measure(
             before = probe()
         aof = rewrites() if rewrites else None
         stalled()
-        result = open_loop(port, target, bodies, rate, args.duration, args.warmup) | unsettled
+        with hiccup.Probe() as box:
+            result = open_loop(port, target, bodies, rate, args.duration, args.warmup) | unsettled
+        result["box_pauses"] = box.summary
         result["aof_rewrite"] = overlapped(aof)
         result["redis_stalls_ms"] = stalled()
         if probe:
@@ -230,7 +232,8 @@ def measure(
         fixed.append(result)
         say(
             f"{rate:.0f} req/s open loop → p99 {result['p99_ms']} ms, p99.9 {result['p99.9_ms']} ms "
-            f"(sent late by up to {result['late_max_ms']} ms, p99 {result['late_p99_ms']}){_warmup_note(result)}",
+            f"(sent late by up to {result['late_max_ms']} ms, p99 {result['late_p99_ms']}){_warmup_note(result)}"
+            f"{_pause_note(result)}",
             result["aof_rewrite"],
             result["redis_stalls_ms"],
         )
@@ -300,8 +303,10 @@ def target_check(
         if stalls is not None:
             stalls()
         bodies = decide.bodies(min(MAX_OPEN_LOOP_BODIES, int(rate * (args.warmup + args.duration)) + 1), 100 + i)
-        run = open_loop(decide_port, decide, bodies, rate, args.duration, args.warmup) | unsettled
+        with hiccup.Probe() as box:
+            run = open_loop(decide_port, decide, bodies, rate, args.duration, args.warmup) | unsettled
         run |= {
+            "box_pauses": box.summary,
             "floor_rps": floor_rps,
             "aof_rewrite": _rewrite_since(rewrites, before),
             "redis_stalls_ms": stalls() if stalls is not None else {},
@@ -311,10 +316,17 @@ def target_check(
         note = " [an AOF rewrite overlapped this run]" if run["aof_rewrite"] else ""
         print(
             f"  target check {i + 1}: floor {floor_rps:.0f} req/s, decide at {rate:.0f}/s → p99 {run['p99_ms']} ms, "
-            f"p99.9 {run['p99.9_ms']} ms{_warmup_note(run)}{note}",
+            f"p99.9 {run['p99.9_ms']} ms{_warmup_note(run)}{_pause_note(run)}{note}",
             file=sys.stderr,
         )
     return out
+
+
+def _pause_note(run: dict[str, Any]) -> str:
+    pauses = run.get("box_pauses") or {}
+    if not pauses.get("late_over_5ms"):
+        return ""
+    return f" [the machine paused: up to {pauses['max_ms']} ms, {pauses['late_over_5ms']} times over 5 ms]"
 
 
 def _warmup_note(run: dict[str, Any]) -> str:

@@ -41,6 +41,9 @@ def test_load_harness_reports(tmp_path: Path) -> None:
             # Each open-loop run warmed up at its rate first (--warmup), its figures apart.
             assert fixed["warmup_s"] == 1 and fixed["warmup_errors"] == 0
             assert 0 < fixed["warmup_p99_ms"] <= fixed["warmup_max_ms"]
+            # A probe watched the machine through the run (benchmarks/hiccup.py): ~1,000 wake-ups a second.
+            pauses = fixed["box_pauses"]
+            assert pauses["probes"] > 500 * pauses["seconds"] > 0 and pauses["max_ms"] >= 0
         assert isinstance(sat["redis_stalls_ms"], dict)
         bases = {"floor": ["floor"], "decide": ["floor", "own"]}.get(target, ["own"])
         assert [f["fraction_of"] for f in runs] == bases
@@ -72,7 +75,8 @@ def test_load_harness_reports(tmp_path: Path) -> None:
     assert all(c["met"] == (c["p99_ms"] <= 5.0 and not c["errors"] and not c["timeouts"]) for c in checks)
     assert all(c["warmup_s"] == 1 and c["warmup_max_ms"] > 0 for c in checks)
     assert "measured 2 times" in rendered and "the warm-ups' p99 / max" in rendered
-    assert "the generator itself sent late by up to" in rendered
+    assert "the generator itself sent late by up to" in rendered and "machine paused, max ms" in rendered
+    assert all(c["box_pauses"]["probes"] > 0 for c in checks)
 
 
 @pytest.mark.parametrize("profile", ["default", "production"])
