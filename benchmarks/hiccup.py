@@ -31,6 +31,8 @@ REPORTED_MS = (5, 15)
 """Pauses longer than these are counted; the longest are listed."""
 WORST_KEPT = 10
 NICE = -10
+READY = "watching"
+"""The line a probe run by :class:`Probe` prints once its wait loop starts."""
 
 
 def watch(until: IO[str] | None, duration_s: float | None) -> dict[str, Any]:
@@ -82,6 +84,10 @@ class Probe:
         )
         with contextlib.suppress(OSError):  # not allowed (not root): an ordinary priority, then
             os.setpriority(os.PRIO_PROCESS, self._proc.pid, NICE)
+        # Wait for it to be watching: a process still starting (a cold disk, a busy box: CI took over 0.4 s once)
+        # would miss the start of the block, and a pause then.
+        if self._proc.stdout is not None and self._proc.stdout.readline().strip() != READY:
+            raise RuntimeError("the pause probe did not start (python -m benchmarks.hiccup)")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -99,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--until-input-ends", action="store_true", help="watch until standard input closes")
     args = parser.parse_args(argv)
     if args.until_input_ends:
+        print(READY, flush=True)
         summary = watch(sys.stdin, None)
     else:
         summary = watch(None, args.duration)

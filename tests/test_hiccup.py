@@ -11,17 +11,17 @@ from benchmarks import hiccup
 
 def test_a_probe_that_is_not_run_reports_the_pause() -> None:
     """Stopping the probe's process (SIGSTOP) for 80 ms is what a paused machine does to it."""
-    with hiccup.Probe() as probe:
-        time.sleep(0.4)  # it has started and is waking every millisecond
+    with hiccup.Probe() as probe:  # returns once the probe is waking every millisecond
+        time.sleep(0.2)
         pid = probe._proc.pid  # type: ignore[union-attr]
         os.kill(pid, signal.SIGSTOP)
         time.sleep(0.08)
         os.kill(pid, signal.SIGCONT)
         time.sleep(0.2)
     pauses = probe.summary
-    assert pauses["late_over_15ms"] >= 1 and pauses["late_over_5ms"] >= pauses["late_over_15ms"]
+    assert pauses["late_over_15ms"] >= 1, pauses and pauses["late_over_5ms"] >= pauses["late_over_15ms"]
     assert pauses["max_ms"] >= 70 and pauses["worst_ms"][0] == pauses["max_ms"]
-    assert pauses["probes"] > 100 and pauses["seconds"] >= 0.6
+    assert pauses["probes"] > 100 and pauses["seconds"] >= 0.4
 
 
 def test_an_undisturbed_watch_wakes_about_every_millisecond() -> None:
