@@ -148,7 +148,15 @@ def _row(name: str, load: str, rps: float, events_per_s: str, run: dict[str, Any
         load += ", started unsettled"
     ms = " | ".join(f"{run[p]:.2f}" for p in ("p50_ms", "p90_ms", "p99_ms", "p99.9_ms", "max_ms"))
     late = f"{run['late_p99_ms']:.2f} / {run['late_max_ms']:.2f}" if "late_max_ms" in run else "–"  # open loop only
-    return f"| {name} | {load} | {rps:.0f} | {events_per_s} | {ms} | {late} | {_paused(run)} | {lost} |"
+    return f"| {name} | {load} | {rps:.0f} | {events_per_s} | {ms} | {late} | {_paused(run)} | {_busy(run)} | {lost} |"
+
+
+def _busy(run: dict[str, Any]) -> str:
+    """The driven server's CPU in an open-loop run and its wait for a core (benchmarks/cpu.py), or – where not read."""
+    used = run.get("server_cpu")
+    if not used:
+        return "–"
+    return f"{used['cores_busy']:.0%}, {used['cpu_us_per_request']:.0f} µs, {used['runqueue_wait_ms']:.0f} ms"
 
 
 def _paused(run: dict[str, Any]) -> str:
@@ -180,8 +188,9 @@ def render(report: dict[str, Any]) -> str:
         f"{sc['decisions_checked']} explained decisions checked clean before measuring",
         "",
         "| target | load | achieved req/s | events/s accepted | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms "
-        "| sent late p99 / max ms | machine paused, max ms | non-2xx / lost |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| sent late p99 / max ms | machine paused, max ms | server: share of a core, CPU a request, waited for a core "
+        "| non-2xx / lost |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     names = {"floor": "floor", "decide": "decide", "events": "events"}
     if "events_batch" in report:
@@ -213,6 +222,13 @@ def render(report: dict[str, Any]) -> str:
             f"{paused} ms (benchmarks/hiccup.py: a lateness or a pause of tens of ms stalls every process, not only "
             "decide)"
         )
+        if any(c.get("server_cpu") for c in checks):
+            busy = "; ".join(_busy(c) for c in checks)
+            redis_us = "; ".join(f"{c.get('redis_cpu_us_per_request')}" for c in checks)
+            lines.append(
+                f"  decide's server in those runs (share of a core, CPU a request, time runnable but waiting for a "
+                f"core; benchmarks/cpu.py): {busy}; Redis's CPU a request: {redis_us} µs"
+            )
         if any(c.get("warmup_s") for c in checks):
             warm = "; ".join(f"{c['warmup_p99_ms']:.1f} / {c['warmup_max_ms']:.1f}" for c in checks)
             lines.append(

@@ -51,7 +51,7 @@ import orjson
 import redis
 import uvloop
 
-from benchmarks import _http, hiccup, load_report, openloop, scenario_setup, servers
+from benchmarks import _http, cpu, hiccup, load_report, openloop, scenario_setup, servers
 from benchmarks._http import LOOPBACK
 from benchmarks.data import decide_bodies, event_bodies, seed_floor, seed_guests
 from benchmarks.servers import ADMIN_KEY, PUBLIC_KEY
@@ -125,6 +125,45 @@ def open_loop(
     return result
 
 
+@dataclass(frozen=True, slots=True)
+class Watched:
+    """Whose CPU an open-loop run reads around itself: the driven server's process group and its Redis."""
+
+    pgid: int
+    redis_url: str
+
+
+def redis_cpu_s(redis_url: str) -> float:
+    """Redis's CPU so far (``INFO cpu``: user + system, all its threads), in seconds."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        info = client.info("cpu")
+    finally:
+        client.close()
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def observed_open_loop(
+    port: int, target: Target, bodies: list[bytes], rate: float, args: argparse.Namespace, watched: Watched | None
+) -> dict[str, Any]:
+    """:func:`open_loop` with the box watched through it: the machine's own pauses (``box_pauses``,
+    :mod:`benchmarks.hiccup`) and, given ``watched``, the server's CPU and its wait for a core (``server_cpu``,
+    :mod:`benchmarks.cpu`) and Redis's CPU per request (``redis_cpu_us_per_request``), over the run and its
+    warm-up together."""
+    redis_before = redis_cpu_s(watched.redis_url) if watched else 0.0
+    with hiccup.Probe() as box, cpu.Meter(watched.pgid if watched else -1) as server:
+        t0 = time.perf_counter()
+        result = open_loop(port, target, bodies, rate, args.duration, args.warmup)
+        wall_s = time.perf_counter() - t0
+    result["box_pauses"] = box.summary
+    if watched is not None:
+        requests = result["sent"] + round(rate * args.warmup)
+        result["server_cpu"] = server.summary(requests, wall_s)
+        redis_s = redis_cpu_s(watched.redis_url) - redis_before
+        result["redis_cpu_us_per_request"] = round(redis_s * 1e6 / requests, 1) if requests else None
+    return result
+
+
 def aof_rewrites(redis_url: str) -> tuple[int, bool]:
     """Redis's AOF rewrites started so far, and whether one is running now."""
     client = redis.Redis.from_url(redis_url)
@@ -165,6 +204,7 @@ def measure(
     settle: Callable[[], object] | None = None,
     rewrites: Callable[[], tuple[int, bool]] | None = None,
     stalls: Callable[[], dict[str, int]] | None = None,
+    watched: Watched | None = None,
 ) -> dict[str, Any]:
     """Warm up, saturate with wrk, then one open-loop run per ``(fraction, basis)``: that fraction of the
     floor's saturation (``floor_rps``; the floor's own when None) or of this target's own (``"own"``).
@@ -174,7 +214,7 @@ def measure(
     (:func:`aof_rewrites`) marks a run that an AOF rewrite overlapped: a child process writing the whole
     dataset takes most of a core from the two the run shares. ``stalls`` (:func:`redis_stalls`) records what
     Redis itself stalled on during each run, in the run's ``redis_stalls_ms``: a latency tail with none was not
-    Redis's."""
+    Redis's. ``watched``: see :func:`observed_open_loop`."""
 
     def say(msg: str, overlapped: bool = False, redis_stalled: dict[str, int] | None = None) -> None:
         note = " [an AOF rewrite overlapped this run]" if overlapped else ""
@@ -221,9 +261,7 @@ def measure(
             before = probe()
         aof = rewrites() if rewrites else None
         stalled()
-        with hiccup.Probe() as box:
-            result = open_loop(port, target, bodies, rate, args.duration, args.warmup) | unsettled
-        result["box_pauses"] = box.summary
+        result = observed_open_loop(port, target, bodies, rate, args, watched) | unsettled
         result["aof_rewrite"] = overlapped(aof)
         result["redis_stalls_ms"] = stalled()
         if probe:
@@ -233,7 +271,7 @@ def measure(
         say(
             f"{rate:.0f} req/s open loop → p99 {result['p99_ms']} ms, p99.9 {result['p99.9_ms']} ms "
             f"(sent late by up to {result['late_max_ms']} ms, p99 {result['late_p99_ms']}){_warmup_note(result)}"
-            f"{_pause_note(result)}",
+            f"{_cpu_note(result)}{_pause_note(result)}",
             result["aof_rewrite"],
             result["redis_stalls_ms"],
         )
@@ -283,6 +321,7 @@ def target_check(
     settle: Callable[[], object] | None = None,
     rewrites: Callable[[], tuple[int, bool]] | None = None,
     stalls: Callable[[], dict[str, int]] | None = None,
+    watched: Watched | None = None,
 ) -> list[dict[str, Any]]:
     """``--target-runs`` times: the floor's saturation (``--pair-duration``), then decide open loop at half of it for
     ``--duration``. The target is p99 at that rate, and one run of 10 s on a shared VM is a coin toss (a stall of 20
@@ -303,10 +342,8 @@ def target_check(
         if stalls is not None:
             stalls()
         bodies = decide.bodies(min(MAX_OPEN_LOOP_BODIES, int(rate * (args.warmup + args.duration)) + 1), 100 + i)
-        with hiccup.Probe() as box:
-            run = open_loop(decide_port, decide, bodies, rate, args.duration, args.warmup) | unsettled
+        run = observed_open_loop(decide_port, decide, bodies, rate, args, watched) | unsettled
         run |= {
-            "box_pauses": box.summary,
             "floor_rps": floor_rps,
             "aof_rewrite": _rewrite_since(rewrites, before),
             "redis_stalls_ms": stalls() if stalls is not None else {},
@@ -316,7 +353,7 @@ def target_check(
         note = " [an AOF rewrite overlapped this run]" if run["aof_rewrite"] else ""
         print(
             f"  target check {i + 1}: floor {floor_rps:.0f} req/s, decide at {rate:.0f}/s → p99 {run['p99_ms']} ms, "
-            f"p99.9 {run['p99.9_ms']} ms{_warmup_note(run)}{_pause_note(run)}{note}",
+            f"p99.9 {run['p99.9_ms']} ms{_warmup_note(run)}{_cpu_note(run)}{_pause_note(run)}{note}",
             file=sys.stderr,
         )
     return out
@@ -327,6 +364,16 @@ def _pause_note(run: dict[str, Any]) -> str:
     if not pauses.get("late_over_5ms"):
         return ""
     return f" [the machine paused: up to {pauses['max_ms']} ms, {pauses['late_over_5ms']} times over 5 ms]"
+
+
+def _cpu_note(run: dict[str, Any]) -> str:
+    used = run.get("server_cpu") or {}
+    if not used:
+        return ""
+    return (
+        f"; the server busy {used['cores_busy']:.0%} of a core ({used['cpu_us_per_request']} µs a request), waiting"
+        f" {used['runqueue_wait_ms']} ms for a core; Redis {run.get('redis_cpu_us_per_request')} µs a request"
+    )
 
 
 def _warmup_note(run: dict[str, Any]) -> str:
@@ -410,6 +457,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                     [(f, "floor") for f in args.fractions],
                     rewrites=rewrites,
                     stalls=stalls,
+                    watched=Watched(floor.pid, url),
                 )
                 floor_rps = float(report["floor"]["saturation"]["rps"])
                 report["scenario"] = scenario_setup.install(arbiter.port, stub.port, ADMIN_KEY)
@@ -420,20 +468,23 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                     raise SystemExit(f"not measuring: {exc}") from None
                 probe = functools.partial(decide_counters, stub.port, arbiter.port, args.workers)
                 fractions = [(f, "floor") for f in args.fractions] + [(f, "own") for f in args.own_fractions]
+                on_arbiter = Watched(arbiter.pid, url)
                 report["decide"] = measure(
-                    decide_target, arbiter.port, args, fractions, floor_rps, probe, check, rewrites, stalls
+                    decide_target, arbiter.port, args, fractions, floor_rps, probe, check, rewrites, stalls, on_arbiter
                 )
                 report["metrics"] = load_report.scrape(arbiter.port, args.workers, MODEL)
                 # Before the events runs, which grow the guests that decide reads.
                 report["pairs"] = paired(floor_target, floor.port, decide_target, arbiter.port, args, rewrites)
                 report["target_check"] = target_check(
-                    floor_target, floor.port, decide_target, arbiter.port, args, check, rewrites, stalls
+                    floor_target, floor.port, decide_target, arbiter.port, args, check, rewrites, stalls, on_arbiter
                 )
                 require_events_accepted(arbiter.port, event_targets)
                 for target in event_targets:
                     key = "events" if target.batch == 1 else "events_batch"
                     fixed = [(f, "own") for f in args.fractions]
-                    report[key] = measure(target, arbiter.port, args, fixed, rewrites=rewrites, stalls=stalls)
+                    report[key] = measure(
+                        target, arbiter.port, args, fixed, rewrites=rewrites, stalls=stalls, watched=on_arbiter
+                    )
     report["ratios"] = load_report.ratios(report, scenario_setup.EXTERNAL_NODE)
     return report
 

@@ -44,6 +44,10 @@ def test_load_harness_reports(tmp_path: Path) -> None:
             # A probe watched the machine through the run (benchmarks/hiccup.py): ~1,000 wake-ups a second.
             pauses = fixed["box_pauses"]
             assert pauses["probes"] > 500 * pauses["seconds"] > 0 and pauses["max_ms"] >= 0
+            # The driven server's CPU over the run (benchmarks/cpu.py): it answered, so it ran.
+            used = fixed["server_cpu"]
+            assert used["processes"] >= 1 and used["cpu_us_per_request"] > 0 and used["runqueue_wait_ms"] >= 0
+            assert 0 < used["cores_busy"] <= 2.2 and fixed["redis_cpu_us_per_request"] > 0
         assert isinstance(sat["redis_stalls_ms"], dict)
         bases = {"floor": ["floor"], "decide": ["floor", "own"]}.get(target, ["own"])
         assert [f["fraction_of"] for f in runs] == bases
@@ -77,6 +81,8 @@ def test_load_harness_reports(tmp_path: Path) -> None:
     assert "measured 2 times" in rendered and "the warm-ups' p99 / max" in rendered
     assert "the generator itself sent late by up to" in rendered and "machine paused, max ms" in rendered
     assert all(c["box_pauses"]["probes"] > 0 for c in checks)
+    assert all(c["server_cpu"]["cpu_us_per_request"] > 0 for c in checks)
+    assert "decide's server in those runs" in rendered and "waited for a core" in rendered
 
 
 @pytest.mark.parametrize("profile", ["default", "production"])
