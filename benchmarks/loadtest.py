@@ -127,7 +127,7 @@ def open_loop(
 
 @dataclass(frozen=True, slots=True)
 class Watched:
-    """Whose CPU an open-loop run reads around itself: the driven server's process group and its Redis."""
+    """Whose CPU a run reads around itself: the driven server's process group and its Redis."""
 
     pgid: int
     redis_url: str
@@ -143,25 +143,46 @@ def redis_cpu_s(redis_url: str) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
+class Spend:
+    """``with Spend(watched) as spent: <a run>``, then ``spent.summary(requests)``: what the server (its CPU, share of a
+    core and wait for one, :mod:`benchmarks.cpu`) and Redis (``INFO cpu``) spent on the run, per request. Nothing
+    when ``watched`` is None."""
+
+    def __init__(self, watched: Watched | None) -> None:
+        self.watched = watched
+        self._server = cpu.Meter(watched.pgid if watched else -1)
+        self._redis_s = self._wall_s = 0.0
+
+    def __enter__(self) -> Spend:
+        if self.watched is not None:
+            self._redis_s = redis_cpu_s(self.watched.redis_url)
+        self._server.__enter__()
+        self._wall_s = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._wall_s = time.perf_counter() - self._wall_s
+        self._server.__exit__(*exc)
+        if self.watched is not None:
+            self._redis_s = redis_cpu_s(self.watched.redis_url) - self._redis_s
+
+    def summary(self, requests: int) -> dict[str, Any]:
+        if self.watched is None:
+            return {}
+        redis_us = round(self._redis_s * 1e6 / requests, 1) if requests else None
+        return {"server_cpu": self._server.summary(requests, self._wall_s), "redis_cpu_us_per_request": redis_us}
+
+
 def observed_open_loop(
     port: int, target: Target, bodies: list[bytes], rate: float, args: argparse.Namespace, watched: Watched | None
 ) -> dict[str, Any]:
     """:func:`open_loop` with the box watched through it: the machine's own pauses (``box_pauses``,
-    :mod:`benchmarks.hiccup`) and, given ``watched``, the server's CPU and its wait for a core (``server_cpu``,
-    :mod:`benchmarks.cpu`) and Redis's CPU per request (``redis_cpu_us_per_request``), over the run and its
-    warm-up together."""
-    redis_before = redis_cpu_s(watched.redis_url) if watched else 0.0
-    with hiccup.Probe() as box, cpu.Meter(watched.pgid if watched else -1) as server:
-        t0 = time.perf_counter()
+    :mod:`benchmarks.hiccup`) and what the server and Redis spent (:class:`Spend`), over the run and its warm-up
+    together."""
+    with hiccup.Probe() as box, Spend(watched) as spent:
         result = open_loop(port, target, bodies, rate, args.duration, args.warmup)
-        wall_s = time.perf_counter() - t0
     result["box_pauses"] = box.summary
-    if watched is not None:
-        requests = result["sent"] + round(rate * args.warmup)
-        result["server_cpu"] = server.summary(requests, wall_s)
-        redis_s = redis_cpu_s(watched.redis_url) - redis_before
-        result["redis_cpu_us_per_request"] = round(redis_s * 1e6 / requests, 1) if requests else None
-    return result
+    return result | spent.summary(result["sent"] + round(rate * args.warmup))
 
 
 def aof_rewrites(redis_url: str) -> tuple[int, bool]:
@@ -242,7 +263,9 @@ def measure(
     before = probe() if probe else {}
     aof = rewrites() if rewrites else None
     stalled()
-    sat = wrk(port, target, args.duration, args) | unsettled
+    with Spend(watched) as spent:
+        sat = wrk(port, target, args.duration, args) | unsettled
+    sat |= spent.summary(sat["requests"])
     sat["aof_rewrite"] = overlapped(aof)
     sat["redis_stalls_ms"] = stalled()
     if probe:

@@ -49,6 +49,7 @@ def test_load_harness_reports(tmp_path: Path) -> None:
             assert used["processes"] >= 1 and used["cpu_us_per_request"] > 0 and used["runqueue_wait_ms"] >= 0
             assert 0 < used["cores_busy"] <= 2.2 and fixed["redis_cpu_us_per_request"] > 0
         assert isinstance(sat["redis_stalls_ms"], dict)
+        assert sat["server_cpu"]["cpu_us_per_request"] > 0 and sat["redis_cpu_us_per_request"] > 0
         bases = {"floor": ["floor"], "decide": ["floor", "own"]}.get(target, ["own"])
         assert [f["fraction_of"] for f in runs] == bases
     assert report["events_batch"]["batch"] == 5
