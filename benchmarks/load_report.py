@@ -152,9 +152,9 @@ def _row(name: str, load: str, rps: float, events_per_s: str, run: dict[str, Any
 
 
 def _busy(run: dict[str, Any]) -> str:
-    """The driven server's CPU in an open-loop run and its wait for a core (benchmarks/cpu.py), or – where not read."""
+    """The driven server's CPU in a run and its wait for a core (benchmarks/cpu.py), or – where not read."""
     used = run.get("server_cpu")
-    if not used:
+    if not used or used.get("cpu_us_per_request") is None:  # nothing read, or nothing answered
         return "–"
     return f"{used['cores_busy']:.0%}, {used['cpu_us_per_request']:.0f} µs, {used['runqueue_wait_ms']:.0f} ms"
 

@@ -150,24 +150,24 @@ class Spend:
 
     def __init__(self, watched: Watched | None) -> None:
         self.watched = watched
-        self._server = cpu.Meter(watched.pgid if watched else -1)
+        self._server = cpu.Meter(watched.pgid) if watched else None
         self._redis_s = self._wall_s = 0.0
 
     def __enter__(self) -> Spend:
-        if self.watched is not None:
+        if self.watched is not None and self._server is not None:
             self._redis_s = redis_cpu_s(self.watched.redis_url)
-        self._server.__enter__()
+            self._server.__enter__()
         self._wall_s = time.perf_counter()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._wall_s = time.perf_counter() - self._wall_s
-        self._server.__exit__(*exc)
-        if self.watched is not None:
+        if self.watched is not None and self._server is not None:
+            self._server.__exit__(*exc)
             self._redis_s = redis_cpu_s(self.watched.redis_url) - self._redis_s
 
     def summary(self, requests: int) -> dict[str, Any]:
-        if self.watched is None:
+        if self._server is None:
             return {}
         redis_us = round(self._redis_s * 1e6 / requests, 1) if requests else None
         return {"server_cpu": self._server.summary(requests, self._wall_s), "redis_cpu_us_per_request": redis_us}
@@ -235,7 +235,7 @@ def measure(
     (:func:`aof_rewrites`) marks a run that an AOF rewrite overlapped: a child process writing the whole
     dataset takes most of a core from the two the run shares. ``stalls`` (:func:`redis_stalls`) records what
     Redis itself stalled on during each run, in the run's ``redis_stalls_ms``: a latency tail with none was not
-    Redis's. ``watched``: see :func:`observed_open_loop`."""
+    Redis's. ``watched``: whose CPU each run reads (:class:`Spend`)."""
 
     def say(msg: str, overlapped: bool = False, redis_stalled: dict[str, int] | None = None) -> None:
         note = " [an AOF rewrite overlapped this run]" if overlapped else ""
