@@ -148,10 +148,10 @@ def _row(name: str, load: str, rps: float, events_per_s: str, run: dict[str, Any
         load += ", started unsettled"
     ms = " | ".join(f"{run[p]:.2f}" for p in ("p50_ms", "p90_ms", "p99_ms", "p99.9_ms", "max_ms"))
     late = f"{run['late_p99_ms']:.2f} / {run['late_max_ms']:.2f}" if "late_max_ms" in run else "–"  # open loop only
-    return f"| {name} | {load} | {rps:.0f} | {events_per_s} | {ms} | {late} | {_paused(run)} | {_busy(run)} | {lost} |"
+    return f"| {name} | {load} | {rps:.0f} | {events_per_s} | {ms} | {late} | {_paused(run)} | {busy(run)} | {lost} |"
 
 
-def _busy(run: dict[str, Any]) -> str:
+def busy(run: dict[str, Any]) -> str:
     """The driven server's CPU in a run and its wait for a core (benchmarks/cpu.py), or – where not read."""
     used = run.get("server_cpu")
     if not used or used.get("cpu_us_per_request") is None:  # nothing read, or nothing answered
@@ -223,11 +223,11 @@ def render(report: dict[str, Any]) -> str:
             "decide)"
         )
         if any(c.get("server_cpu") for c in checks):
-            busy = "; ".join(_busy(c) for c in checks)
+            spent = "; ".join(busy(c) for c in checks)
             redis_us = "; ".join(f"{c.get('redis_cpu_us_per_request')}" for c in checks)
             lines.append(
                 f"  decide's server in those runs (share of a core, CPU a request, time runnable but waiting for a "
-                f"core; benchmarks/cpu.py): {busy}; Redis's CPU a request: {redis_us} µs"
+                f"core; benchmarks/cpu.py): {spent}; Redis's CPU a request: {redis_us} µs"
             )
         if any(c.get("warmup_s") for c in checks):
             warm = "; ".join(f"{c['warmup_p99_ms']:.1f} / {c['warmup_max_ms']:.1f}" for c in checks)

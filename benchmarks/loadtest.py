@@ -133,13 +133,18 @@ class Watched:
     redis_url: str
 
 
-def redis_cpu_s(redis_url: str) -> float:
-    """Redis's CPU so far (``INFO cpu``: user + system, all its threads), in seconds."""
+def redis_info(redis_url: str, section: str) -> dict[str, Any]:
+    """One section of Redis's ``INFO``, on a connection of its own."""
     client = redis.Redis.from_url(redis_url)
     try:
-        info = client.info("cpu")
+        return dict(client.info(section))
     finally:
         client.close()
+
+
+def redis_cpu_s(redis_url: str) -> float:
+    """Redis's CPU so far (``INFO cpu``: user + system, all its threads), in seconds."""
+    info = redis_info(redis_url, "cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
@@ -149,22 +154,22 @@ class Spend:
     when ``watched`` is None."""
 
     def __init__(self, watched: Watched | None) -> None:
-        self.watched = watched
+        self._redis_url = watched.redis_url if watched else ""
         self._server = cpu.Meter(watched.pgid) if watched else None
         self._redis_s = self._wall_s = 0.0
 
     def __enter__(self) -> Spend:
-        if self.watched is not None and self._server is not None:
-            self._redis_s = redis_cpu_s(self.watched.redis_url)
+        if self._server is not None:
+            self._redis_s = redis_cpu_s(self._redis_url)
             self._server.__enter__()
         self._wall_s = time.perf_counter()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._wall_s = time.perf_counter() - self._wall_s
-        if self.watched is not None and self._server is not None:
+        if self._server is not None:
             self._server.__exit__(*exc)
-            self._redis_s = redis_cpu_s(self.watched.redis_url) - self._redis_s
+            self._redis_s = redis_cpu_s(self._redis_url) - self._redis_s
 
     def summary(self, requests: int) -> dict[str, Any]:
         if self._server is None:
@@ -187,11 +192,7 @@ def observed_open_loop(
 
 def aof_rewrites(redis_url: str) -> tuple[int, bool]:
     """Redis's AOF rewrites started so far, and whether one is running now."""
-    client = redis.Redis.from_url(redis_url)
-    try:
-        info = client.info("persistence")
-    finally:
-        client.close()
+    info = redis_info(redis_url, "persistence")
     return int(info["aof_rewrites"]), bool(info["aof_rewrite_in_progress"])
 
 
@@ -390,12 +391,11 @@ def _pause_note(run: dict[str, Any]) -> str:
 
 
 def _cpu_note(run: dict[str, Any]) -> str:
-    used = run.get("server_cpu") or {}
-    if not used:
+    if not run.get("server_cpu"):
         return ""
     return (
-        f"; the server busy {used['cores_busy']:.0%} of a core ({used['cpu_us_per_request']} µs a request), waiting"
-        f" {used['runqueue_wait_ms']} ms for a core; Redis {run.get('redis_cpu_us_per_request')} µs a request"
+        f"; the server (share of a core, CPU a request, waited for a core): {load_report.busy(run)}; "
+        f"Redis {run.get('redis_cpu_us_per_request')} µs a request"
     )
 
 
