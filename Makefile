@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TCK ?= ../shared/dmn-tck
 
-.PHONY: run test check bench bench-load bench-micro bench-memory redis-server node-deps tck clean
+.PHONY: run test check bench bench-load bench-micro bench-memory redis-server valgrind node-deps tck clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,13 +22,21 @@ redis-server:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null; \
 	  else echo "redis-server is missing: install it (e.g. 'sudo apt-get install redis-server') and re-run"; exit 1; fi; }
 
+# valgrind counts instructions for the performance budget (tests/test_performance_gate.py): installed as root,
+# else that test is skipped and says why.
+valgrind:
+	@command -v valgrind >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind) >/dev/null; \
+	  else echo "valgrind is missing: the performance budget's test will be skipped ('sudo apt-get install valgrind')"; fi; }
+
 node-deps: tests/sdk/node_modules/.package-lock.json
 
 # The real Sitecore Cloud SDK for tests/test_sdk_e2e.py, pinned by tests/sdk/package-lock.json.
 tests/sdk/node_modules/.package-lock.json: tests/sdk/package.json tests/sdk/package-lock.json
 	cd tests/sdk && npm ci --no-audit --no-fund
 
-test: $(STAMP) redis-server node-deps
+test: $(STAMP) redis-server valgrind node-deps
 	$(BIN)/python -m pytest -q
 
 # The DMN conformance gate: every case of the tiers we claim must pass (exit 1 on any regression).

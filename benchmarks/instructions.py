@@ -90,7 +90,7 @@ async def publish(app: Any, key: str, definition: dict[str, Any]) -> None:
         await registry.set_state(key, created["version"], "production")
 
 
-async def _publish_neutral(redis_url: str, model: str) -> str:
+async def publish_neutral(redis_url: str, model: str) -> str:
     app = in_process_app(redis_url)
     async with app.router.lifespan_context(app):
         registry = app.state.rt.registry
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     what, unit = {"events": ("events", "event"), "floor": ("floor", "request")}.get(target, (args.model, "decision"))
     if target == "floor":
         seed_floor(args.redis, args.guests)
-    model = args.model if target != "decide" else uvloop.run(_publish_neutral(args.redis, args.model))
+    model = args.model if target != "decide" else uvloop.run(publish_neutral(args.redis, args.model))
     per_request = []
     for _ in range(args.rounds):
         per_request.append(per_request_of(args.redis, model, args.guests, target, args.small, args.large))
