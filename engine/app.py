@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Receive, Scope, Send
 
+from engine import batching
 from engine.api import decide, models, ops
 from engine.api.problems import HANDLERS, handler_for
 from engine.config import Settings
@@ -75,6 +76,8 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
         recorder = Recorder(st, metrics)
         rt = Runtime(settings, st, registry, metrics, recorder, np.random.default_rng(), services)
         app.state.rt = rt
+        if settings.batch_decisions:
+            services[batching.SERVICE] = batching.Batcher(settings.deadline_ms, metrics.decision_batch.observe)
         for feature in FEATURES:
             if hasattr(feature, "startup"):
                 await feature.startup(rt)

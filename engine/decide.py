@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from engine import batching
 from engine.errors import BadRequest, Unavailable
 from engine.ids import timed_id
 from engine.plan import Plan, Result, ResultTooLarge
@@ -91,6 +92,10 @@ async def fetch_guest(store: Store, lookup: GuestLookup, needs: GuestNeeds | Non
 
 
 async def evaluate(rt: Runtime, plan: Plan, guest: JSONObject, context: JSONObject) -> Result:
+    batcher = rt.services.get(batching.SERVICE)
+    if batcher is not None:  # the app's workers: evaluated with the decisions ready at the same time
+        result: Result = await batcher.evaluate(plan, guest, context)
+        return result
     if plan.is_async:
         return await plan.evaluate_async(guest, context, rt.settings.deadline_ms)
     return plan.evaluate(guest, context)

@@ -33,6 +33,7 @@ LATENCY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 
 NODE_BUCKETS_S = (0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.001, 0.005, 0.025, 0.1)
 LAG_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 GC_BUCKETS_S = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 LAG_TICK_S = 0.05
 """How often the lag watch checks the worker's event loop: 20 timer callbacks a second, nothing measurable."""
 
@@ -146,6 +147,13 @@ class Metrics:
             ("pid",),
             registry=self.registry,
         ).labels(str(os.getpid())).set(time.time())
+        self.decision_batch = LoopHistogram(
+            "arbiter_decision_batch_size",
+            "Decisions evaluated together, node by node (engine/batching.py): more than one only when decisions queue",
+            (),
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        ).labels()
         self.loop_lag_s = LoopHistogram(
             "arbiter_event_loop_lag_seconds",
             "How late the worker's event loop ran a timer due every 50 ms: every request in flight waited as long",

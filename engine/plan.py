@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,13 +94,18 @@ class Plan:
 
     async def evaluate_async(self, guest: JSONObject, context: JSONObject, deadline_ms: int) -> Result:
         """Evaluate a plan with I/O nodes within ``deadline_ms`` (the model's own deadline wins if set)."""
-        budget_s = (self.deadline_ms or deadline_ms) / 1000
-        deadline_s = time.monotonic() + budget_s
+        deadline_s = time.monotonic() + (self.deadline_ms or deadline_ms) / 1000
         scope = self.scope(guest, context)
         rejected = self._check_inputs(scope)
+        return await self._evaluate_from(0, scope, [], rejected, deadline_s)
+
+    async def _evaluate_from(
+        self, start: int, scope: dict[str, Any], trace: list[TraceEntry], rejected: list[JSONObject], deadline_s: float
+    ) -> Result:
+        """The steps from ``start`` on (the ones before it are in ``scope`` and ``trace``): each I/O node a task
+        unless its cache answers, awaited when a later node needs it or at the end."""
         pending: dict[str, asyncio.Task[TraceEntry]] = {}
-        trace: list[TraceEntry] = []
-        for node, waits_on_io, io_deps in self.steps:
+        for node, waits_on_io, io_deps in self.steps[start:]:
             if pending:
                 for dep in io_deps:
                     task = pending.pop(dep, None)
@@ -117,6 +122,48 @@ class Plan:
         for task in pending.values():
             trace.append(await task)
         return self._result(scope, trace, rejected)
+
+    def evaluate_batch(
+        self, requests: Sequence[tuple[JSONObject, JSONObject]], deadline_ms: int
+    ) -> list[Result | Coroutine[Any, Any, Result] | BaseException]:
+        """Several decisions of this plan at once, node by node: each node runs for every request before the next
+        node runs, so its code and data are warm in the CPU's caches for all but the first (a decision walked end to
+        end finds them cold: ~2-4× its nodes' cost in a loop, benchmarks/RESULTS.md, session 17).
+
+        Per request, in order: its :class:`Result`; or, once one of its I/O nodes must really call out (no cache
+        answer), the rest of its evaluation as a coroutine for its own caller to await, from that node on exactly as
+        :meth:`evaluate_async` goes on; or the exception its inputs raised (only that request fails)."""
+        deadline_s = time.monotonic() + (self.deadline_ms or deadline_ms) / 1000
+        out: list[Any] = [None] * len(requests)
+        live: list[tuple[int, dict[str, Any], list[TraceEntry], list[JSONObject]]] = []
+        for slot, (guest, context) in enumerate(requests):
+            try:
+                scope = self.scope(guest, context)
+                rejected = self._check_inputs(scope)
+            except Exception as exc:  # noqa: BLE001 — a request's own bad input, reported to that request alone
+                out[slot] = exc
+                continue
+            live.append((slot, scope, [], rejected))
+        for i, (node, waits_on_io, _) in enumerate(self.steps):
+            if not live:
+                break
+            if not waits_on_io:
+                for _, scope, trace, _ in live:
+                    trace.append(self._run(node, scope))
+                continue
+            still = []
+            for job in live:
+                slot, scope, trace, rejected = job
+                hit = self._run_cached(node, scope, deadline_s)
+                if hit is None:
+                    out[slot] = self._evaluate_from(i, scope, trace, rejected, deadline_s)
+                else:
+                    trace.append(hit)
+                    still.append(job)
+            live = still
+        for slot, scope, trace, rejected in live:
+            out[slot] = self._result(scope, trace, rejected)
+        return out
 
     def _run(self, node: Any, scope: dict[str, Any]) -> TraceEntry:
         entry = TraceEntry(node.id, node.kind)
