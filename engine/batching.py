@@ -2,12 +2,15 @@
 
 A worker under load resumes several decisions in one turn of its event loop: Redis answers their guest reads in one
 reply, parsed at once. Evaluated one after another, each decision walks every node end to end and finds the code
-and data of each cold in the CPU's caches; evaluated node-major (:meth:`engine.plan.Plan.evaluate_batch`) each node
-runs back to back for all of them. The batch forms by itself: a decision joins the batch of its loop turn, which runs
-once every decision woken in that turn has joined (one ``call_soon`` later). Nothing waits for company — a lone
-decision is a batch of one — so batches grow only when decisions queue, which is when the CPU it saves is needed.
-Measured on the benchmark's model: saturation +30-40 % (wrk, 32 connections), in-process 16 in flight −16 % CPU a
-decision, one in flight +4 % (the extra loop hop), benchmarks/RESULTS.md, session 17.
+and data of each cold in the CPU's caches (on the benchmark VM a node cost two to four times what it costs run back
+to back); evaluated node-major (:meth:`engine.plan.Plan.evaluate_batch`) each node runs for all of them in a row.
+
+The batch forms by itself: a decision joins the batch of its loop turn, which runs once every decision woken in that
+turn has joined (one ``call_soon`` later). Nothing waits for company: a decision with no other decision reading its
+guest (the only ones that could be woken in the same turn) and no batch forming is evaluated at once, without the
+hop. So batches form only when decisions overlap, which is when the CPU they save is needed. Measured on the
+benchmark's model (benchmarks/RESULTS.md, session 17): at saturation (wrk, 32 connections) +30 % decisions a second
+and 188 against 243 µs of CPU a decision; at fixed rates of 1,500 and 2,800 a second, no difference beyond noise.
 """
 
 from __future__ import annotations
@@ -30,8 +33,18 @@ class Batcher:
         self._observe = observe
         """Called with each batch's size (the batch-size histogram in /metrics), if given."""
         self._waiting: list[tuple[Plan, JSONObject, JSONObject, asyncio.Future[Any]]] = []
+        self.reading = 0
+        """Decisions waiting for their guest (:func:`engine.decide.decide` counts them): the ones that could be ready
+        in this loop turn too."""
 
     async def evaluate(self, plan: Plan, guest: JSONObject, context: JSONObject) -> Result:
+        if not self._waiting and not self.reading:
+            # No decision could join this one in this turn: at once, without the hop a batch takes.
+            if self._observe is not None:
+                self._observe(1)
+            if plan.is_async:
+                return await plan.evaluate_async(guest, context, self.deadline_ms)
+            return plan.evaluate(guest, context)
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Any] = loop.create_future()
         if not self._waiting:

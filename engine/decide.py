@@ -105,7 +105,15 @@ async def decide(rt: Runtime, model_key: str, lookup: GuestLookup, context: JSON
     """Serve ``model_key`` for this guest. Returns the decision and the shadow plan to run after responding."""
     t0 = time.perf_counter()
     plan, shadow = await rt.registry.production(model_key)
-    guest, degraded = await fetch_guest(rt.store, lookup, guest_needs(rt, plan, shadow))
+    batcher = rt.services.get(batching.SERVICE)
+    if batcher is None:
+        guest, degraded = await fetch_guest(rt.store, lookup, guest_needs(rt, plan, shadow))
+    else:
+        batcher.reading += 1
+        try:
+            guest, degraded = await fetch_guest(rt.store, lookup, guest_needs(rt, plan, shadow))
+        finally:
+            batcher.reading -= 1
     result = await evaluate(rt, plan, guest, context)
     outputs_json = check_size(plan, result)
     now_ms = int(time.time() * 1000)

@@ -9,10 +9,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from benchmarks.data import guest_documents
+from engine.app import create_app
 from engine.batching import Batcher
+from engine.config import Settings
 from engine.model import compile_model
 from engine.plan import Plan, Result
 from engine.sandbox import Sandbox
@@ -95,6 +98,7 @@ async def test_decisions_ready_in_one_loop_turn_make_one_batch() -> None:
     sizes: list[int] = []
     batcher = Batcher(deadline_ms=1000, observe=sizes.append)
     asked = requests(6)
+    batcher.reading = 1  # another decision is reading its guest: it could be ready in this turn too
     results = await asyncio.gather(
         *(batcher.evaluate(plan, guest, context) for guest, context in asked), batcher.evaluate(other, {}, {})
     )
@@ -102,9 +106,18 @@ async def test_decisions_ready_in_one_loop_turn_make_one_batch() -> None:
     for result, (guest, context) in zip(results[:-1], asked, strict=True):
         same(result, plan.evaluate(guest, context))
     assert str(results[-1].outputs["x"]) == "2"
-    alone = await batcher.evaluate(plan, *asked[0])  # nothing else waiting: a batch of one, at once
-    assert sizes == [7, 1]
-    same(alone, results[0])
+
+
+def test_a_decision_nobody_could_join_is_evaluated_at_once() -> None:
+    plan = local_plan()
+    sizes: list[int] = []
+    batcher = Batcher(deadline_ms=1000, observe=sizes.append)
+    guest, context = requests(1)[0]
+    # Nothing reads a guest and no batch is forming: the coroutine finishes on its first step, no loop hop.
+    with pytest.raises(StopIteration) as finished:
+        batcher.evaluate(plan, guest, context).send(None)
+    same(finished.value.value, plan.evaluate(guest, context))
+    assert sizes == [1]
 
 
 async def test_a_cancelled_decision_leaves_its_batch_alone() -> None:
@@ -112,6 +125,7 @@ async def test_a_cancelled_decision_leaves_its_batch_alone() -> None:
     sizes: list[int] = []
     batcher = Batcher(deadline_ms=1000, observe=sizes.append)
     asked = requests(3)
+    batcher.reading = 1
     tasks = [asyncio.ensure_future(batcher.evaluate(plan, guest, context)) for guest, context in asked]
     await asyncio.sleep(0)  # each task has joined the batch; the batch has not run yet
     tasks[1].cancel()
@@ -131,7 +145,40 @@ async def test_a_batch_that_raises_fails_its_decisions_not_the_worker(monkeypatc
 
     monkeypatch.setattr(Plan, "evaluate_batch", broken)
     asked = requests(2)
+    batcher.reading = 1
     done = await asyncio.gather(*(batcher.evaluate(plan, g, c) for g, c in asked), return_exceptions=True)
     assert all(isinstance(d, RuntimeError) for d in done)
     monkeypatch.undo()
-    same(await batcher.evaluate(plan, *asked[0]), plan.evaluate(*asked[0]))  # the next batch is fine
+    done = await asyncio.gather(*(batcher.evaluate(plan, g, c) for g, c in asked))
+    same(done[0], plan.evaluate(*asked[0]))  # the next batch is fine
+
+
+async def test_concurrent_decisions_through_the_app_share_batches(redis_url: str) -> None:
+    """Through the real app on a real Redis: requests in flight together read their guests in one round trip
+    (engine/store/wire.py), resume in one turn and are evaluated as one batch; each answer is its own."""
+    model = {
+        "nodes": [
+            {"id": "ltv", "kind": "expression", "expr": "guest.facts.lifetime_value"},
+            {"id": "answer", "kind": "output", "value": {"ltv": "ltv", "channel": "context.channel"}},
+        ]
+    }
+    app = create_app(Settings(redis_url=redis_url, admin_key="t-admin", public_keys={"t-public": "default"}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://arbiter") as client:
+            put = await client.put("/v1/models/batched?publish=1", json=model, headers={"x-api-key": "t-admin"})
+            assert put.status_code == 201, put.text
+            replies = await asyncio.gather(
+                *(
+                    client.post(
+                        "/v1/decide/batched",
+                        json={"guest": {"browser_id": f"nobody-{i}"}, "context": {"channel": f"c{i}"}},
+                        headers={"x-api-key": "t-public"},
+                    )
+                    for i in range(12)
+                )
+            )
+        assert [r.status_code for r in replies] == [200] * 12
+        assert [r.json()["outputs"]["channel"] for r in replies] == [f"c{i}" for i in range(12)]
+        sizes = app.state.rt.metrics.decision_batch
+        assert sizes.total == 12 and sum(sizes.counts) < 12  # twelve decisions in fewer batches
