@@ -42,9 +42,7 @@ class Batcher:
             # No decision could join this one in this turn: at once, without the hop a batch takes.
             if self._observe is not None:
                 self._observe(1)
-            if plan.is_async:
-                return await plan.evaluate_async(guest, context, self.deadline_ms)
-            return plan.evaluate(guest, context)
+            return await plan.evaluate_one(guest, context, self.deadline_ms)
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Any] = loop.create_future()
         if not self._waiting:

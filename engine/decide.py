@@ -96,9 +96,7 @@ async def evaluate(rt: Runtime, plan: Plan, guest: JSONObject, context: JSONObje
     if batcher is not None:  # the app's workers: evaluated with the decisions ready at the same time
         result: Result = await batcher.evaluate(plan, guest, context)
         return result
-    if plan.is_async:
-        return await plan.evaluate_async(guest, context, rt.settings.deadline_ms)
-    return plan.evaluate(guest, context)
+    return await plan.evaluate_one(guest, context, rt.settings.deadline_ms)
 
 
 async def decide(rt: Runtime, model_key: str, lookup: GuestLookup, context: JSONObject) -> tuple[Decision, Plan | None]:

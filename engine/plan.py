@@ -92,6 +92,12 @@ class Plan:
                 rejected.append({"input": name, "error": f"{to_json(value)!r} is not allowed ({allowed.source})"})
         return rejected
 
+    async def evaluate_one(self, guest: JSONObject, context: JSONObject, deadline_ms: int) -> Result:
+        """One decision on its own: on the event loop if the plan has I/O nodes, else in one synchronous pass."""
+        if self.is_async:
+            return await self.evaluate_async(guest, context, deadline_ms)
+        return self.evaluate(guest, context)
+
     async def evaluate_async(self, guest: JSONObject, context: JSONObject, deadline_ms: int) -> Result:
         """Evaluate a plan with I/O nodes within ``deadline_ms`` (the model's own deadline wins if set)."""
         deadline_s = time.monotonic() + (self.deadline_ms or deadline_ms) / 1000
