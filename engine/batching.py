@@ -50,7 +50,7 @@ class Batcher:
         self._waiting.append((plan, guest, context, answer))
         outcome = await answer
         # An I/O node that had to call out: this decision goes on by itself, the batch did not wait for it.
-        return outcome if isinstance(outcome, Result) else await outcome
+        return outcome if isinstance(outcome, Result) else await outcome()
 
     def _run(self) -> None:
         waiting, self._waiting = self._waiting, []
@@ -67,9 +67,8 @@ class Batcher:
                 outcomes = [exc] * len(jobs)
             for (_, _, _, answer), outcome in zip(jobs, outcomes, strict=True):
                 if answer.done():  # its request was cancelled meanwhile
-                    if asyncio.iscoroutine(outcome):
-                        outcome.close()
-                elif isinstance(outcome, BaseException):
+                    continue
+                if isinstance(outcome, BaseException):
                     answer.set_exception(outcome)
                 else:
                     answer.set_result(outcome)

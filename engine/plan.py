@@ -8,8 +8,9 @@ soon as its inputs are ready and giving every unfinished node its fallback when 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,14 +132,15 @@ class Plan:
 
     def evaluate_batch(
         self, requests: Sequence[tuple[JSONObject, JSONObject]], deadline_ms: int
-    ) -> list[Result | Coroutine[Any, Any, Result] | BaseException]:
+    ) -> list[Result | Callable[[], Awaitable[Result]] | BaseException]:
         """Several decisions of this plan at once, node by node: each node runs for every request before the next
         node runs, so its code and data are warm in the CPU's caches for all but the first (a decision walked end to
         end finds them cold: ~2-4× its nodes' cost in a loop, benchmarks/RESULTS.md, session 17).
 
         Per request, in order: its :class:`Result`; or, once one of its I/O nodes must really call out (no cache
-        answer), the rest of its evaluation as a coroutine for its own caller to await, from that node on exactly as
-        :meth:`evaluate_async` goes on; or the exception its inputs raised (only that request fails)."""
+        answer), the rest of its evaluation for its own caller to start and await (a function: nothing is left
+        pending if that caller is gone), from that node on exactly as :meth:`evaluate_async` goes on; or the
+        exception its inputs raised (only that request fails)."""
         deadline_s = time.monotonic() + (self.deadline_ms or deadline_ms) / 1000
         out: list[Any] = [None] * len(requests)
         live: list[tuple[int, dict[str, Any], list[TraceEntry], list[JSONObject]]] = []
@@ -162,7 +164,7 @@ class Plan:
                 slot, scope, trace, rejected = job
                 hit = self._run_cached(node, scope, deadline_s)
                 if hit is None:
-                    out[slot] = self._evaluate_from(i, scope, trace, rejected, deadline_s)
+                    out[slot] = functools.partial(self._evaluate_from, i, scope, trace, rejected, deadline_s)
                 else:
                     trace.append(hit)
                     still.append(job)
