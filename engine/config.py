@@ -82,8 +82,8 @@ class Settings:
     max_batch_events: int = 500
     max_import_bytes: int = 1 << 30
     batch_decisions: bool = True
-    """Evaluate the decisions that are ready together node by node (engine/batching.py): more throughput under load,
-    one event-loop hop more for a decision that finds no company."""
+    """Evaluate the decisions that are ready together node by node (engine/batching.py): more throughput when
+    decisions overlap; a decision that has company waits one event-loop turn for it."""
 
     @property
     def uses_demo_keys(self) -> bool:

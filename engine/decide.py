@@ -104,13 +104,12 @@ async def decide(rt: Runtime, model_key: str, lookup: GuestLookup, context: JSON
     t0 = time.perf_counter()
     plan, shadow = await rt.registry.production(model_key)
     batcher = rt.services.get(batching.SERVICE)
-    if batcher is None:
+    if batcher is not None:
+        batcher.reading += 1  # a decision that may become ready in the same loop turn as another: company
+    try:
         guest, degraded = await fetch_guest(rt.store, lookup, guest_needs(rt, plan, shadow))
-    else:
-        batcher.reading += 1
-        try:
-            guest, degraded = await fetch_guest(rt.store, lookup, guest_needs(rt, plan, shadow))
-        finally:
+    finally:
+        if batcher is not None:
             batcher.reading -= 1
     result = await evaluate(rt, plan, guest, context)
     outputs_json = check_size(plan, result)

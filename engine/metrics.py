@@ -149,7 +149,7 @@ class Metrics:
         ).labels(str(os.getpid())).set(time.time())
         self.decision_batch = LoopHistogram(
             "arbiter_decision_batch_size",
-            "Decisions evaluated together, node by node (engine/batching.py): more than one only when decisions queue",
+            "Decisions evaluated together, node by node (engine/batching.py): more than one when decisions overlap",
             (),
             buckets=BATCH_BUCKETS,
             registry=self.registry,

@@ -3,6 +3,7 @@
 ``Plan.evaluate`` only walks the compiled nodes: nothing is parsed or compiled here. A plan with no I/O
 nodes evaluates synchronously; one with external calls evaluates on the event loop, starting each call as
 soon as its inputs are ready and giving every unfinished node its fallback when the deadline passes.
+``Plan.evaluate_batch`` evaluates several decisions node by node (engine/batching.py says when).
 """
 
 from __future__ import annotations
