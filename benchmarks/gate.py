@@ -49,11 +49,8 @@ def measure(guests: int) -> float:
         with servers.running_redis(workdir) as url, servers.running_stub(workdir) as stub:
             seed_guests(url, guests, session_events=Limits().max_closed_session_events)
             with servers.running_arbiter(workdir, url, 1) as arbiter:
-                scenario_setup.install(arbiter.port, stub.port, servers.ADMIN_KEY)
-                try:
-                    scenario_setup.check(arbiter.port, servers.PUBLIC_KEY, decide_bodies(100, guests))
-                except scenario_setup.NotClean as exc:
-                    raise SystemExit(str(exc)) from None
+                bodies = decide_bodies(100, guests)
+                scenario_setup.install_checked(arbiter.port, stub.port, servers.ADMIN_KEY, servers.PUBLIC_KEY, bodies)
             # The counting runs are in-process (benchmarks/instructions.py); the stub answers their cache misses.
             neutral = uvloop.run(publish_neutral(url, scenario_setup.MODEL))
             return per_request_of(url, neutral, guests)

@@ -522,11 +522,9 @@ def serve(args: argparse.Namespace) -> int:
                 servers.running_stub(workdir, args.stub_delay_ms) as stub,
                 servers.running_arbiter(workdir, url, args.workers) as arbiter,
             ):
-                scenario_setup.install(arbiter.port, stub.port, ADMIN_KEY)
-                try:
-                    scenario_setup.check(arbiter.port, PUBLIC_KEY, decide_bodies(100, args.guests))
-                except scenario_setup.NotClean as exc:
-                    raise SystemExit(str(exc)) from None
+                scenario_setup.install_checked(
+                    arbiter.port, stub.port, ADMIN_KEY, PUBLIC_KEY, decide_bodies(100, args.guests)
+                )
                 print(
                     f"arbiter on http://{LOOPBACK}:{arbiter.port} (public key {PUBLIC_KEY}, admin key {ADMIN_KEY}), "
                     f"{args.guests} guests, model '{MODEL}'; e.g.\n  BENCH_GUESTS={args.guests} "

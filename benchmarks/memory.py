@@ -140,11 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             servers.running_arbiter(Path(tmp), url, 1) as arbiter,
         ):
             # One worker: ``arbiter serve`` runs uvicorn in its own process, so its pid is the worker's.
-            scenario_setup.install(arbiter.port, stub.port, ADMIN_KEY)
-            try:
-                scenario_setup.check(arbiter.port, PUBLIC_KEY, decide_bodies(100, min(args.guests, DISTINCT)))
-            except scenario_setup.NotClean as exc:
-                raise SystemExit(str(exc)) from None
+            bodies = decide_bodies(100, min(args.guests, DISTINCT))
+            scenario_setup.install_checked(arbiter.port, stub.port, ADMIN_KEY, PUBLIC_KEY, bodies)
             report["worker_rss_mb_one_model"] = round(rss_bytes(arbiter.pid) / 2**20, 1)
             publish_copies(arbiter.port, args.models)
             report["models"] = args.models + 1

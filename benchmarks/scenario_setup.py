@@ -106,6 +106,16 @@ def check(port: int, public_key: str, bodies: list[bytes], timeout_s: float = 20
     return {"decisions_checked": seen, "example": decision}
 
 
+def install_checked(port: int, stub_port: int, admin_key: str, public_key: str, bodies: list[bytes]) -> dict[str, Any]:
+    """:func:`install`, then :func:`check`; a scenario that does not decide cleanly stops the program with why."""
+    installed = install(port, stub_port, admin_key)
+    try:
+        installed["checked"] = check(port, public_key, bodies)
+    except NotClean as exc:
+        raise SystemExit(str(exc)) from None
+    return installed
+
+
 def main(argv: list[str] | None = None) -> int:
     from benchmarks.data import decide_bodies
 
@@ -115,12 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--admin-key", default="demo-admin")
     parser.add_argument("--public-key", default="demo-public")
     args = parser.parse_args(argv)
-    print(orjson.dumps(install(args.port, args.stub_port, args.admin_key)).decode())
-    try:
-        checked = check(args.port, args.public_key, decide_bodies(CHECKS, 1000))
-    except NotClean as exc:
-        raise SystemExit(str(exc)) from None
-    print(orjson.dumps(checked["example"], option=orjson.OPT_INDENT_2).decode())
+    installed = install_checked(args.port, args.stub_port, args.admin_key, args.public_key, decide_bodies(CHECKS, 1000))
+    example = installed.pop("checked")["example"]
+    print(orjson.dumps(installed).decode())
+    print(orjson.dumps(example, option=orjson.OPT_INDENT_2).decode())
     return 0
 
 
