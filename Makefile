@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TCK ?= ../shared/dmn-tck
 
-.PHONY: run test check bench bench-load bench-micro bench-memory redis-server valgrind node-deps tck clean
+.PHONY: run test check bench bench-load bench-micro bench-memory redis-server valgrind perf node-deps tck clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -30,13 +30,22 @@ valgrind:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind) >/dev/null; \
 	  else echo "valgrind is missing: the performance budget's test will be skipped ('sudo apt-get install valgrind')"; fi; }
 
+# perf samples a server for benchmarks/profile.py (tests/test_profile_tool.py): installed as root if it can be, else
+# that test is skipped and says why; a failed install does not stop the suite.
+perf:
+	@command -v perf >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf) >/dev/null 2>&1 \
+	      || echo "linux-perf could not be installed: the profile tool's test will be skipped"; \
+	  else echo "perf is missing: the profile tool's test will be skipped ('sudo apt-get install linux-perf')"; fi; }
+
 node-deps: tests/sdk/node_modules/.package-lock.json
 
 # The real Sitecore Cloud SDK for tests/test_sdk_e2e.py, pinned by tests/sdk/package-lock.json.
 tests/sdk/node_modules/.package-lock.json: tests/sdk/package.json tests/sdk/package-lock.json
 	cd tests/sdk && npm ci --no-audit --no-fund
 
-test: $(STAMP) redis-server valgrind node-deps
+test: $(STAMP) redis-server valgrind perf node-deps
 	$(BIN)/python -m pytest -q
 
 # The DMN conformance gate: every case of the tiers we claim must pass (exit 1 on any regression).

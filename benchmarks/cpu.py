@@ -61,13 +61,20 @@ class Meter:
     """``with Meter(pgid) as m: ...``, then ``m.summary(requests, seconds)``: the group's CPU and run-queue wait over
     the block. Processes are found once, at the start (a worker restarted during the run is not counted)."""
 
-    pgid: int
+    pgid: int | None = None
+    pids: list[int] | None = None
+    """Given processes instead of a process group's (benchmarks/profile.py: the workers it samples)."""
     _pids: list[int] | None = None
     _start: tuple[int, int] | None = None
     _spent: tuple[int, int] | None = None
 
     def __enter__(self) -> Meter:
-        self._pids = group_pids(self.pgid) if os.name == "posix" and PROC.is_dir() else []
+        if self.pids is not None:
+            self._pids = list(self.pids)
+        elif self.pgid is not None and os.name == "posix" and PROC.is_dir():
+            self._pids = group_pids(self.pgid)
+        else:
+            self._pids = []
         self._start = schedstat_ns(self._pids)
         return self
 

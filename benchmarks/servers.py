@@ -161,11 +161,12 @@ def running_stub(workdir: Path, delay_ms: float = 0.0) -> Iterator[Server]:
 
 
 @contextlib.contextmanager
-def running_arbiter(workdir: Path, redis_url: str, workers: int) -> Iterator[Server]:
-    """``arbiter serve`` without a models dir: the harness publishes through the admin API, as an operator would."""
+def running_arbiter(workdir: Path, redis_url: str, workers: int, models: Path | None = None) -> Iterator[Server]:
+    """``arbiter serve``; without a models dir (the harness publishes through the admin API, as an operator would) or
+    with one (``models``: loaded at start-up)."""
     port = free_port()
     cmd = [sys.executable, "-m", "engine", "serve", "--port", str(port), "--redis", redis_url]
-    cmd += ["--workers", str(workers), "--quiet"]
+    cmd += ["--workers", str(workers), "--quiet", *(["--models", str(models)] if models is not None else [])]
     env = _env(ARBITER_PUBLIC_KEY=PUBLIC_KEY, ARBITER_ADMIN_KEY=ADMIN_KEY)
     with process(cmd, workdir / "arbiter.log", functools.partial(_http.get, port, "/ready"), "arbiter", env) as proc:
         yield Server(port, proc.pid)
