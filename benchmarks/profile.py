@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +34,10 @@ from pathlib import Path
 import uvloop
 
 from benchmarks import cpu, openloop
-from benchmarks.data import decide_bodies
+from benchmarks.data import decide_bodies, event_bodies
 
+EVENTS_PATH = "/v1/events"
+"""With ``--path /v1/events`` the requests are single events (benchmarks/data.py), each with a fresh ref."""
 SAMPLE_HZ = 997
 """Not a round number: sampling in step with a periodic timer of the worker would over-count it."""
 
@@ -128,7 +131,12 @@ def _perf_report(data: Path, *options: str) -> str:
 
 def profile(port: int, pids: list[int], args: argparse.Namespace, label: str) -> Profile:
     """Drive ``port`` at ``args.rate`` for ``args.warmup`` + ``args.duration`` s under perf; split its CPU."""
-    bodies = decide_bodies(10_000, args.guests)
+    if args.path == EVENTS_PATH:
+        # Each event a ref no run sent before: a repeated one is only acknowledged as a duplicate.
+        count = int(args.rate * (args.warmup + args.duration)) + 1
+        bodies = event_bodies(count, args.guests, run=time.time_ns() // 1000)
+    else:
+        bodies = decide_bodies(10_000, args.guests)
     requests = [openloop.request_bytes("127.0.0.1", port, args.path, b, {"X-API-Key": args.api_key}) for b in bodies]
     with tempfile.TemporaryDirectory(prefix="arbiter-profile-") as tmp:
         data = Path(tmp) / "perf.data"
@@ -188,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, required=True, help="requests per second")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds measured after the warm-up")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds at the rate first (sampled too)")
-    parser.add_argument("--path", default="/v1/decide/realistic")
+    parser.add_argument("--path", default="/v1/decide/realistic", help=f"a decide path, or {EVENTS_PATH}")
     parser.add_argument("--guests", type=int, default=20_000)
     parser.add_argument("--api-key", default="demo-public")
     args = parser.parse_args(argv)

@@ -90,8 +90,11 @@ def test_profiles_a_real_server(tmp_path: Path) -> None:
                 api_key=servers.PUBLIC_KEY,
             )  # fmt: skip
             found = profile.profile(port, profile.listening_pids(port), args, "decide")
-    assert found.requests >= 250 and found.cpu_us_per_request > 0
-    assert sum(found.percent.values()) == pytest.approx(100, abs=1.5)
-    assert found.percent["Python interpreter (CPython)"] > 10
-    table = profile.render([found])
-    assert "| **total: CPU a request** |" in table and "| decide |" in table
+            args.path = profile.EVENTS_PATH  # single events, each with a ref of its own
+            events = profile.profile(port, profile.listening_pids(port), args, "events")
+    for run in (found, events):
+        assert run.requests >= 250 and run.cpu_us_per_request > 0
+        assert sum(run.percent.values()) == pytest.approx(100, abs=1.5)
+        assert run.percent["Python interpreter (CPython)"] > 10
+    table = profile.render([found, events])
+    assert "| **total: CPU a request** |" in table and "| decide | events |" in table
