@@ -235,6 +235,14 @@ def render(report: dict[str, Any]) -> str:
                 f"  each after {checks[0]['warmup_s']:g} s at that rate, not measured above (a worker idle during the "
                 f"floor's run answers slowly at first): the warm-ups' p99 / max: {warm} ms"
             )
+    profiled = report.get("profile_at_target")
+    if profiled and "table" in profiled:
+        lines.append(
+            f"where a request's CPU goes at {profiled['rate']:.0f}/s, the target check's rate (perf, "
+            f"benchmarks/profile.py; decide, then the floor):\n{profiled['table']}"
+        )
+    elif profiled:
+        lines.append(f"no profile at the target's rate: {profiled['skipped']}")
     for lat in ra["decide_over_floor_latency"]:
         ratio = ", ".join(f"{p} ×{lat[p]}" for p in ("p50", "p99", "p99.9"))
         lines.append(f"decide / floor latency at the same offered {lat['rate']:.0f}/s: {ratio}")

@@ -17,7 +17,10 @@ One command (``make bench-load``, or ``make bench`` before the micro-benchmarks)
    (the external node's cache hit rate); at the end, the per-node timings from ``/metrics``;
 5. ``--pairs`` back-to-back saturation runs of the floor and decide, alternating which goes first: the
    throughput ratio as the median of ratios measured seconds apart (:func:`paired`);
-6. ``POST /v1/events`` with one event per request, then with ``--event-batch`` events per request, each at
+6. the target check (:func:`target_check`): ``--target-runs`` times the floor's saturation, then decide at half
+   of it; then, unless ``--no-profile``, decide and the floor sampled with perf at that rate
+   (:func:`profile_at_target`, benchmarks/profile.py): where a request's CPU goes there, µs by component;
+7. ``POST /v1/events`` with one event per request, then with ``--event-batch`` events per request, each at
    saturation and at fractions of *its own* saturation (events are not decide-shaped: the floor's rate
    means nothing to them); events/s accepted = 2xx requests × batch size.
 
@@ -32,12 +35,14 @@ Run: python -m benchmarks.loadtest [--workers 1] [--guests 20000] [--duration 10
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,7 +56,7 @@ import orjson
 import redis
 import uvloop
 
-from benchmarks import _http, cpu, hiccup, load_report, openloop, scenario_setup, servers
+from benchmarks import _http, cpu, hiccup, load_report, openloop, profile, scenario_setup, servers
 from benchmarks._http import LOOPBACK
 from benchmarks.data import decide_bodies, event_bodies, seed_floor, seed_guests
 from benchmarks.servers import ADMIN_KEY, PUBLIC_KEY
@@ -383,6 +388,30 @@ def target_check(
     return out
 
 
+def profile_at_target(
+    decide: Target,
+    decide_port: int,
+    floor_port: int,
+    checks: list[dict[str, Any]],
+    args: argparse.Namespace,
+    settle: Callable[[], object],
+) -> dict[str, Any]:
+    """Where decide's and the floor's CPU goes at the target check's rate (half the floor's saturation, the median of
+    its runs), sampled with perf (benchmarks/profile.py): what stands in the way of the target, in µs a request."""
+    rate = max(1.0, round(statistics.median(c["floor_rps"] for c in checks) / 2)) if checks else 1.0
+    with contextlib.suppress(scenario_setup.NotClean):  # the target check says when a run started unsettled
+        settle()
+    found = profile.side_by_side(
+        [("decide", decide_port), ("floor", floor_port)], rate, duration_s=args.duration, warmup_s=args.warmup,
+        guests=args.guests, path=decide.path, api_key=PUBLIC_KEY,
+    )  # fmt: skip
+    if "table" in found:
+        print(f"  where a request's CPU goes at {rate:.0f}/s (perf):\n{found['table']}", file=sys.stderr)
+    else:
+        print(f"  no profile at the target's rate: {found['skipped']}", file=sys.stderr)
+    return found
+
+
 def _pause_note(run: dict[str, Any]) -> str:
     pauses = run.get("box_pauses") or {}
     if not pauses.get("late_over_5ms"):
@@ -501,6 +530,10 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 report["target_check"] = target_check(
                     floor_target, floor.port, decide_target, arbiter.port, args, check, rewrites, stalls, on_arbiter
                 )
+                if args.profile:
+                    report["profile_at_target"] = profile_at_target(
+                        decide_target, arbiter.port, floor.port, report["target_check"], args, check
+                    )
                 require_events_accepted(arbiter.port, event_targets)
                 for target in event_targets:
                     key = "events" if target.batch == 1 else "events_batch"
@@ -602,6 +635,13 @@ def main(argv: list[str] | None = None) -> int:
         default="default",
         help="the harness Redis's settings: default (Redis's automatic AOF rewrites) or production "
         "(docs/operations.md: rewrites scheduled, not automatic)",
+    )
+    parser.add_argument(
+        "--profile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="after the target check, sample decide and the floor with perf at its rate (benchmarks/profile.py); "
+        "skipped, with the reason in the report, where perf is missing or may not sample",
     )
     parser.add_argument("--json", type=Path, help="also write the full report here")
     parser.add_argument("--serve", action="store_true", help="set up and wait instead of measuring (for locust)")

@@ -28,8 +28,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import uvloop
 
@@ -186,6 +187,24 @@ def render(profiles: list[Profile]) -> str:
     ):
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def side_by_side(
+    targets: list[tuple[str, int]], rate: float, *, duration_s: float, warmup_s: float, guests: int, path: str,
+    api_key: str,
+) -> dict[str, Any]:  # fmt: skip
+    """Each ``(label, port)`` profiled in turn at ``rate``, for a report (benchmarks/loadtest.py): the profiles and
+    their table, or why there are none (perf missing, or not allowed to sample here)."""
+    if shutil.which("perf") is None:
+        return {"skipped": "perf is not installed (Debian: apt-get install linux-perf)"}
+    args = argparse.Namespace(
+        rate=rate, duration=duration_s, warmup=warmup_s, guests=guests, path=path, api_key=api_key
+    )
+    try:
+        found = [profile(port, listening_pids(port), args, label) for label, port in targets]
+    except (SystemExit, subprocess.SubprocessError) as exc:
+        return {"skipped": f"perf could not sample: {exc}"}
+    return {"rate": rate, "profiles": [asdict(p) for p in found], "table": render(found)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import statistics
 from pathlib import Path
 
 import httpx
@@ -84,6 +85,15 @@ def test_load_harness_reports(tmp_path: Path) -> None:
     assert all(c["box_pauses"]["probes"] > 0 for c in checks)
     assert all(c["server_cpu"]["cpu_us_per_request"] > 0 for c in checks)
     assert "decide's server in those runs" in rendered and "waited for a core" in rendered
+    # Then decide and the floor sampled at that rate (benchmarks/profile.py), or the reason there is no profile.
+    profiled = report["profile_at_target"]
+    if "skipped" in profiled:
+        assert "perf" in profiled["skipped"] and "no profile at the target's rate" in rendered
+    else:
+        assert profiled["rate"] == max(1.0, round(statistics.median(c["floor_rps"] for c in checks) / 2))
+        assert [p["label"] for p in profiled["profiles"]] == ["decide", "floor"]
+        assert all(p["cpu_us_per_request"] > 0 and p["requests"] > 0 for p in profiled["profiles"])
+        assert "where a request's CPU goes at" in rendered and "Python interpreter (CPython)" in rendered
 
 
 @pytest.mark.parametrize("profile", ["default", "production"])
