@@ -203,6 +203,48 @@ def render(report: dict[str, Any]) -> str:
         p = ra["decide_over_floor_throughput_paired"]
         each = ", ".join(f"{r:.2f}" for r in p["ratios"])
         lines.append(f"decide / floor throughput in back-to-back pairs: {each}; median {p['median']:.2f}")
+    lines += _target_lines(report)
+    for lat in ra["decide_over_floor_latency"]:
+        ratio = ", ".join(f"{p} ×{lat[p]}" for p in ("p50", "p99", "p99.9"))
+        lines.append(f"decide / floor latency at the same offered {lat['rate']:.0f}/s: {ratio}")
+    for key in ("events", "events_batch"):
+        if f"{key}_per_s_over_floor_rps" in ra:
+            lines.append(
+                f"{names[key]}: events/s accepted at saturation / floor req/s: {ra[f'{key}_per_s_over_floor_rps']:.2f}"
+            )
+    cache = ra["cache"]
+    lines.append(
+        "\nexternal node result cache, per decide run (hits ≥ decisions − stub calls − the node's fallbacks; "
+        "fallbacks are not cached):"
+    )
+    for c, label in zip(cache, ["saturation", *(f"{c['rate']:.0f}/s open loop" for c in cache[1:])], strict=True):
+        rate = "n/a" if c["hit_rate_min"] is None else f"≥ {c['hit_rate_min']:.2%}"
+        falls = ", ".join(f"{r} × {n}" for r, n in sorted(c["fallbacks"].items())) or "none"
+        lines.append(f"  {label}: hit rate {rate}; {c['decisions']} decisions, {c['stub_calls']} stub calls, "
+                     f"fallbacks: {falls}")  # fmt: skip
+    lines.append(
+        f"\nthe worker's event loop during each decide run: ticks due every 50 ms that ran more than "
+        f"{' / '.join(f'{ms}' for ms in LATE_MS)} ms late (arbiter_event_loop_lag_seconds; a late tick is a "
+        "stall every request in flight shared):"
+    )
+    for c, label in zip(cache, ["saturation", *(f"{c['rate']:.0f}/s open loop" for c in cache[1:])], strict=True):
+        loop = c.get("loop", {})
+        late = " / ".join(str(loop.get(name, "?")) for name in LATE.values())
+        lines.append(f"  {label}: {late} of {loop.get(TICKS, '?')} ticks")
+    seen = f"{me['workers_seen']} of {me['workers']} workers' /metrics, summed"
+    lines += ["", f"| node ({seen}) | kind | count | mean µs |", "|---|---|---:|---:|"]
+    lines += [f"| {n['node']} | {n['kind']} | {n['count']} | {n['mean_us']} |" for n in me["nodes"]]
+    if me["fallbacks"]:
+        lines.append("\nnode fallbacks and errors since start-up, set-up check included (arbiter_node_errors):")
+        lines += [f"  {f['node']}: {f['reason']} × {f['count']}" for f in me["fallbacks"]]
+    else:
+        lines.append("\nno node fallbacks or errors since start-up (arbiter_node_errors)")
+    return "\n".join(lines)
+
+
+def _target_lines(report: dict[str, Any]) -> list[str]:
+    """The target check run by run, and the profile taken at its rate."""
+    lines: list[str] = []
     checks = report.get("target_check", [])
     if checks:
         each = "; ".join(
@@ -243,39 +285,4 @@ def render(report: dict[str, Any]) -> str:
         )
     elif profiled:
         lines.append(f"no profile at the target's rate: {profiled['skipped']}")
-    for lat in ra["decide_over_floor_latency"]:
-        ratio = ", ".join(f"{p} ×{lat[p]}" for p in ("p50", "p99", "p99.9"))
-        lines.append(f"decide / floor latency at the same offered {lat['rate']:.0f}/s: {ratio}")
-    for key in ("events", "events_batch"):
-        if f"{key}_per_s_over_floor_rps" in ra:
-            lines.append(
-                f"{names[key]}: events/s accepted at saturation / floor req/s: {ra[f'{key}_per_s_over_floor_rps']:.2f}"
-            )
-    cache = ra["cache"]
-    lines.append(
-        "\nexternal node result cache, per decide run (hits ≥ decisions − stub calls − the node's fallbacks; "
-        "fallbacks are not cached):"
-    )
-    for c, label in zip(cache, ["saturation", *(f"{c['rate']:.0f}/s open loop" for c in cache[1:])], strict=True):
-        rate = "n/a" if c["hit_rate_min"] is None else f"≥ {c['hit_rate_min']:.2%}"
-        falls = ", ".join(f"{r} × {n}" for r, n in sorted(c["fallbacks"].items())) or "none"
-        lines.append(f"  {label}: hit rate {rate}; {c['decisions']} decisions, {c['stub_calls']} stub calls, "
-                     f"fallbacks: {falls}")  # fmt: skip
-    lines.append(
-        f"\nthe worker's event loop during each decide run: ticks due every 50 ms that ran more than "
-        f"{' / '.join(f'{ms}' for ms in LATE_MS)} ms late (arbiter_event_loop_lag_seconds; a late tick is a "
-        "stall every request in flight shared):"
-    )
-    for c, label in zip(cache, ["saturation", *(f"{c['rate']:.0f}/s open loop" for c in cache[1:])], strict=True):
-        loop = c.get("loop", {})
-        late = " / ".join(str(loop.get(name, "?")) for name in LATE.values())
-        lines.append(f"  {label}: {late} of {loop.get(TICKS, '?')} ticks")
-    seen = f"{me['workers_seen']} of {me['workers']} workers' /metrics, summed"
-    lines += ["", f"| node ({seen}) | kind | count | mean µs |", "|---|---|---:|---:|"]
-    lines += [f"| {n['node']} | {n['kind']} | {n['count']} | {n['mean_us']} |" for n in me["nodes"]]
-    if me["fallbacks"]:
-        lines.append("\nnode fallbacks and errors since start-up, set-up check included (arbiter_node_errors):")
-        lines += [f"  {f['node']}: {f['reason']} × {f['count']}" for f in me["fallbacks"]]
-    else:
-        lines.append("\nno node fallbacks or errors since start-up (arbiter_node_errors)")
-    return "\n".join(lines)
+    return lines
