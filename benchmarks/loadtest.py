@@ -398,17 +398,17 @@ def profile_at_target(
 ) -> dict[str, Any]:
     """Where decide's and the floor's CPU goes at the target check's rate (half the floor's saturation, the median of
     its runs), sampled with perf (benchmarks/profile.py): what stands in the way of the target, in µs a request."""
-    rate = max(1.0, round(statistics.median(c["floor_rps"] for c in checks) / 2)) if checks else 1.0
+    if not checks:
+        return {"skipped": "no target check ran (--target-runs 0)"}
+    rate = max(1.0, round(statistics.median(c["floor_rps"] for c in checks) / 2))
     with contextlib.suppress(scenario_setup.NotClean):  # the target check says when a run started unsettled
         settle()
     found = profile.side_by_side(
         [("decide", decide_port), ("floor", floor_port)], rate, duration_s=args.duration, warmup_s=args.warmup,
         guests=args.guests, path=decide.path, api_key=PUBLIC_KEY,
     )  # fmt: skip
-    if "table" in found:
-        print(f"  where a request's CPU goes at {rate:.0f}/s (perf):\n{found['table']}", file=sys.stderr)
-    else:
-        print(f"  no profile at the target's rate: {found['skipped']}", file=sys.stderr)
+    done = f"decide and the floor profiled at {rate:.0f}/s (the table is in the report)"
+    print(f"  {done if 'table' in found else 'no profile at the target rate: ' + found['skipped']}", file=sys.stderr)
     return found
 
 

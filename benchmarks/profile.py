@@ -101,10 +101,27 @@ def shares(by_dso: Iterable[tuple[float, str]], kernel_children: dict[str, float
     return out
 
 
+@dataclass(frozen=True)
+class Load:
+    """What a profiled server is driven with: ``rate`` requests a second to ``path`` for ``warmup_s`` + ``duration_s``
+    (both sampled), over ``guests`` benchmark guests."""
+
+    rate: float
+    duration_s: float
+    warmup_s: float
+    guests: int
+    path: str
+    api_key: str
+
+    @property
+    def seconds(self) -> float:
+        """How long it drives and samples."""
+        return self.warmup_s + self.duration_s
+
+
 @dataclass
 class Profile:
     label: str
-    rate: float
     requests: int
     cpu_us_per_request: float
     cores_busy: float
@@ -130,27 +147,27 @@ def _perf_report(data: Path, *options: str) -> str:
     return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
 
 
-def profile(port: int, pids: list[int], args: argparse.Namespace, label: str) -> Profile:
-    """Drive ``port`` at ``args.rate`` for ``args.warmup`` + ``args.duration`` s under perf; split its CPU."""
-    if args.path == EVENTS_PATH:
+def profile(port: int, pids: list[int], load: Load, label: str) -> Profile:
+    """Drive ``port`` with ``load`` under perf; split its workers' CPU by where each sample fell."""
+    if load.path == EVENTS_PATH:
         # Each event a ref no run sent before: a repeated one is only acknowledged as a duplicate.
-        count = int(args.rate * (args.warmup + args.duration)) + 1
-        bodies = event_bodies(count, args.guests, run=time.time_ns() // 1000)
+        count = int(load.rate * load.seconds) + 1
+        bodies = event_bodies(count, load.guests, run=time.time_ns() // 1000)
     else:
-        bodies = decide_bodies(10_000, args.guests)
-    requests = [openloop.request_bytes("127.0.0.1", port, args.path, b, {"X-API-Key": args.api_key}) for b in bodies]
+        bodies = decide_bodies(10_000, load.guests)
+    requests = [openloop.request_bytes("127.0.0.1", port, load.path, b, {"X-API-Key": load.api_key}) for b in bodies]
     with tempfile.TemporaryDirectory(prefix="arbiter-profile-") as tmp:
         data = Path(tmp) / "perf.data"
         record = [
             "perf", "record", "-q", "-F", str(SAMPLE_HZ), "-g", "-o", str(data), "-p", ",".join(map(str, pids)),
-            "--", "sleep", str(args.warmup + args.duration),
+            "--", "sleep", str(load.seconds),
         ]  # fmt: skip
         perf = subprocess.Popen(record, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         meter = cpu.Meter(pids=pids)
         with meter:
             report = uvloop.run(
                 openloop.run(
-                    "127.0.0.1", port, requests, rate=args.rate, duration_s=args.duration, warmup_s=args.warmup
+                    "127.0.0.1", port, requests, rate=load.rate, duration_s=load.duration_s, warmup_s=load.warmup_s
                 )
             )
         _, err = perf.communicate(timeout=30)
@@ -163,11 +180,10 @@ def profile(port: int, pids: list[int], args: argparse.Namespace, label: str) ->
             if rest.startswith("[k] ")
         }
     answered = len(report.latencies_ms) + len(report.warmup_latencies_ms)  # errors too: they cost the server
-    seconds = args.warmup + args.duration
-    used = meter.summary(answered, seconds)
+    used = meter.summary(answered, load.seconds)
     stats = report.as_dict()
     return Profile(
-        label, args.rate, answered, float(used.get("cpu_us_per_request") or 0.0), float(used.get("cores_busy") or 0),
+        label, answered, float(used.get("cpu_us_per_request") or 0.0), float(used.get("cores_busy") or 0),
         float(stats["p50_ms"]), float(stats["p99_ms"]), shares(by_dso, children),
     )  # fmt: skip
 
@@ -197,11 +213,9 @@ def side_by_side(
     their table, or why there are none (perf missing, or not allowed to sample here)."""
     if shutil.which("perf") is None:
         return {"skipped": "perf is not installed (Debian: apt-get install linux-perf)"}
-    args = argparse.Namespace(
-        rate=rate, duration=duration_s, warmup=warmup_s, guests=guests, path=path, api_key=api_key
-    )
+    load = Load(rate, duration_s, warmup_s, guests, path, api_key)
     try:
-        found = [profile(port, listening_pids(port), args, label) for label, port in targets]
+        found = [profile(port, listening_pids(port), load, label) for label, port in targets]
     except (SystemExit, subprocess.SubprocessError) as exc:
         return {"skipped": f"perf could not sample: {exc}"}
     return {"rate": rate, "profiles": [asdict(p) for p in found], "table": render(found)}
@@ -224,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     targets = [(f"port {args.port}", args.port, args.pid or listening_pids(args.port))]
     if args.compare:
         targets.append((f"port {args.compare}", args.compare, listening_pids(args.compare)))
-    profiles = [profile(port, pids, args, label) for label, port, pids in targets]
+    load = Load(args.rate, args.duration, args.warmup, args.guests, args.path, args.api_key)
+    profiles = [profile(port, pids, load, label) for label, port, pids in targets]
     print(f"at {args.rate:.0f} requests/s, {args.duration:.0f} s after {args.warmup:.0f} s of warm-up (both sampled):")
     print(render(profiles))
     return 0

@@ -3,7 +3,7 @@ server when this machine lets perf sample (root or a permissive ``perf_event_par
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -85,13 +85,10 @@ def test_profiles_a_real_server(tmp_path: Path) -> None:
     with servers.running_redis(tmp_path) as url:
         with servers.running_arbiter(tmp_path, url, 1, models=servers.ROOT / "models") as arbiter:
             port = arbiter.port
-            args = argparse.Namespace(
-                rate=200.0, duration=1.0, warmup=0.5, guests=50, path="/v1/decide/next-best-offer",
-                api_key=servers.PUBLIC_KEY,
-            )  # fmt: skip
-            found = profile.profile(port, profile.listening_pids(port), args, "decide")
-            args.path = profile.EVENTS_PATH  # single events, each with a ref of its own
-            events = profile.profile(port, profile.listening_pids(port), args, "events")
+            load = profile.Load(200.0, 1.0, 0.5, 50, "/v1/decide/next-best-offer", servers.PUBLIC_KEY)
+            found = profile.profile(port, profile.listening_pids(port), load, "decide")
+            single_events = dataclasses.replace(load, path=profile.EVENTS_PATH)  # each with a ref of its own
+            events = profile.profile(port, profile.listening_pids(port), single_events, "events")
     for run in (found, events):
         assert run.requests >= 250 and run.cpu_us_per_request > 0
         assert sum(run.percent.values()) == pytest.approx(100, abs=1.5)
